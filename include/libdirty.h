@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libdirty: which pages of this memory were written since I last marked them clean?
+ *
+ * A tracker watches page-aligned regions of one address space (this process, or
+ * another process by pid) with the best write-tracking mechanism the running
+ * kernel offers, and answers "collect" queries with exact runs of dirty pages.
+ *
+ * Conventions
+ *   - Every int / ssize_t function returns 0 (or a count) on success and a
+ *     negative errno on failure.  A failed call changes nothing.
+ *   - Out-parameters named ret come last and are untouched on failure.
+ *   - Trackers are thread-safe: any number of threads may call into one tracker.
+ *   - The library never prints; install a log callback (dirty_options.log) to
+ *     hear about fallbacks and degradations.
+ *
+ * The contract, kept by every backend
+ *   1. After dirty_clean(range) returns, every later write to a page of the range
+ *      is reported by the next collect that covers the page.
+ *   2. dirty_collect() reports the pages written since the last clean.  With
+ *      DIRTY_COLLECT_CLEAN, reporting and re-cleaning are atomic per page: a write
+ *      racing with the call is reported by this collect or the next, never by
+ *      neither, whatever the number of writer threads.  (A racing write may be
+ *      reported by both.)
+ *   3. False positives happen only where the kernel mechanism forces them:
+ *        - a page written with the bytes it already held is dirty;
+ *        - uffd-async: a page dropped with MADV_DONTNEED/MADV_REMOVE after being
+ *          written and not yet cleaned stays dirty (the drop is a change of
+ *          content, to zeroes);
+ *        - hugetlb memory is reported a whole huge page at a time;
+ *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks.
+ *      A page that is only read is never reported.
+ *   4. Granularity is the base page size (sysconf(_SC_PAGESIZE)), or the huge
+ *      page size for hugetlb memory.  Bitmaps always use one bit per base page.
+ *   5. Bad input gets a negative errno and changes nothing:
+ *        -EINVAL  unaligned or empty or wrapping range, unknown flags, bad options
+ *        -ENOENT  a range that is not (entirely) tracked
+ *        -EEXIST  dirty_track() of a range overlapping a tracked one
+ *        -ENOMEM  dirty_track() of a range that is not entirely mapped
+ *                 (as mprotect(2) says it)
+ *        -EACCES  dirty_track() of memory that is not mapped writable
+ *        -ESRCH   the target process is gone
+ *        -ECHILD  the tracker was created by the parent of a fork()
+ *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
+ *      crash the tracker.  The next clean/collect that touches the region
+ *      returns -ESTALE; dirty_untrack() then forgets the region and succeeds.
+ *      After fork() the child's copy of a tracker refuses every call with
+ *      -ECHILD except dirty_tracker_free(), which releases it.
+ *
+ * Transparent huge pages (uffd-async and mprotect): tracking stays at base page
+ * granularity.  A write to a write-protected THP splits the huge mapping and
+ * only the written base page is reported (tests/test-conformance.c proves it).
+ */
+#ifndef LIBDIRTY_H
+#define LIBDIRTY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LIBDIRTY_VERSION_MAJOR 0
+#define LIBDIRTY_VERSION_MINOR 1
+
+struct dirty_tracker; /* opaque, thread-safe */
+
+/* A run of dirty pages: [start, start + len). */
+struct dirty_range {
+	void *start;
+	size_t len;
+};
+
+/*
+ * Log callback.  priority is a syslog(3) level (LOG_ERR .. LOG_DEBUG); msg has
+ * no trailing newline.  Called from the thread that made the library call,
+ * never from a signal handler.
+ */
+typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
+
+/* Tracker options.  Pass NULL for the defaults: this process, automatic backend. */
+struct dirty_options {
+	size_t sz;           /* sizeof(struct dirty_options), for extension */
+	const char *backend; /* NULL or "auto", "uffd-async", "uffd-sync",
+	                        "soft-dirty", "mprotect", "mapping" */
+	pid_t pid;           /* 0 = this process */
+	unsigned flags;      /* none defined yet: must be 0 */
+	dirty_log_fn log;    /* NULL = silent */
+	void *log_userdata;
+};
+
+/*
+ * Create a tracker.  The backend is chosen as follows: opts->backend if set,
+ * else the LIBDIRTY_BACKEND environment variable (ignored in set-uid programs),
+ * else the first usable of uffd-async, uffd-sync, soft-dirty, mprotect.
+ * Errors: -EINVAL bad options or unknown backend name; -EOPNOTSUPP the named
+ * backend cannot run here (dirty_backend_probe() says why); -ESRCH no such
+ * pid; -ENOMEM; or the errno of the kernel facility that refused.
+ */
+int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret);
+
+/* Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL. */
+struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t);
+
+/* The backend in use, for example "uffd-async".  Never NULL. */
+const char *dirty_tracker_backend(const struct dirty_tracker *t);
+
+/*
+ * Can this backend run here (for pid, 0 = this process)?  Returns 0 if usable,
+ * else a negative errno (-EOPNOTSUPP, -EPERM, -ENOSYS, -ESRCH, -EINVAL for an
+ * unknown name) with a one-line reason in why (may be NULL).  The kernel is
+ * probed once per process; the answer is cached.  backend NULL or "auto"
+ * reports the backend automatic selection would use, named in why.
+ */
+int dirty_backend_probe(const char *backend, pid_t pid, char *why, size_t why_len);
+
+/* The backend names, best first, NULL-terminated. */
+const char *const *dirty_backend_names(void);
+
+/*
+ * Start tracking [addr, addr + len): page aligned (huge page aligned for
+ * hugetlb), mapped writable, not overlapping a tracked region.  The range may
+ * span several mappings.  The region starts clean.
+ */
+int dirty_track(struct dirty_tracker *t, void *addr, size_t len);
+
+/*
+ * Stop tracking.  The range must consist of whole tracked regions (-EINVAL if
+ * it cuts one).  Writes no longer trap or fault; memory contents are untouched.
+ * A region that is gone (-ESTALE elsewhere) is forgotten and this succeeds.
+ */
+int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len);
+
+/*
+ * Mark [addr, addr + len) clean.  The range must be entirely tracked; it may
+ * span several adjacent regions and cover parts of them.
+ */
+int dirty_clean(struct dirty_tracker *t, void *addr, size_t len);
+
+#define DIRTY_COLLECT_CLEAN 0x1u /* atomically re-clean what is reported */
+
+/*
+ * Report the dirty pages of [addr, addr + len) (entirely tracked) as runs in
+ * address order, coalesced, at most max of them in out.  Returns the number
+ * written.  *next (may be NULL) receives where to resume: addr + len when the
+ * whole range was covered, else the first address not examined.  With
+ * DIRTY_COLLECT_CLEAN only the pages reported are re-cleaned; the rest stay
+ * dirty for the resumed call.  max may be 0 only with out NULL; then nothing
+ * is examined and *next is addr.
+ */
+ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+		      struct dirty_range *out, size_t max, void **next);
+
+/*
+ * The same as a bitmap: bit i (bitmap[i / 64] >> (i % 64) & 1) is page i of
+ * [addr, addr + len), in base pages.  The caller provides
+ * (len / page_size + 63) / 64 words; all of them are written.
+ */
+int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+			 uint64_t *bitmap);
+
+/*
+ * The same with a callback per coalesced run, in address order.  A non-zero
+ * return from fn stops the walk and is returned; with DIRTY_COLLECT_CLEAN the
+ * runs already passed to fn are clean, the rest still dirty.
+ */
+typedef int (*dirty_run_fn)(void *start, size_t len, void *userdata);
+int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+		       dirty_run_fn fn, void *userdata);
+
+/* Counters of a tracker, since it was created. */
+struct dirty_stats {
+	size_t sz;                /* sizeof(struct dirty_stats) */
+	uint64_t regions;         /* regions tracked now */
+	uint64_t tracked_bytes;   /* bytes tracked now */
+	uint64_t collects;        /* collect calls that succeeded */
+	uint64_t dirty_pages;     /* base pages reported by those collects */
+	uint64_t faults;          /* write faults handled in user space (mprotect) */
+	uint64_t degraded_blocks; /* mprotect: blocks unprotected whole because the
+	                             kernel refused to split a mapping further
+	                             (vm.max_map_count); all their pages were
+	                             reported dirty */
+};
+
+int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBDIRTY_H */

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* The one internal header every libdirty source file shares. */
+#ifndef LIBDIRTY_INT_H
+#define LIBDIRTY_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "libdirty.h"
+
+#define DIRTY_EXPORT __attribute__((visibility("default")))
+
+#define DIRTY_REASON_LEN 256
+
+/* What the memory of a region is, as /proc/PID/smaps shows it. */
+enum dirty_memory_kind {
+	DIRTY_MEM_ANON,        /* private anonymous (heap, stack, MAP_ANONYMOUS) */
+	DIRTY_MEM_FILE_PRIVATE,/* MAP_PRIVATE of a file */
+	DIRTY_MEM_SHMEM,       /* MAP_SHARED anonymous, memfd, /dev/shm, SysV */
+	DIRTY_MEM_FILE_SHARED, /* MAP_SHARED of another file */
+	DIRTY_MEM_HUGETLB,     /* hugetlbfs, MAP_HUGETLB */
+};
+
+/* What dirty_describe_range() learns about a range. */
+struct dirty_range_info {
+	enum dirty_memory_kind kind; /* of the first mapping */
+	size_t page_size;            /* the largest KernelPageSize in the range */
+	int prot;                    /* PROT_* common to every mapping */
+	bool mixed_prot;             /* mappings differ in protection */
+};
+
+struct dirty_region {
+	uintptr_t start, end; /* [start, end), page aligned */
+	size_t page_size;     /* base page, or huge page for hugetlb */
+	enum dirty_memory_kind kind;
+	int prot;             /* protection when tracking started */
+	bool gone;            /* unmapped or replaced since: -ESTALE */
+	void *priv;           /* the backend's per-region state */
+};
+
+/*
+ * Where collected runs go.  One sink serves the three public forms (array of
+ * runs, bitmap, callback); backends only call dirty_sink_room() and
+ * dirty_sink_add().
+ */
+struct dirty_sink {
+	/* runs form */
+	struct dirty_range *out;
+	size_t max, n;
+	/* bitmap form */
+	uint64_t *bitmap;
+	uintptr_t base;
+	/* callback form: runs are held in pending until they cannot grow */
+	dirty_run_fn fn;
+	void *userdata;
+	uintptr_t pending_start, pending_end;
+	int stop; /* fn's non-zero return */
+	uint64_t pages;
+};
+
+/*
+ * The number of new, non-adjacent runs the sink can still take.  A run
+ * adjacent to the last one merges and needs no room.
+ */
+size_t dirty_sink_room(const struct dirty_sink *s);
+/* Add [start, end).  Returns false (and adds nothing) if there is no room. */
+bool dirty_sink_add(struct dirty_sink *s, uintptr_t start, uintptr_t end);
+static inline bool dirty_sink_full(const struct dirty_sink *s)
+{
+	return dirty_sink_room(s) == 0;
+}
+
+struct dirty_tracker;
+
+/*
+ * One kernel mechanism.  The core validates every argument, holds the tracker
+ * lock around every call but probe, and passes ranges that lie inside one
+ * region.
+ */
+struct dirty_backend {
+	const char *name;
+	/* 0 if usable for pid (0 = self), else -errno and a reason in why. */
+	int (*probe)(pid_t pid, char *why, size_t why_len);
+	int (*open)(struct dirty_tracker *t);
+	void (*close)(struct dirty_tracker *t);
+	/* Start tracking r (already described); leave it clean. */
+	int (*track)(struct dirty_tracker *t, struct dirty_region *r);
+	/* Stop tracking r; must succeed for a gone region. */
+	void (*untrack)(struct dirty_tracker *t, struct dirty_region *r);
+	int (*clean)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		     uintptr_t end);
+	/*
+	 * Feed the dirty runs of [start, end) to sink in address order, stopping
+	 * when it is full.  *done receives the first address not examined.  With
+	 * clean, exactly the pages fed to the sink are re-cleaned.
+	 */
+	int (*collect)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		       uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done);
+	/* Mark [start, end) dirty again (a collect could not deliver it). */
+	void (*redirty)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			uintptr_t end);
+	/* Optional: add the backend's own counters to *st. */
+	void (*stats)(struct dirty_tracker *t, struct dirty_stats *st);
+};
+
+extern const struct dirty_backend dirty_backend_uffd_async;
+extern const struct dirty_backend dirty_backend_mprotect;
+
+struct dirty_tracker {
+	pthread_mutex_t lock;
+	const struct dirty_backend *backend;
+	pid_t pid;           /* target, 0 = self */
+	uint64_t fork_generation;
+	dirty_log_fn log;
+	void *log_userdata;
+
+	/* the registry: sorted by start, never overlapping */
+	struct dirty_region **regions;
+	size_t nregions, cap;
+
+	struct dirty_stats stats;
+
+	/* backend state */
+	int uffd;
+	int pagemap_fd;
+};
+
+/* registry.c */
+/* Index of the first region whose end is above addr (nregions if none). */
+size_t dirty_registry_lower_bound(const struct dirty_tracker *t, uintptr_t addr);
+bool dirty_registry_overlaps(const struct dirty_tracker *t, uintptr_t start, uintptr_t end);
+int dirty_registry_insert(struct dirty_tracker *t, struct dirty_region *r);
+void dirty_registry_remove(struct dirty_tracker *t, size_t index, size_t count);
+
+/* maps.c */
+/*
+ * Describe [start, end) of pid's address space (0 = self) from
+ * /proc/PID/smaps.  -ENOMEM if part of the range is not mapped, -ESRCH if the
+ * process is gone.
+ */
+int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end,
+			 struct dirty_range_info *ret);
+/* Is [start, end) of this process entirely mapped?  One cheap syscall. */
+bool dirty_range_mapped(uintptr_t start, uintptr_t end);
+
+/* probe.c */
+const struct dirty_backend *dirty_backend_find(const char *name);
+/* Cached probe of a backend for this process. */
+int dirty_backend_probe_cached(const struct dirty_backend *b, char *why, size_t why_len);
+/* The automatic choice for pid, with the reasons of the ones passed over. */
+const struct dirty_backend *dirty_backend_auto(pid_t pid, char *why, size_t why_len);
+
+/* probe.c: userfaultfd helpers the uffd backends share */
+#define DIRTY_UFFD_ASYNC_FEATURES                                                        \
+	(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+/* A new userfaultfd (user-mode faults only where possible), or -errno + why. */
+int dirty_uffd_open(int flags, char *why, size_t why_len);
+/* UFFDIO_API with features; -EOPNOTSUPP names the first missing feature. */
+int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
+
+/* tracker.c */
+void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+size_t dirty_page_size(void);
+/* snprintf into why, ignoring truncation; returns err for tail calls. */
+int dirty_reason(char *why, size_t why_len, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* A file descriptor read as a whole into a NUL-terminated malloc'd string. */
+int dirty_read_file(const char *path, char **ret, size_t *ret_len);
+
+#endif /* LIBDIRTY_INT_H */

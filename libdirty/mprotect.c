@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mprotect backend: works on any kernel.
+ *
+ * A clean page is mapped without PROT_WRITE.  The first write faults; our
+ * SIGSEGV handler makes the page writable again and sets the page's bit in the
+ * region's bitmap; the write is then retried by the CPU and succeeds.
+ *
+ * Why no write is lost.  The handler does, in this order:
+ *     H1  mprotect(page, writable)     H2  bit := 1
+ * and collect-and-clean does, per page:
+ *     C1  take the bit (atomic exchange with 0), report the page if it was 1
+ *     C2  if reported: mprotect(page, read-only)
+ * A write lands either on a read-only page, and faults into a new H1-H2, or
+ * on a writable page, which some handler made writable at its H1 and whose H2
+ * follows.  Take a write W on a writable page and the H1-H2 that opened it:
+ *   - H2 before C1: C1 reports the page and C2 comes after W (else W would
+ *     have faulted), so the caller, reading the page after the call, sees W;
+ *   - H2 after C1: the bit stays set after this collect and the next reports
+ *     the page.
+ * A page left writable with its bit clear exists only between an H1 and its
+ * H2, never after H2.  The reverse order (bit first, then unprotect) loses
+ * writes: C1 and C2 could fall between H2 and H1, leaving the page writable
+ * with a clear bit.  A write racing with a collect may be reported by two
+ * collects; that is allowed.
+ *
+ * The handler finds regions in a process-wide table that it reads without
+ * locks (a signal handler cannot take one).  Updates copy the table, publish
+ * the copy, and wait until no handler can still be reading the old one: each
+ * reader counts itself in one of two counters chosen by a phase bit; the
+ * writer flips the phase twice, waiting for the counter of the old phase to
+ * drain each time, so that it never waits for readers that started after it.
+ *
+ * vm.max_map_count.  Each writable island in a read-only region is a separate
+ * kernel vma, and the kernel refuses to split past vm.max_map_count (65530 by
+ * default): mprotect fails with ENOMEM.  The handler then unprotects a larger
+ * aligned block around the page (64 pages, then 4096, then the whole region),
+ * which merges the islands inside it, and marks the whole block dirty.  The
+ * write always succeeds; the block's pages are reported dirty (counted in
+ * dirty_stats.degraded_blocks).  Collect-and-clean re-protects them, which
+ * merges the vmas again.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "libdirty-int.h"
+
+struct mp_region {
+	uintptr_t start, end;
+	size_t page_size;    /* protection granularity: base or huge page */
+	int prot;            /* the protection to give back */
+	size_t nwords;
+	_Atomic uint64_t *bits; /* one bit per page_size page */
+	_Atomic uint64_t faults, degraded;
+};
+
+/* The handler's view: sorted, non-overlapping, immutable once published. */
+struct mp_table {
+	size_t n;
+	struct mp_region *regions[];
+};
+
+static _Atomic(struct mp_table *) table;
+static _Atomic unsigned long readers[2];
+static _Atomic unsigned phase;
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction previous_action;
+static bool handler_installed;
+
+/* ---- the signal handler ---- */
+
+static struct mp_region *table_find(const struct mp_table *tab, uintptr_t addr)
+{
+	size_t lo = 0, hi = tab ? tab->n : 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct mp_region *r = tab->regions[mid];
+
+		if (addr < r->start)
+			hi = mid;
+		else if (addr >= r->end)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+static void bits_set(struct mp_region *r, uintptr_t start, uintptr_t end)
+{
+	size_t i = (start - r->start) / r->page_size, last = (end - r->start) / r->page_size;
+
+	for (; i < last; i++)
+		atomic_fetch_or_explicit(&r->bits[i / 64], UINT64_C(1) << (i % 64),
+					 memory_order_release);
+}
+
+/* H1 then H2 (see the top of the file).  False if the fault is not ours to fix. */
+static bool unprotect_and_record(struct mp_region *r, uintptr_t addr)
+{
+	static const size_t block_pages[] = { 64, 4096 };
+	uintptr_t page = addr & ~(uintptr_t)(r->page_size - 1);
+	uintptr_t start, end;
+	size_t i;
+
+	if (mprotect((void *)page, r->page_size, r->prot) == 0) {
+		bits_set(r, page, page + r->page_size);
+		atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
+		return true;
+	}
+	if (errno != ENOMEM)
+		return false;
+	for (i = 0; i <= sizeof(block_pages) / sizeof(block_pages[0]); i++) {
+		if (i < sizeof(block_pages) / sizeof(block_pages[0])) {
+			size_t block = block_pages[i] * r->page_size;
+
+			start = page & ~(uintptr_t)(block - 1);
+			end = start + block;
+			start = start < r->start ? r->start : start;
+			end = end > r->end ? r->end : end;
+		} else {
+			start = r->start;
+			end = r->end;
+		}
+		if (mprotect((void *)start, end - start, r->prot) == 0) {
+			bits_set(r, start, end);
+			atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&r->degraded, 1, memory_order_relaxed);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* What would have happened without us. */
+static void chain(int sig, siginfo_t *info, void *context)
+{
+	const struct sigaction *prev = &previous_action;
+	struct sigaction dfl;
+
+	if (prev->sa_flags & SA_SIGINFO) {
+		prev->sa_sigaction(sig, info, context);
+		return;
+	}
+	if (prev->sa_handler == SIG_IGN && info->si_code <= 0)
+		return; /* sent by kill(2): ignored, as asked */
+	if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN) {
+		/*
+		 * A fault cannot be ignored.  Restore the default action and
+		 * return: the faulting instruction runs again and the kernel
+		 * delivers the signal with the default action (and core dump).
+		 */
+		memset(&dfl, 0, sizeof(dfl));
+		dfl.sa_handler = SIG_DFL;
+		sigaction(sig, &dfl, NULL);
+		if (info->si_code <= 0)
+			raise(sig);
+		return;
+	}
+	prev->sa_handler(sig);
+}
+
+static void on_sigsegv(int sig, siginfo_t *info, void *context)
+{
+	int saved_errno = errno;
+	unsigned idx = atomic_load(&phase) & 1;
+	struct mp_region *r;
+	bool handled = false;
+
+	atomic_fetch_add(&readers[idx], 1);
+	if (info->si_code == SEGV_ACCERR) {
+		r = table_find(atomic_load(&table), (uintptr_t)info->si_addr);
+		if (r)
+			handled = unprotect_and_record(r, (uintptr_t)info->si_addr);
+	}
+	atomic_fetch_sub(&readers[idx], 1);
+	errno = saved_errno;
+	if (!handled)
+		chain(sig, info, context);
+}
+
+/* ---- table updates, under table_lock ---- */
+
+static void wait_for_readers(void)
+{
+	int flip;
+
+	for (flip = 0; flip < 2; flip++) {
+		unsigned old = atomic_fetch_xor(&phase, 1) & 1;
+
+		while (atomic_load(&readers[old]))
+			sched_yield();
+	}
+}
+
+/* Publish a copy of the table with add inserted and/or remove left out. */
+static int table_update(struct mp_region *add, struct mp_region *remove)
+{
+	struct mp_table *old = atomic_load(&table), *next;
+	size_t n = old ? old->n : 0, i, j = 0;
+	bool inserted = !add;
+
+	next = malloc(sizeof(*next) + (n + 1) * sizeof(next->regions[0]));
+	if (!next)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		struct mp_region *r = old->regions[i];
+
+		if (!inserted && add->start < r->start) {
+			next->regions[j++] = add;
+			inserted = true;
+		}
+		if (r != remove)
+			next->regions[j++] = r;
+	}
+	if (!inserted)
+		next->regions[j++] = add;
+	next->n = j;
+	atomic_store(&table, next);
+	wait_for_readers();
+	free(old);
+	return 0;
+}
+
+static bool table_overlaps(uintptr_t start, uintptr_t end)
+{
+	const struct mp_table *tab = atomic_load(&table);
+	size_t i;
+
+	for (i = 0; tab && i < tab->n; i++)
+		if (tab->regions[i]->start < end && start < tab->regions[i]->end)
+			return true;
+	return false;
+}
+
+/* ---- the backend ---- */
+
+static int mprotect_open(struct dirty_tracker *t)
+{
+	struct sigaction action;
+	int err = 0;
+
+	pthread_mutex_lock(&table_lock);
+	if (!handler_installed) {
+		memset(&action, 0, sizeof(action));
+		action.sa_sigaction = on_sigsegv;
+		action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+		sigemptyset(&action.sa_mask);
+		if (sigaction(SIGSEGV, &action, &previous_action) < 0)
+			err = -errno;
+		else
+			handler_installed = true;
+	}
+	pthread_mutex_unlock(&table_lock);
+	if (err)
+		dirty_log(t, LOG_ERR, "mprotect: cannot install the SIGSEGV handler");
+	/* the handler stays: it passes on every fault that is not ours */
+	return err;
+}
+
+static void mprotect_close(struct dirty_tracker *t)
+{
+	(void)t;
+}
+
+static void mp_region_free(struct mp_region *m)
+{
+	if (!m)
+		return;
+	if (m->bits)
+		munmap((void *)m->bits, m->nwords * sizeof(uint64_t));
+	free(m);
+}
+
+static int mprotect_track(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct mp_region *m;
+	size_t npages;
+	int err;
+
+	if (r->prot < 0) {
+		dirty_log(t, LOG_ERR, "mprotect: the range mixes protections");
+		return -EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	npages = (r->end - r->start) / r->page_size;
+	*m = (struct mp_region){
+		.start = r->start,
+		.end = r->end,
+		.page_size = r->page_size,
+		.prot = r->prot,
+		.nwords = (npages + 63) / 64,
+	};
+	/* zero-filled on demand: a sparse 1 TiB region costs nothing until written */
+	m->bits = mmap(NULL, m->nwords * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->bits == MAP_FAILED) {
+		m->bits = NULL;
+		mp_region_free(m);
+		return -ENOMEM;
+	}
+
+	pthread_mutex_lock(&table_lock);
+	if (table_overlaps(r->start, r->end)) {
+		err = -EEXIST; /* another tracker of this process has it */
+		goto fail;
+	}
+	/* in the table before any page is read-only, so no fault finds it missing */
+	err = table_update(m, NULL);
+	if (err)
+		goto fail;
+	if (mprotect((void *)r->start, r->end - r->start, r->prot & ~PROT_WRITE) < 0) {
+		err = -errno;
+		table_update(NULL, m);
+		goto fail;
+	}
+	pthread_mutex_unlock(&table_lock);
+	r->priv = m;
+	return 0;
+fail:
+	pthread_mutex_unlock(&table_lock);
+	mp_region_free(m);
+	return err;
+}
+
+static void mprotect_untrack(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct mp_region *m = r->priv;
+
+	/*
+	 * Writable first, then out of the table: in the other order a write
+	 * in between would fault with nobody to handle it.  A region that is
+	 * gone is left alone; whatever is mapped there now is not ours.
+	 */
+	if (!r->gone && mprotect((void *)r->start, r->end - r->start, r->prot) < 0)
+		dirty_log(t, LOG_WARNING, "mprotect: cannot restore %#lx-%#lx: %s",
+			  (unsigned long)r->start, (unsigned long)r->end, strerror(errno));
+	pthread_mutex_lock(&table_lock);
+	while (table_update(NULL, m) < 0)
+		sched_yield(); /* only malloc can fail, and the handler must not keep m */
+	pthread_mutex_unlock(&table_lock);
+	mp_region_free(m);
+	r->priv = NULL;
+}
+
+static int mprotect_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			  uintptr_t end)
+{
+	struct mp_region *m = r->priv;
+	size_t i = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
+
+	(void)t;
+	/* C1 for every page, then C2 for all of them at once */
+	for (; i < last; i++)
+		atomic_fetch_and(&m->bits[i / 64], ~(UINT64_C(1) << (i % 64)));
+	if (mprotect((void *)start, end - start, m->prot & ~PROT_WRITE) < 0)
+		return -errno;
+	return 0;
+}
+
+/* C2 for a run that was reported; on failure the run must stay dirty. */
+static void reprotect(struct dirty_tracker *t, struct mp_region *m, uintptr_t start, uintptr_t end)
+{
+	if (mprotect((void *)start, end - start, m->prot & ~PROT_WRITE) == 0)
+		return;
+	dirty_log(t, LOG_WARNING, "mprotect: cannot re-protect %#lx-%#lx (%s); it stays dirty",
+		  (unsigned long)start, (unsigned long)end, strerror(errno));
+	bits_set(m, start, end);
+}
+
+static int mprotect_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			    uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
+{
+	struct mp_region *m = r->priv;
+	size_t first = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
+	size_t w;
+	uintptr_t run_start = 0, run_end = 0; /* taken, not yet re-protected */
+
+	*done = end;
+	for (w = first / 64; w <= (last - 1) / 64; w++) {
+		uint64_t mask = UINT64_MAX, v;
+
+		if (w == first / 64)
+			mask &= UINT64_MAX << (first % 64);
+		if (w == (last - 1) / 64 && last % 64)
+			mask &= UINT64_MAX >> (64 - last % 64);
+		v = atomic_load_explicit(&m->bits[w], memory_order_acquire) & mask;
+		if (!v)
+			continue;
+		if (clean)
+			v = atomic_fetch_and_explicit(&m->bits[w], ~v, memory_order_acq_rel) & v;
+		while (v) {
+			size_t lo = (size_t)__builtin_ctzll(v), hi = lo;
+			uintptr_t s, e;
+
+			while (hi < 64 && (v >> hi & 1))
+				hi++;
+			s = m->start + (w * 64 + lo) * m->page_size;
+			e = m->start + (w * 64 + hi) * m->page_size;
+			if (!dirty_sink_add(sink, s, e)) {
+				/* no room: give back what this word had left */
+				if (clean)
+					atomic_fetch_or(&m->bits[w], v);
+				*done = s;
+				goto out;
+			}
+			v &= hi < 64 ? ~((UINT64_C(1) << hi) - 1) : 0;
+			if (!clean)
+				continue;
+			if (run_end != s) {
+				if (run_end)
+					reprotect(t, m, run_start, run_end);
+				run_start = s;
+			}
+			run_end = e;
+		}
+	}
+out:
+	if (run_end)
+		reprotect(t, m, run_start, run_end);
+	return 0;
+}
+
+static void mprotect_redirty(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			     uintptr_t end)
+{
+	(void)t;
+	bits_set(r->priv, start, end);
+}
+
+static void mprotect_stats(struct dirty_tracker *t, struct dirty_stats *st)
+{
+	size_t i;
+
+	for (i = 0; i < t->nregions; i++) {
+		struct mp_region *m = t->regions[i]->priv;
+
+		st->faults += atomic_load(&m->faults);
+		st->degraded_blocks += atomic_load(&m->degraded);
+	}
+}
+
+const struct dirty_backend dirty_backend_mprotect = {
+	.name = "mprotect",
+	.open = mprotect_open,
+	.close = mprotect_close,
+	.track = mprotect_track,
+	.untrack = mprotect_untrack,
+	.clean = mprotect_clean,
+	.collect = mprotect_collect,
+	.redirty = mprotect_redirty,
+	.stats = mprotect_stats,
+};

@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Which kernel mechanisms work here, and why not.  Each probe exercises the
+ * mechanism for real on a scratch page (a kernel can accept a request and do
+ * nothing, as clear_refs "4" does without CONFIG_MEM_SOFT_DIRTY).  Answers for
+ * this process are cached: the kernel does not change under a running process.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "libdirty-int.h"
+#include "linux-compat.h"
+
+/* ---- userfaultfd ---- */
+
+int dirty_uffd_open(int flags, char *why, size_t why_len)
+{
+	int fd, dev, err;
+
+	fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+	if (fd >= 0)
+		return fd;
+	err = errno;
+	if (err == ENOSYS)
+		return dirty_reason(why, why_len, -ENOSYS,
+				    "the kernel has no userfaultfd (CONFIG_USERFAULTFD is off)");
+	/* /dev/userfaultfd (6.1+) is governed by its file mode, not the sysctl */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		err = errno;
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	if (err == EPERM || err == EACCES)
+		return dirty_reason(why, why_len, -EPERM,
+				    "userfaultfd is not permitted: vm.unprivileged_userfaultfd=0 "
+				    "without CAP_SYS_PTRACE, and /dev/userfaultfd is not accessible");
+	return dirty_reason(why, why_len, -err, "userfaultfd() failed: %s", strerror(err));
+}
+
+static const char *uffd_feature_name(uint64_t feature)
+{
+	switch (feature) {
+	case UFFD_FEATURE_PAGEFAULT_FLAG_WP:
+		return "PAGEFAULT_FLAG_WP (5.7)";
+	case UFFD_FEATURE_WP_HUGETLBFS_SHMEM:
+		return "WP_HUGETLBFS_SHMEM (5.19)";
+	case UFFD_FEATURE_WP_UNPOPULATED:
+		return "WP_UNPOPULATED (6.4)";
+	case UFFD_FEATURE_WP_ASYNC:
+		return "WP_ASYNC (6.7)";
+	default:
+		return "unknown";
+	}
+}
+
+int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	uint64_t missing;
+	int probe_fd, bit;
+
+	if (ioctl(uffd, UFFDIO_API, &api) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return dirty_reason(why, why_len, -errno, "UFFDIO_API failed: %s",
+				    strerror(errno));
+	/* find out which feature is missing, on a scratch fd (API is once per fd) */
+	probe_fd = dirty_uffd_open(O_CLOEXEC, NULL, 0);
+	api = (struct uffdio_api){ .api = UFFD_API };
+	if (probe_fd < 0 || ioctl(probe_fd, UFFDIO_API, &api) < 0) {
+		if (probe_fd >= 0)
+			close(probe_fd);
+		return dirty_reason(why, why_len, -EOPNOTSUPP, "UFFDIO_API refused the features");
+	}
+	close(probe_fd);
+	missing = features & ~(uint64_t)api.features;
+	for (bit = 0; bit < 64; bit++)
+		if (missing & (UINT64_C(1) << bit))
+			return dirty_reason(why, why_len, -EOPNOTSUPP,
+					    "the kernel lacks userfaultfd feature %s",
+					    uffd_feature_name(UINT64_C(1) << bit));
+	return dirty_reason(why, why_len, -EOPNOTSUPP, "UFFDIO_API refused the features");
+}
+
+static int probe_uffd_async(pid_t pid, char *why, size_t why_len)
+{
+	struct page_region region;
+	struct pm_scan_arg arg;
+	int uffd, pagemap, err;
+	size_t page = dirty_page_size();
+	char *mem;
+
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "tracking another process needs a userfaultfd created inside "
+				    "it; this version of libdirty does not do that yet");
+	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
+	if (uffd < 0)
+		return uffd;
+	err = dirty_uffd_api(uffd, DIRTY_UFFD_ASYNC_FEATURES, why, why_len);
+	if (err)
+		goto out_uffd;
+	pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pagemap < 0) {
+		err = dirty_reason(why, why_len, -errno, "cannot open /proc/self/pagemap: %s",
+				   strerror(errno));
+		goto out_uffd;
+	}
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		err = -ENOMEM;
+		goto out_pagemap;
+	}
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)mem, .len = page },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+		err = dirty_reason(why, why_len, -errno,
+				   "UFFDIO_REGISTER in write-protect mode failed: %s",
+				   strerror(errno));
+		goto out_mem;
+	}
+	/* clean, write, and the scan must see exactly that page */
+	mem[0] = 1;
+	arg = (struct pm_scan_arg){
+		.size = sizeof(arg),
+		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.start = (uintptr_t)mem,
+		.end = (uintptr_t)mem + page,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	if (ioctl(pagemap, PAGEMAP_SCAN, &arg) < 0) {
+		err = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
+		dirty_reason(why, why_len, err,
+			     "the kernel has no PAGEMAP_SCAN ioctl on /proc/PID/pagemap (6.7+): %s",
+			     strerror(errno));
+		goto out_mem;
+	}
+	mem[0] = 2;
+	arg.flags = 0;
+	arg.vec = (uintptr_t)&region;
+	arg.vec_len = 1;
+	if (ioctl(pagemap, PAGEMAP_SCAN, &arg) != 1 || region.start != (uintptr_t)mem) {
+		err = dirty_reason(why, why_len, -EOPNOTSUPP,
+				   "PAGEMAP_SCAN did not report a page written after "
+				   "write-protection");
+		goto out_mem;
+	}
+	err = dirty_reason(why, why_len, 0,
+			   "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+)");
+out_mem:
+	munmap(mem, page);
+out_pagemap:
+	close(pagemap);
+out_uffd:
+	close(uffd);
+	return err;
+}
+
+/*
+ * The kernel has what a synchronous write-protect backend needs (5.7+ for
+ * anonymous memory), but this release does not ship that backend yet.
+ */
+static int probe_uffd_sync(pid_t pid, char *why, size_t why_len)
+{
+	int uffd, err;
+
+	(void)pid;
+	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
+	if (uffd < 0)
+		return uffd;
+	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, why, why_len);
+	close(uffd);
+	if (err)
+		return err;
+	return dirty_reason(why, why_len, -EOPNOTSUPP,
+			    "the kernel supports userfaultfd write-protect faults, but this "
+			    "version of libdirty does not implement the uffd-sync backend");
+}
+
+/* ---- soft-dirty ---- */
+
+#define PAGEMAP_SOFT_DIRTY (UINT64_C(1) << 55)
+
+static int pagemap_entry(int fd, const void *addr, uint64_t *entry)
+{
+	off_t off = (off_t)((uintptr_t)addr / dirty_page_size() * sizeof(*entry));
+
+	return pread(fd, entry, sizeof(*entry), off) == sizeof(*entry) ? 0 : -1;
+}
+
+/*
+ * Runs in a forked child: clear_refs "4" clears soft-dirty bits process-wide
+ * and must not disturb the caller.  Exit status: 0 works, 1 clear_refs
+ * refused, 2 the bit stays clear after a write, 3 the bit never clears,
+ * 4 setup failed.
+ */
+static int soft_dirty_child(void)
+{
+	size_t page = dirty_page_size();
+	uint64_t entry;
+	int cr, pm;
+	char *mem;
+
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (mem == MAP_FAILED || cr < 0 || pm < 0)
+		return 4;
+	mem[0] = 1;
+	if (write(cr, "4", 1) != 1)
+		return 1;
+	if (pagemap_entry(pm, mem, &entry))
+		return 4;
+	if (entry & PAGEMAP_SOFT_DIRTY)
+		return 3;
+	mem[0] = 2;
+	if (pagemap_entry(pm, mem, &entry))
+		return 4;
+	return entry & PAGEMAP_SOFT_DIRTY ? 0 : 2;
+}
+
+static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
+{
+	int status;
+	pid_t child;
+
+	(void)pid;
+	child = fork();
+	if (child < 0)
+		return dirty_reason(why, why_len, -errno, "fork for the probe failed: %s",
+				    strerror(errno));
+	if (child == 0)
+		_exit(soft_dirty_child());
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return dirty_reason(why, why_len, -errno, "waitpid: %s", strerror(errno));
+	switch (WIFEXITED(status) ? WEXITSTATUS(status) : 4) {
+	case 0:
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "the kernel implements soft-dirty, but this version of "
+				    "libdirty does not implement the soft-dirty backend");
+	case 1:
+		return dirty_reason(why, why_len, -EPERM,
+				    "/proc/PID/clear_refs refused \"4\"");
+	case 2:
+	case 3:
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "the kernel does not implement soft-dirty "
+				    "(CONFIG_MEM_SOFT_DIRTY is off): clear_refs accepts \"4\" but "
+				    "pagemap bit 55 does not follow writes");
+	default:
+		return dirty_reason(why, why_len, -EIO, "the soft-dirty probe could not run");
+	}
+}
+
+/* ---- mprotect, mapping ---- */
+
+static int probe_mprotect(pid_t pid, char *why, size_t why_len)
+{
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "mprotect tracks the calling process only");
+	return dirty_reason(why, why_len, 0,
+			    "PROT_READ and a SIGSEGV handler work on any kernel");
+}
+
+static int probe_mapping(pid_t pid, char *why, size_t why_len)
+{
+	(void)pid;
+	if (access("/dev/dirtymap", F_OK) < 0)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "the libdirty kernel addition is not loaded: /dev/dirtymap "
+				    "does not exist");
+	return dirty_reason(why, why_len, -EOPNOTSUPP,
+			    "/dev/dirtymap exists, but this version of libdirty does not "
+			    "implement the mapping backend");
+}
+
+/* ---- the table ---- */
+
+struct backend_entry {
+	const char *name;
+	int (*probe)(pid_t pid, char *why, size_t why_len);
+	const struct dirty_backend *impl; /* NULL: not implemented */
+	/* cache for pid 0 */
+	bool probed;
+	int result;
+	char reason[DIRTY_REASON_LEN];
+};
+
+static struct backend_entry backends[] = {
+	{ "uffd-async", probe_uffd_async, &dirty_backend_uffd_async },
+	{ "uffd-sync", probe_uffd_sync, NULL },
+	{ "soft-dirty", probe_soft_dirty, NULL },
+	{ "mprotect", probe_mprotect, &dirty_backend_mprotect },
+	{ "mapping", probe_mapping, NULL },
+};
+
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct backend_entry *entry_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; name && i < NBACKENDS; i++)
+		if (!strcmp(backends[i].name, name))
+			return &backends[i];
+	return NULL;
+}
+
+const struct dirty_backend *dirty_backend_find(const char *name)
+{
+	struct backend_entry *e = entry_find(name);
+
+	return e ? e->impl : NULL;
+}
+
+static int entry_probe(struct backend_entry *e, pid_t pid, char *why, size_t why_len)
+{
+	int err;
+
+	if (pid)
+		return e->probe(pid, why, why_len);
+	pthread_mutex_lock(&probe_lock);
+	if (!e->probed) {
+		e->result = e->probe(0, e->reason, sizeof(e->reason));
+		e->probed = true;
+	}
+	err = e->result;
+	if (why && why_len)
+		snprintf(why, why_len, "%s", e->reason);
+	pthread_mutex_unlock(&probe_lock);
+	return err;
+}
+
+const struct dirty_backend *dirty_backend_auto(pid_t pid, char *why, size_t why_len)
+{
+	char reason[DIRTY_REASON_LEN];
+	size_t i, used = 0;
+
+	if (why && why_len)
+		why[0] = '\0';
+	for (i = 0; i < NBACKENDS; i++) {
+		int err = entry_probe(&backends[i], pid, reason, sizeof(reason));
+
+		if (!err && backends[i].impl) {
+			if (why && why_len > used)
+				snprintf(why + used, why_len - used, "%s: %s", backends[i].name,
+					 reason);
+			return backends[i].impl;
+		}
+		if (why && why_len > used)
+			used += (size_t)snprintf(why + used, why_len - used, "%s unusable (%s); ",
+						 backends[i].name, reason);
+	}
+	return NULL;
+}
+
+DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, size_t why_len)
+{
+	struct backend_entry *e;
+	int err;
+
+	if (pid < 0)
+		return -EINVAL;
+	if (pid == getpid())
+		pid = 0;
+	if (pid && kill(pid, 0) < 0 && errno == ESRCH)
+		return dirty_reason(why, why_len, -ESRCH, "no process %d", (int)pid);
+	if (!backend || !strcmp(backend, "auto")) {
+		const struct dirty_backend *b = dirty_backend_auto(pid, why, why_len);
+
+		return b ? 0 : -EOPNOTSUPP;
+	}
+	e = entry_find(backend);
+	if (!e)
+		return dirty_reason(why, why_len, -EINVAL, "no backend named \"%s\"", backend);
+	err = entry_probe(e, pid, why, why_len);
+	if (!err && !e->impl)
+		err = dirty_reason(why, why_len, -EOPNOTSUPP, "not implemented");
+	return err;
+}
+
+DIRTY_EXPORT const char *const *dirty_backend_names(void)
+{
+	static const char *const names[] = { "uffd-async", "uffd-sync", "soft-dirty",
+					     "mprotect", "mapping", NULL };
+
+	return names;
+}

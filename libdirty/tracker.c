@@ -1,0 +1,648 @@
+/* SPDX-License-Identifier: MIT */
+/* The tracker: public API, argument checks, span walking and result sinks. */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "libdirty-int.h"
+
+/*
+ * A child of fork() inherits a copy of every tracker but not the kernel state
+ * behind it (uffd registrations are dropped, signal-handler bookkeeping is
+ * the parent's).  Each tracker remembers the generation it was made in.
+ */
+static _Atomic uint64_t fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+	atomic_fetch_add(&fork_generation, 1);
+}
+
+static void atfork_install(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+static bool tracker_forked(const struct dirty_tracker *t)
+{
+	return t->fork_generation != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+size_t dirty_page_size(void)
+{
+	static size_t page_size;
+
+	if (!page_size)
+		page_size = (size_t)sysconf(_SC_PAGESIZE);
+	return page_size;
+}
+
+void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!t || !t->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	t->log(priority, msg, t->log_userdata);
+}
+
+int dirty_reason(char *why, size_t why_len, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+int dirty_read_file(const char *path, char **ret, size_t *ret_len)
+{
+	size_t cap = 16384, len = 0;
+	char *buf, *grown;
+	ssize_t n;
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	buf = malloc(cap);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (;;) {
+		if (cap - len < 4096) {
+			grown = realloc(buf, cap * 2);
+			if (!grown) {
+				err = -ENOMEM;
+				goto fail;
+			}
+			buf = grown;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*ret = buf;
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+fail:
+	close(fd);
+	free(buf);
+	return err;
+}
+
+/* ---- options ---- */
+
+/* The part of struct dirty_options that the first release defined. */
+#define OPTIONS_MIN_SIZE (offsetof(struct dirty_options, flags) + sizeof(unsigned))
+
+static int options_check(const struct dirty_options *opts)
+{
+	const unsigned char *p;
+	size_t i;
+
+	if (!opts)
+		return 0;
+	if (opts->sz < OPTIONS_MIN_SIZE)
+		return -EINVAL;
+	/* a newer caller's extra fields must be zero: we would ignore them */
+	p = (const unsigned char *)opts;
+	for (i = sizeof(*opts); i < opts->sz; i++)
+		if (p[i])
+			return -EINVAL;
+	if (opts->flags || opts->pid < 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* Read a field of opts that may be beyond what an older caller passed. */
+#define OPTS_GET(opts, field, fallback)                                                  \
+	((opts) && (opts)->sz >= offsetof(struct dirty_options, field) + sizeof((opts)->field) \
+		 ? (opts)->field                                                         \
+		 : (fallback))
+
+DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret)
+{
+	const struct dirty_backend *backend;
+	char why[DIRTY_REASON_LEN];
+	const char *name;
+	struct dirty_tracker *t;
+	pid_t pid;
+	int err;
+
+	if (!ret)
+		return -EINVAL;
+	err = options_check(opts);
+	if (err)
+		return err;
+	pthread_once(&atfork_once, atfork_install);
+
+	pid = OPTS_GET(opts, pid, 0);
+	if (pid == getpid())
+		pid = 0;
+	if (pid && kill(pid, 0) < 0 && errno == ESRCH)
+		return -ESRCH;
+
+	name = OPTS_GET(opts, backend, NULL);
+	if (!name)
+		name = secure_getenv("LIBDIRTY_BACKEND");
+	if (!name || !*name || !strcmp(name, "auto")) {
+		backend = dirty_backend_auto(pid, why, sizeof(why));
+		if (!backend)
+			return -EOPNOTSUPP;
+	} else {
+		err = dirty_backend_probe(name, pid, why, sizeof(why));
+		if (err)
+			return err == -EINVAL ? -EINVAL : -EOPNOTSUPP;
+		backend = dirty_backend_find(name);
+		assert(backend);
+	}
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	err = pthread_mutex_init(&t->lock, NULL);
+	if (err) {
+		free(t);
+		return -err;
+	}
+	t->backend = backend;
+	t->pid = pid;
+	t->fork_generation = atomic_load(&fork_generation);
+	t->log = OPTS_GET(opts, log, NULL);
+	t->log_userdata = OPTS_GET(opts, log_userdata, NULL);
+	t->uffd = -1;
+	t->pagemap_fd = -1;
+	t->stats.sz = sizeof(t->stats);
+
+	err = backend->open(t);
+	if (err) {
+		pthread_mutex_destroy(&t->lock);
+		free(t);
+		return err;
+	}
+	dirty_log(t, LOG_DEBUG, "tracker using %s (%s)", backend->name, why);
+	*ret = t;
+	return 0;
+}
+
+DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
+{
+	size_t i;
+
+	if (!t)
+		return NULL;
+	/*
+	 * In a forked child this undoes what the child inherited: its own
+	 * copy of the protections (mprotect) and its fds.  Backends tolerate
+	 * kernel state that is already gone.
+	 */
+	for (i = 0; i < t->nregions; i++) {
+		t->backend->untrack(t, t->regions[i]);
+		free(t->regions[i]);
+	}
+	free(t->regions);
+	t->backend->close(t);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+	return NULL;
+}
+
+DIRTY_EXPORT const char *dirty_tracker_backend(const struct dirty_tracker *t)
+{
+	return t ? t->backend->name : "none";
+}
+
+DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)
+{
+	struct dirty_stats stats;
+	size_t sz;
+
+	if (!t || !ret || ret->sz < offsetof(struct dirty_stats, regions))
+		return -EINVAL;
+	if (tracker_forked(t))
+		return -ECHILD;
+	sz = ret->sz < sizeof(*ret) ? ret->sz : sizeof(*ret);
+	pthread_mutex_lock(&t->lock);
+	stats = t->stats;
+	if (t->backend->stats)
+		t->backend->stats(t, &stats);
+	pthread_mutex_unlock(&t->lock);
+	memcpy(ret, &stats, sz);
+	ret->sz = sz;
+	return 0;
+}
+
+/* ---- range checks ---- */
+
+/* The checks every range-taking call shares: page aligned, non-empty, no wrap. */
+static int range_check(const struct dirty_tracker *t, const void *addr, size_t len,
+		       uintptr_t *start, uintptr_t *end)
+{
+	uintptr_t a = (uintptr_t)addr;
+	size_t page = dirty_page_size();
+
+	if (!t)
+		return -EINVAL;
+	if (tracker_forked(t))
+		return -ECHILD;
+	if (!len || (a & (page - 1)) || (len & (page - 1)) || a + len < a)
+		return -EINVAL;
+	*start = a;
+	*end = a + len;
+	return 0;
+}
+
+static uintptr_t max_addr(uintptr_t a, uintptr_t b)
+{
+	return a > b ? a : b;
+}
+
+static uintptr_t min_addr(uintptr_t a, uintptr_t b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * Find the regions covering [start, end) without a gap: *first and *count.
+ * -ENOENT if any page is untracked, -EINVAL if the span cuts a huge page of a
+ * hugetlb region.  A region whose memory has been unmapped
+ * or moved is marked gone and the span refused with -ESTALE, before anything
+ * is changed.
+ */
+static int span_find(struct dirty_tracker *t, uintptr_t start, uintptr_t end, size_t *first,
+		     size_t *count)
+{
+	size_t i = dirty_registry_lower_bound(t, start), j;
+	uintptr_t cur = start;
+
+	for (j = i; cur < end; j++) {
+		if (j == t->nregions || t->regions[j]->start > cur)
+			return -ENOENT;
+		cur = t->regions[j]->end;
+	}
+	for (*first = i; i < j; i++) {
+		struct dirty_region *r = t->regions[i];
+
+		if ((max_addr(start, r->start) | min_addr(end, r->end)) & (r->page_size - 1))
+			return -EINVAL;
+		if (!r->gone && !t->pid && !dirty_range_mapped(r->start, r->end)) {
+			r->gone = true;
+			dirty_log(t, LOG_WARNING, "region %#lx-%#lx is no longer mapped",
+				  (unsigned long)r->start, (unsigned long)r->end);
+		}
+		if (r->gone)
+			return -ESTALE;
+	}
+	*count = j - *first;
+	return 0;
+}
+
+/* ---- track / untrack / clean ---- */
+
+DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
+{
+	struct dirty_range_info info;
+	struct dirty_region *r;
+	uintptr_t start, end;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+
+	pthread_mutex_lock(&t->lock);
+	if (dirty_registry_overlaps(t, start, end)) {
+		err = -EEXIST;
+		goto out;
+	}
+	err = dirty_describe_range(t->pid, start, end, &info);
+	if (err)
+		goto out;
+	if (!(info.prot & PROT_WRITE)) {
+		err = -EACCES;
+		goto out;
+	}
+	if ((start | end) & (info.page_size - 1)) {
+		err = -EINVAL;
+		goto out;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		err = -ENOMEM;
+		goto out;
+	}
+	*r = (struct dirty_region){
+		.start = start,
+		.end = end,
+		.page_size = info.page_size,
+		.kind = info.kind,
+		.prot = info.mixed_prot ? -1 : info.prot,
+	};
+	err = t->backend->track(t, r);
+	if (err) {
+		free(r);
+		goto out;
+	}
+	err = dirty_registry_insert(t, r);
+	if (err) {
+		t->backend->untrack(t, r);
+		free(r);
+		goto out;
+	}
+	t->stats.regions++;
+	t->stats.tracked_bytes += len;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len)
+{
+	uintptr_t start, end;
+	size_t first, count, i;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+
+	pthread_mutex_lock(&t->lock);
+	err = span_find(t, start, end, &first, &count);
+	if (err == -ESTALE)
+		err = 0; /* forgetting a gone region is what the caller wants */
+	if (err)
+		goto out;
+	if (t->regions[first]->start != start || t->regions[first + count - 1]->end != end) {
+		err = -EINVAL;
+		goto out;
+	}
+	for (i = first; i < first + count; i++) {
+		struct dirty_region *r = t->regions[i];
+
+		t->backend->untrack(t, r);
+		t->stats.regions--;
+		t->stats.tracked_bytes -= r->end - r->start;
+		free(r);
+	}
+	dirty_registry_remove(t, first, count);
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_clean(struct dirty_tracker *t, void *addr, size_t len)
+{
+	uintptr_t start, end;
+	size_t first, count, i;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+
+	pthread_mutex_lock(&t->lock);
+	err = span_find(t, start, end, &first, &count);
+	for (i = first; !err && i < first + count; i++) {
+		struct dirty_region *r = t->regions[i];
+
+		err = t->backend->clean(t, r, max_addr(start, r->start), min_addr(end, r->end));
+	}
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+/* ---- collect ---- */
+
+size_t dirty_sink_room(const struct dirty_sink *s)
+{
+	if (s->bitmap)
+		return SIZE_MAX;
+	return s->max - s->n;
+}
+
+bool dirty_sink_add(struct dirty_sink *s, uintptr_t start, uintptr_t end)
+{
+	size_t page = dirty_page_size();
+
+	assert(start < end);
+	if (s->bitmap) {
+		size_t i = (start - s->base) / page, last = (end - s->base) / page;
+
+		for (; i < last && (i & 63); i++)
+			s->bitmap[i / 64] |= UINT64_C(1) << (i % 64);
+		for (; i + 64 <= last; i += 64)
+			s->bitmap[i / 64] = UINT64_MAX;
+		for (; i < last; i++)
+			s->bitmap[i / 64] |= UINT64_C(1) << (i % 64);
+	} else if (s->n && (uintptr_t)s->out[s->n - 1].start + s->out[s->n - 1].len == start) {
+		s->out[s->n - 1].len += end - start;
+	} else if (s->n < s->max) {
+		s->out[s->n].start = (void *)start;
+		s->out[s->n].len = end - start;
+		s->n++;
+	} else {
+		return false;
+	}
+	s->pages += (end - start) / page;
+	return true;
+}
+
+/*
+ * Give back pages that a collect-and-clean re-cleaned but could not deliver.
+ * Called with the lock held.  A region that vanished meanwhile has nothing
+ * left to give back to.
+ */
+static void redirty_locked(struct dirty_tracker *t, uintptr_t start, uintptr_t end)
+{
+	size_t i = dirty_registry_lower_bound(t, start);
+
+	for (; i < t->nregions && t->regions[i]->start < end; i++) {
+		struct dirty_region *r = t->regions[i];
+
+		if (!r->gone)
+			t->backend->redirty(t, r, max_addr(start, r->start),
+					    min_addr(end, r->end));
+	}
+}
+
+static void redirty_runs(struct dirty_tracker *t, const struct dirty_range *runs, size_t n)
+{
+	size_t i;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < n; i++)
+		redirty_locked(t, (uintptr_t)runs[i].start,
+			       (uintptr_t)runs[i].start + runs[i].len);
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void redirty_bitmap(struct dirty_tracker *t, const struct dirty_sink *s, uintptr_t end)
+{
+	size_t page = dirty_page_size(), npages = (end - s->base) / page, i, j;
+
+	for (i = 0; i < npages; i = j) {
+		if (!(s->bitmap[i / 64] >> (i % 64) & 1)) {
+			j = i + 1;
+			continue;
+		}
+		for (j = i + 1; j < npages && (s->bitmap[j / 64] >> (j % 64) & 1); j++)
+			;
+		redirty_locked(t, s->base + i * page, s->base + j * page);
+	}
+}
+
+/*
+ * The one collect loop behind every public form.  Returns 0 or -errno;
+ * *next is the first address not examined.  A failure after some runs were
+ * delivered must not lose what was already re-cleaned: the runs form reports
+ * success with *next at the failing region (the resumed call meets the
+ * error); the bitmap form, which has no partial answer, gives the pages back.
+ */
+static int collect_span(struct dirty_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
+			struct dirty_sink *sink, uintptr_t *next)
+{
+	size_t first, count, i;
+	uintptr_t done = start;
+	int err;
+
+	if (flags & ~DIRTY_COLLECT_CLEAN)
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	err = span_find(t, start, end, &first, &count);
+	for (i = first; !err && i < first + count && done == max_addr(start, t->regions[i]->start);
+	     i++) {
+		struct dirty_region *r = t->regions[i];
+
+		err = t->backend->collect(t, r, done, min_addr(end, r->end),
+					  flags & DIRTY_COLLECT_CLEAN, sink, &done);
+		if (err == -ESTALE)
+			r->gone = true;
+	}
+	if (err && sink->pages) {
+		if (!sink->bitmap)
+			err = 0;
+		else if (flags & DIRTY_COLLECT_CLEAN)
+			redirty_bitmap(t, sink, end);
+	}
+	if (!err) {
+		t->stats.collects++;
+		t->stats.dirty_pages += sink->pages;
+		*next = done;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+DIRTY_EXPORT ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len,
+				   unsigned flags, struct dirty_range *out, size_t max,
+				   void **next)
+{
+	struct dirty_sink sink = { .out = out, .max = max };
+	uintptr_t start, end, done;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+	if (!out != !max || max > SSIZE_MAX || (flags & ~DIRTY_COLLECT_CLEAN))
+		return -EINVAL;
+	if (!max) {
+		done = start;
+	} else {
+		err = collect_span(t, start, end, flags, &sink, &done);
+		if (err)
+			return err;
+	}
+	if (next)
+		*next = (void *)done;
+	return (ssize_t)sink.n;
+}
+
+DIRTY_EXPORT int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len,
+				      unsigned flags, uint64_t *bitmap)
+{
+	struct dirty_sink sink = { .bitmap = bitmap, .base = (uintptr_t)addr };
+	uintptr_t start, end, done;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+	if (!bitmap || (flags & ~DIRTY_COLLECT_CLEAN))
+		return -EINVAL;
+	/* all or nothing: fill a private copy, publish it on success */
+	sink.bitmap = calloc((len / dirty_page_size() + 63) / 64, sizeof(uint64_t));
+	if (!sink.bitmap)
+		return -ENOMEM;
+	err = collect_span(t, start, end, flags, &sink, &done);
+	if (!err)
+		memcpy(bitmap, sink.bitmap, (len / dirty_page_size() + 63) / 64 * sizeof(uint64_t));
+	free(sink.bitmap);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len,
+				    unsigned flags, dirty_run_fn fn, void *userdata)
+{
+	struct dirty_range runs[128];
+	uintptr_t start, end, cur;
+	ssize_t n, i;
+	void *next;
+	int err;
+
+	err = range_check(t, addr, len, &start, &end);
+	if (err)
+		return err;
+	if (!fn || (flags & ~DIRTY_COLLECT_CLEAN))
+		return -EINVAL;
+	/*
+	 * Collect a batch, then deliver it.  With DIRTY_COLLECT_CLEAN the whole
+	 * batch is clean once collected, so if fn stops early the undelivered
+	 * rest is marked dirty again: nothing is lost.
+	 */
+	for (cur = start; cur < end; cur = (uintptr_t)next) {
+		n = dirty_collect(t, (void *)cur, end - cur, flags, runs, 128, &next);
+		if (n < 0)
+			return (int)n;
+		for (i = 0; i < n; i++) {
+			err = fn(runs[i].start, runs[i].len, userdata);
+			if (err) {
+				/* the undelivered rest of this batch was cleaned: give it back */
+				if (flags & DIRTY_COLLECT_CLEAN)
+					redirty_runs(t, runs + i + 1, (size_t)(n - i - 1));
+				return err;
+			}
+		}
+	}
+	return 0;
+}

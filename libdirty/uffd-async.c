@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The uffd-async backend (Linux 6.7+).
+ *
+ * Tracked memory is registered with a userfaultfd in write-protect mode with
+ * UFFD_FEATURE_WP_ASYNC: the kernel resolves a write to a protected page by
+ * itself, clearing the page's uffd-wp bit, with no user space on the fault
+ * path.  "Dirty" is therefore "not write-protected", which PAGEMAP_SCAN
+ * reports as PAGE_IS_WRITTEN, and PM_SCAN_WP_MATCHING re-protects exactly the
+ * pages it reports, atomically under the page-table lock: that is the whole
+ * of collect-and-clean, one ioctl per batch.
+ *
+ * UFFD_FEATURE_WP_UNPOPULATED makes protection stick to pages that are not
+ * populated yet (the kernel leaves a marker), so a page that is first read
+ * after a clean is not reported.
+ *
+ * Kernel behaviours this file is written around (fs/proc/task_mmu.c):
+ *   - With PM_SCAN_CHECK_WPASYNC, a vma that is not ours (the memory was
+ *     replaced with MAP_FIXED) fails the ioctl with EPERM, after the vmas
+ *     before it were already re-protected and reported into the vector with
+ *     no count returned.  Every scan therefore covers one region only, so
+ *     that what is lost belongs to the region that is gone (-ESTALE).
+ *   - walk_end can lag behind the last region reported when a call needed
+ *     more than one internal batch: resume from whichever is later, or a
+ *     collect without clean would report pages twice.
+ *   - PM_SCAN_WP_MATCHING over unpopulated hugetlb memory can hang before
+ *     the 2026 fixes; hugetlb regions are scanned without it and the reported
+ *     runs re-protected with UFFDIO_WRITEPROTECT.  That is still exact: only
+ *     reported pages are re-protected, and a write between the scan and the
+ *     re-protection lands in a page this collect reports, whose contents the
+ *     caller reads after the call.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "libdirty-int.h"
+#include "linux-compat.h"
+
+/* A vector the kernel can fill when the caller's own buffer is too small. */
+#define SCRATCH_REGIONS 256
+
+/*
+ * Calls PAGEMAP_SCAN over [arg->start, arg->end).  Returns the number of
+ * regions written to the vector, or -errno.  A vma in the range that is not
+ * registered with async write-protection (PM_SCAN_CHECK_WPASYNC) means our
+ * memory was replaced under us: -ESTALE.
+ */
+static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
+{
+	int n;
+
+	do
+		n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, arg);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		return n;
+	return errno == EPERM ? -ESTALE : -errno;
+}
+
+static void scan_arg_init(struct pm_scan_arg *arg, uintptr_t start, uintptr_t end, bool clean)
+{
+	*arg = (struct pm_scan_arg){
+		.size = sizeof(*arg),
+		.flags = PM_SCAN_CHECK_WPASYNC | (clean ? PM_SCAN_WP_MATCHING : 0),
+		.start = start,
+		.end = end,
+		/* exactly WRITTEN in and out: the kernel's fast path */
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+}
+
+static int uffd_async_open(struct dirty_tracker *t)
+{
+	char why[DIRTY_REASON_LEN];
+	int err;
+
+	t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
+	if (t->uffd < 0) {
+		err = t->uffd;
+		goto fail;
+	}
+	err = dirty_uffd_api(t->uffd, DIRTY_UFFD_ASYNC_FEATURES, why, sizeof(why));
+	if (err)
+		goto fail;
+	t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (t->pagemap_fd < 0) {
+		err = -errno;
+		snprintf(why, sizeof(why), "cannot open /proc/self/pagemap");
+		goto fail;
+	}
+	return 0;
+fail:
+	dirty_log(t, LOG_ERR, "uffd-async: %s", why);
+	if (t->uffd >= 0)
+		close(t->uffd);
+	t->uffd = -1;
+	return err;
+}
+
+static void uffd_async_close(struct dirty_tracker *t)
+{
+	if (t->pagemap_fd >= 0)
+		close(t->pagemap_fd);
+	if (t->uffd >= 0)
+		close(t->uffd);
+	t->pagemap_fd = t->uffd = -1;
+}
+
+static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end, bool protect)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { .start = start, .len = end - start },
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	return ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+/* Write-protect every page of [start, end): one walk, no output. */
+static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			    uintptr_t end)
+{
+	struct pm_scan_arg arg;
+	int n;
+
+	if (r->kind == DIRTY_MEM_HUGETLB)
+		return write_protect(t, start, end, true);
+	scan_arg_init(&arg, start, end, true);
+	while (arg.start < end) {
+		n = pagemap_scan(t, &arg);
+		if (n < 0)
+			return n;
+		arg.start = arg.walk_end;
+	}
+	return 0;
+}
+
+static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct uffdio_register reg = {
+		.range = { .start = r->start, .len = r->end - r->start },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	struct uffdio_range range = reg.range;
+	int err;
+
+	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		err = -errno;
+		/* EBUSY: registered with another userfaultfd, such as another tracker */
+		dirty_log(t, LOG_ERR, "uffd-async: UFFDIO_REGISTER %#lx-%#lx: %s",
+			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err));
+		return err == -EBUSY ? -EEXIST : err;
+	}
+	err = uffd_async_clean(t, r, r->start, r->end);
+	if (err)
+		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
+	return err;
+}
+
+static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct uffdio_range range = { .start = r->start, .len = r->end - r->start };
+
+	/* unregistering also drops the uffd-wp bits: writes no longer trap */
+	if (!r->gone && ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0)
+		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
+}
+
+/*
+ * The kernel writes struct page_region (24 bytes) and the caller wants struct
+ * dirty_range (16 bytes).  Rather than copy through a buffer of our own, the
+ * kernel writes into the free tail of the caller's array and each region is
+ * converted in place, front to back: output i (with merging, at most i slots
+ * after the first free one) ends at or before input i + 1 begins, and input i
+ * is read before output i is written.
+ */
+static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			      uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
+{
+	struct page_region scratch[SCRATCH_REGIONS];
+	bool protect_after = clean && r->kind == DIRTY_MEM_HUGETLB;
+	uintptr_t resume;
+	struct pm_scan_arg arg;
+	size_t room;
+	int n, i, err, stalls = 0;
+
+	scan_arg_init(&arg, start, end, clean && !protect_after);
+	while (arg.start < end) {
+		room = dirty_sink_room(sink);
+		if (!room)
+			break;
+		if (!sink->bitmap && room * sizeof(*sink->out) / sizeof(scratch[0]) > 0) {
+			arg.vec = (uintptr_t)(sink->out + sink->n);
+			arg.vec_len = room * sizeof(*sink->out) / sizeof(scratch[0]);
+		} else {
+			arg.vec = (uintptr_t)scratch;
+			arg.vec_len = room < SCRATCH_REGIONS ? room : SCRATCH_REGIONS;
+		}
+		n = pagemap_scan(t, &arg);
+		if (n < 0)
+			return n;
+		resume = (uintptr_t)arg.walk_end;
+		for (i = 0; i < n; i++) {
+			const struct page_region *pr = (const struct page_region *)arg.vec + i;
+			uintptr_t run_start = (uintptr_t)pr->start, run_end = (uintptr_t)pr->end;
+			bool added;
+
+			if (protect_after) {
+				err = write_protect(t, run_start, run_end, true);
+				if (err)
+					return err;
+			}
+			added = dirty_sink_add(sink, run_start, run_end);
+			assert(added);
+			(void)added;
+			if (run_end > resume)
+				resume = run_end;
+		}
+		/* the kernel may stop early with nothing to show; it must move on */
+		if (resume <= arg.start && ++stalls > 1000)
+			return -EAGAIN;
+		arg.start = resume;
+	}
+	*done = arg.start < end ? (uintptr_t)arg.start : end;
+	return 0;
+}
+
+/*
+ * Remove write-protection: the pages read as written again.  Used only to
+ * give back pages a collect re-cleaned and could not deliver.
+ */
+static void uffd_async_redirty(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			       uintptr_t end)
+{
+	int err = write_protect(t, start, end, false);
+
+	(void)r;
+	if (err)
+		dirty_log(t, LOG_ERR, "uffd-async: cannot mark %#lx-%#lx dirty again: %s",
+			  (unsigned long)start, (unsigned long)end, strerror(-err));
+}
+
+const struct dirty_backend dirty_backend_uffd_async = {
+	.name = "uffd-async",
+	.open = uffd_async_open,
+	.close = uffd_async_close,
+	.track = uffd_async_track,
+	.untrack = uffd_async_untrack,
+	.clean = uffd_async_clean,
+	.collect = uffd_async_collect,
+	.redirty = uffd_async_redirty,
+};
