@@ -103,6 +103,12 @@ struct dirty_backend {
 	/* Mark [start, end) dirty again (a collect could not deliver it). */
 	void (*redirty)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			uintptr_t end);
+	/*
+	 * Optional: is part of [start, end) tracked by another tracker of
+	 * this process?  (Checked before the memory is described: such memory
+	 * may look read-only.)
+	 */
+	bool (*claimed)(uintptr_t start, uintptr_t end);
 	/* Optional: add the backend's own counters to *st. */
 	void (*stats)(struct dirty_tracker *t, struct dirty_stats *st);
 };
@@ -163,6 +169,8 @@ int dirty_uffd_open(int flags, char *why, size_t why_len);
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
 
 /* tracker.c */
+/* True in the child of a fork(): the kernel state behind t is the parent's. */
+bool dirty_tracker_forked(const struct dirty_tracker *t);
 void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 size_t dirty_page_size(void);

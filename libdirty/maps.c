@@ -58,8 +58,7 @@ int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end, struct dirty
 	if (err)
 		return err == -ENOENT ? -ESRCH : err;
 
-	for (line = strtok_r(text, "\n", &save); line && covered < end;
-	     line = strtok_r(NULL, "\n", &save)) {
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char perms[5], name[4096] = "";
 		unsigned long inode;
 		uint64_t a, b, value;
@@ -68,7 +67,9 @@ int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end, struct dirty
 			   perms, &inode, name) >= 4) {
 			lo = (uintptr_t)a;
 			hi = (uintptr_t)b;
-			in_range = hi > covered && lo < end;
+			if (lo >= end)
+				break; /* past the range: the last mapping's details are read */
+			in_range = hi > covered;
 			if (!in_range)
 				continue;
 			if (lo > covered)

@@ -243,6 +243,16 @@ static bool table_overlaps(uintptr_t start, uintptr_t end)
 
 /* ---- the backend ---- */
 
+static bool mprotect_claimed(uintptr_t start, uintptr_t end)
+{
+	bool claimed;
+
+	pthread_mutex_lock(&table_lock);
+	claimed = table_overlaps(start, end);
+	pthread_mutex_unlock(&table_lock);
+	return claimed;
+}
+
 static int mprotect_open(struct dirty_tracker *t)
 {
 	struct sigaction action;
@@ -460,4 +470,5 @@ const struct dirty_backend dirty_backend_mprotect = {
 	.collect = mprotect_collect,
 	.redirty = mprotect_redirty,
 	.stats = mprotect_stats,
+	.claimed = mprotect_claimed,
 };

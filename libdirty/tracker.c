@@ -33,7 +33,7 @@ static void atfork_install(void)
 	pthread_atfork(NULL, NULL, atfork_child);
 }
 
-static bool tracker_forked(const struct dirty_tracker *t)
+bool dirty_tracker_forked(const struct dirty_tracker *t)
 {
 	return t->fork_generation != atomic_load_explicit(&fork_generation, memory_order_relaxed);
 }
@@ -249,7 +249,7 @@ DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats
 
 	if (!t || !ret || ret->sz < offsetof(struct dirty_stats, regions))
 		return -EINVAL;
-	if (tracker_forked(t))
+	if (dirty_tracker_forked(t))
 		return -ECHILD;
 	sz = ret->sz < sizeof(*ret) ? ret->sz : sizeof(*ret);
 	pthread_mutex_lock(&t->lock);
@@ -273,7 +273,7 @@ static int range_check(const struct dirty_tracker *t, const void *addr, size_t l
 
 	if (!t)
 		return -EINVAL;
-	if (tracker_forked(t))
+	if (dirty_tracker_forked(t))
 		return -ECHILD;
 	if (!len || (a & (page - 1)) || (len & (page - 1)) || a + len < a)
 		return -EINVAL;
@@ -310,7 +310,9 @@ static int span_find(struct dirty_tracker *t, uintptr_t start, uintptr_t end, si
 			return -ENOENT;
 		cur = t->regions[j]->end;
 	}
-	for (*first = i; i < j; i++) {
+	*first = i;
+	*count = j - i;
+	for (; i < j; i++) {
 		struct dirty_region *r = t->regions[i];
 
 		if ((max_addr(start, r->start) | min_addr(end, r->end)) & (r->page_size - 1))
@@ -323,7 +325,6 @@ static int span_find(struct dirty_tracker *t, uintptr_t start, uintptr_t end, si
 		if (r->gone)
 			return -ESTALE;
 	}
-	*count = j - *first;
 	return 0;
 }
 
@@ -341,7 +342,8 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 		return err;
 
 	pthread_mutex_lock(&t->lock);
-	if (dirty_registry_overlaps(t, start, end)) {
+	if (dirty_registry_overlaps(t, start, end) ||
+	    (t->backend->claimed && t->backend->claimed(start, end))) {
 		err = -EEXIST;
 		goto out;
 	}

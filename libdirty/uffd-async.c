@@ -168,6 +168,13 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 {
 	struct uffdio_range range = { .start = r->start, .len = r->end - r->start };
 
+	/*
+	 * A userfaultfd acts on the mm that created it, whoever calls: in a
+	 * forked child, unregistering would stop the parent's tracking.  The
+	 * child's own memory lost its registration at fork anyway.
+	 */
+	if (dirty_tracker_forked(t))
+		return;
 	/* unregistering also drops the uffd-wp bits: writes no longer trap */
 	if (!r->gone && ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common.h"
+
+size_t page_size;
+
+const char *mem_kind_name(enum test_mem_kind kind)
+{
+	static const char *const names[] = { "anon", "shared-anon", "memfd", "file", "hugetlb" };
+
+	return kind < MEM_NKINDS ? names[kind] : "?";
+}
+
+bool mem_map(struct test_mem *m, enum test_mem_kind kind, size_t npages, char *why, size_t len)
+{
+	char path[] = "libdirty-test-XXXXXX";
+	int flags = MAP_SHARED;
+
+	memset(m, 0, sizeof(*m));
+	m->kind = kind;
+	m->fd = -1;
+	m->page = kind == MEM_HUGETLB ? 2 * 1024 * 1024 : page_size;
+	m->len = npages * m->page;
+	switch (kind) {
+	case MEM_ANON:
+		flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		break;
+	case MEM_SHARED_ANON:
+		flags = MAP_SHARED | MAP_ANONYMOUS;
+		break;
+	case MEM_MEMFD:
+		m->fd = memfd_create("libdirty-test", MFD_CLOEXEC);
+		break;
+	case MEM_FILE:
+		/* in the working directory: a disk file system, not tmpfs */
+		m->fd = mkstemp(path);
+		if (m->fd >= 0)
+			unlink(path);
+		break;
+	case MEM_HUGETLB:
+		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
+		break;
+	default:
+		snprintf(why, len, "no such kind");
+		return false;
+	}
+	if ((kind == MEM_MEMFD || kind == MEM_FILE) &&
+	    (m->fd < 0 || ftruncate(m->fd, (off_t)m->len) < 0)) {
+		snprintf(why, len, "cannot create the %s: %s", mem_kind_name(kind), strerror(errno));
+		return false;
+	}
+	m->addr = mmap(NULL, m->len, PROT_READ | PROT_WRITE, flags, m->fd, 0);
+	if (m->addr == MAP_FAILED) {
+		snprintf(why, len, "mmap of %s memory failed: %s%s", mem_kind_name(kind),
+			 strerror(errno),
+			 kind == MEM_HUGETLB ? " (reserve huge pages: vm.nr_hugepages)" : "");
+		m->addr = NULL;
+		if (m->fd >= 0)
+			close(m->fd);
+		return false;
+	}
+	for (size_t i = 0; i < m->len; i += page_size)
+		m->addr[i] = (char)(i / page_size);
+	return true;
+}
+
+void mem_unmap(struct test_mem *m)
+{
+	if (m->addr)
+		munmap(m->addr, m->len);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->addr = NULL;
+	m->fd = -1;
+}
+
+const char *test_backend(void)
+{
+	const char *name = getenv("DIRTY_TEST_BACKEND");
+	char why[512];
+	int err;
+
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	if (!name) {
+		fprintf(stderr, "DIRTY_TEST_BACKEND is not set\n");
+		exit(1);
+	}
+	err = dirty_backend_probe(name, 0, why, sizeof(why));
+	if (err) {
+		printf("SKIP: backend %s is not usable here: %s\n", name, why);
+		exit(EXIT_SKIP);
+	}
+	return name;
+}
+
+struct dirty_tracker *tracker_new(void)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = test_backend() };
+	struct dirty_tracker *t = NULL;
+	int err;
+
+	err = dirty_tracker_new(&opts, &t);
+	ck_assert_msg(err == 0, "dirty_tracker_new(%s): %s", opts.backend, strerror(-err));
+	ck_assert_str_eq(dirty_tracker_backend(t), opts.backend);
+	return t;
+}
+
+size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+		   struct dirty_range *out, size_t max)
+{
+	char *cur = addr, *end = (char *)addr + len;
+	size_t total = 0;
+	void *next;
+
+	while (cur < end) {
+		ssize_t n = dirty_collect(t, cur, (size_t)(end - cur), flags, out + total,
+					  max - total, &next);
+
+		ck_assert_msg(n >= 0, "dirty_collect: %s", strerror((int)-n));
+		ck_assert_msg((char *)next > cur || n > 0, "no progress");
+		total += (size_t)n;
+		if ((char *)next < end)
+			ck_assert_uint_eq(total, max);
+		ck_assert((char *)next <= end);
+		cur = next;
+		if (total == max)
+			break;
+	}
+	return total;
+}
+
+unsigned long read_ulong_file(const char *path)
+{
+	unsigned long value = 0;
+	FILE *f = fopen(path, "r");
+
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	ck_assert_int_eq(fscanf(f, "%lu", &value), 1);
+	fclose(f);
+	return value;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the test programs. */
+#ifndef LIBDIRTY_TESTS_COMMON_H
+#define LIBDIRTY_TESTS_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libdirty.h"
+
+#define EXIT_SKIP 77
+
+/* The memory kinds every backend must handle. */
+enum test_mem_kind {
+	MEM_ANON,        /* MAP_PRIVATE | MAP_ANONYMOUS */
+	MEM_SHARED_ANON, /* MAP_SHARED | MAP_ANONYMOUS (shmem) */
+	MEM_MEMFD,       /* MAP_SHARED of a memfd */
+	MEM_FILE,        /* MAP_SHARED of a regular file on disk */
+	MEM_HUGETLB,     /* MAP_HUGETLB, when huge pages are reserved */
+	MEM_NKINDS,
+};
+
+struct test_mem {
+	enum test_mem_kind kind;
+	char *addr;
+	size_t len;
+	size_t page; /* the tracking granularity: base or huge page */
+	int fd;
+};
+
+extern size_t page_size;
+
+const char *mem_kind_name(enum test_mem_kind kind);
+/*
+ * Map npages granularity pages of the kind, populated with a pattern.
+ * Returns false (with the reason in why) if this machine cannot have it.
+ */
+bool mem_map(struct test_mem *m, enum test_mem_kind kind, size_t npages, char *why, size_t len);
+void mem_unmap(struct test_mem *m);
+
+/* The backend named by $DIRTY_TEST_BACKEND; exits 77 with the reason if unusable. */
+const char *test_backend(void);
+struct dirty_tracker *tracker_new(void);
+
+/* Collect [addr, addr+len) fully (resuming as needed) into runs; returns count. */
+size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+		   struct dirty_range *out, size_t max);
+
+/* The number at the start of a file such as /proc/sys/vm/max_map_count. */
+unsigned long read_ulong_file(const char *path);
+
+#endif

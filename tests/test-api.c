@@ -1,0 +1,849 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The API around tracking: option checks, backend selection, probing, the
+ * backend list, logging and statistics.  Tracking itself is the conformance
+ * suite's business; where a test here needs a tracker that tracks, it uses
+ * mprotect, which runs on every kernel.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <check.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <libdirty.h>
+
+/* Stored in out-parameters before a call that must fail, to see them untouched. */
+#define SENTINEL ((struct dirty_tracker *)(uintptr_t)0x5a5a5a5a)
+
+/* The part of struct dirty_options that the first release defined. */
+#define OPTIONS_MIN_SIZE (offsetof(struct dirty_options, flags) + sizeof(unsigned))
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static char *map_pages(size_t npages)
+{
+	char *mem = mmap(NULL, npages * page_size(), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(mem, MAP_FAILED);
+	return mem;
+}
+
+static struct dirty_options options_for(const char *backend)
+{
+	struct dirty_options opts;
+
+	memset(&opts, 0, sizeof(opts));
+	opts.sz = sizeof(opts);
+	opts.backend = backend;
+	return opts;
+}
+
+/* A pid that belonged to a process and belongs to none now. */
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	/* the pid could in theory be reused already: then this test is void */
+	ck_assert_int_eq(kill(pid, 0), -1);
+	ck_assert_int_eq(errno, ESRCH);
+	return pid;
+}
+
+/* The backend automatic selection picks, as a tracker with no options shows it. */
+static const char *auto_backend(void)
+{
+	static char name[32];
+	struct dirty_tracker *t;
+
+	unsetenv("LIBDIRTY_BACKEND");
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), 0);
+	snprintf(name, sizeof(name), "%s", dirty_tracker_backend(t));
+	dirty_tracker_free(t);
+	return name;
+}
+
+/* ---- dirty_tracker_new: options ---- */
+
+START_TEST(test_new_null_ret)
+{
+	struct dirty_options opts = options_for("mprotect");
+
+	ck_assert_int_eq(dirty_tracker_new(NULL, NULL), -EINVAL);
+	ck_assert_int_eq(dirty_tracker_new(&opts, NULL), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_new_defaults)
+{
+	struct dirty_tracker *t = SENTINEL;
+
+	unsetenv("LIBDIRTY_BACKEND");
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), 0);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_ptr_ne(t, SENTINEL);
+	ck_assert_ptr_null(dirty_tracker_free(t));
+}
+END_TEST
+
+START_TEST(test_new_sz_too_small)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+
+	opts.sz = OPTIONS_MIN_SIZE - 1;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	opts.sz = 0;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+static void count_calls(int priority, const char *msg, void *userdata)
+{
+	(void)priority;
+	(void)msg;
+	(*(unsigned *)userdata)++;
+}
+
+/* An older caller's struct ends after flags: the fields beyond are not read. */
+START_TEST(test_new_sz_first_release)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+	unsigned calls = 0;
+
+	opts.sz = OPTIONS_MIN_SIZE;
+	opts.log = count_calls;
+	opts.log_userdata = &calls;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), "mprotect");
+	dirty_tracker_free(t);
+	ck_assert_uint_eq(calls, 0);
+}
+END_TEST
+
+/* A newer caller's struct: what we do not know must be zero. */
+struct padded_options {
+	struct dirty_options opts;
+	unsigned char newer[16];
+};
+
+START_TEST(test_new_sz_larger)
+{
+	struct padded_options p;
+	struct dirty_tracker *t = SENTINEL;
+
+	memset(&p, 0, sizeof(p));
+	p.opts.sz = sizeof(p);
+	p.opts.backend = "mprotect";
+	p.newer[sizeof(p.newer) - 1] = 1;
+	ck_assert_int_eq(dirty_tracker_new(&p.opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	p.newer[sizeof(p.newer) - 1] = 0;
+	p.newer[0] = 0x80;
+	ck_assert_int_eq(dirty_tracker_new(&p.opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	p.newer[0] = 0;
+	ck_assert_int_eq(dirty_tracker_new(&p.opts, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), "mprotect");
+	dirty_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_new_flags)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+
+	opts.flags = 1;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	opts.flags = 1u << 31;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+START_TEST(test_new_negative_pid)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+
+	opts.pid = -1;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	opts.pid = INT_MIN;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+START_TEST(test_new_unknown_backend)
+{
+	struct dirty_options opts = options_for("no-such-backend");
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+/* Backends this release knows but cannot run, whatever the kernel. */
+static const char *const unusable_backends[] = { "uffd-sync", "soft-dirty", "mapping" };
+
+START_TEST(test_new_unusable_backend)
+{
+	const char *name = unusable_backends[_i];
+	struct dirty_options opts = options_for(name);
+	struct dirty_tracker *t = SENTINEL;
+	char why[256];
+
+	ck_assert_msg(dirty_backend_probe(name, 0, why, sizeof(why)) != 0,
+		      "%s is usable here: pick a backend that is not", name);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+START_TEST(test_new_other_process_mprotect)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+
+	opts.pid = getppid();
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+START_TEST(test_new_dead_pid)
+{
+	struct dirty_options opts = options_for(NULL);
+	struct dirty_tracker *t = SENTINEL;
+
+	opts.pid = dead_pid();
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -ESRCH);
+	ck_assert_ptr_eq(t, SENTINEL);
+	opts.backend = "mprotect";
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -ESRCH);
+	ck_assert_ptr_eq(t, SENTINEL);
+}
+END_TEST
+
+/* ---- dirty_tracker_new: LIBDIRTY_BACKEND ---- */
+
+START_TEST(test_env_selects)
+{
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_int_eq(setenv("LIBDIRTY_BACKEND", "mprotect", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), "mprotect");
+	dirty_tracker_free(t);
+	unsetenv("LIBDIRTY_BACKEND");
+}
+END_TEST
+
+START_TEST(test_env_selects_with_options)
+{
+	struct dirty_options opts = options_for(NULL);
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_int_eq(setenv("LIBDIRTY_BACKEND", "mprotect", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), "mprotect");
+	dirty_tracker_free(t);
+	unsetenv("LIBDIRTY_BACKEND");
+}
+END_TEST
+
+START_TEST(test_env_options_win)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_int_eq(setenv("LIBDIRTY_BACKEND", "no-such-backend", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), "mprotect");
+	dirty_tracker_free(t);
+	unsetenv("LIBDIRTY_BACKEND");
+}
+END_TEST
+
+START_TEST(test_env_unknown)
+{
+	struct dirty_options opts = options_for(NULL);
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_int_eq(setenv("LIBDIRTY_BACKEND", "no-such-backend", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
+	ck_assert_ptr_eq(t, SENTINEL);
+	unsetenv("LIBDIRTY_BACKEND");
+}
+END_TEST
+
+/* ---- dirty_tracker_free, dirty_tracker_backend ---- */
+
+START_TEST(test_free_null)
+{
+	ck_assert_ptr_null(dirty_tracker_free(NULL));
+}
+END_TEST
+
+START_TEST(test_backend_null)
+{
+	ck_assert_ptr_nonnull(dirty_tracker_backend(NULL));
+}
+END_TEST
+
+/* The automatic choice is a listed backend that the probe calls usable. */
+START_TEST(test_backend_auto_is_usable)
+{
+	const char *const *names = dirty_backend_names();
+	const char *chosen = auto_backend();
+	int i, found = 0;
+
+	for (i = 0; names[i]; i++)
+		found += !strcmp(names[i], chosen);
+	ck_assert_int_eq(found, 1);
+	ck_assert_int_eq(dirty_backend_probe(chosen, 0, NULL, 0), 0);
+}
+END_TEST
+
+/* ---- dirty_backend_probe ---- */
+
+START_TEST(test_probe_unknown)
+{
+	char why[256];
+
+	ck_assert_int_eq(dirty_backend_probe("no-such-backend", 0, why, sizeof(why)), -EINVAL);
+	ck_assert_ptr_nonnull(memchr(why, '\0', sizeof(why)));
+	ck_assert_ptr_nonnull(strstr(why, "no-such-backend"));
+}
+END_TEST
+
+START_TEST(test_probe_mprotect_self)
+{
+	char why[256];
+
+	ck_assert_int_eq(dirty_backend_probe("mprotect", 0, why, sizeof(why)), 0);
+	ck_assert_ptr_nonnull(memchr(why, '\0', sizeof(why)));
+	ck_assert_uint_gt(strlen(why), 0);
+	ck_assert_int_eq(dirty_backend_probe("mprotect", getpid(), why, sizeof(why)), 0);
+}
+END_TEST
+
+START_TEST(test_probe_mprotect_other)
+{
+	char why[256];
+
+	ck_assert_int_eq(dirty_backend_probe("mprotect", getppid(), why, sizeof(why)),
+			 -EOPNOTSUPP);
+	ck_assert_ptr_nonnull(memchr(why, '\0', sizeof(why)));
+	ck_assert_uint_gt(strlen(why), 0);
+}
+END_TEST
+
+START_TEST(test_probe_why_null)
+{
+	ck_assert_int_eq(dirty_backend_probe("mprotect", 0, NULL, 0), 0);
+	ck_assert_int_eq(dirty_backend_probe("mprotect", 0, NULL, 256), 0);
+	ck_assert_int_eq(dirty_backend_probe("mprotect", getppid(), NULL, 256), -EOPNOTSUPP);
+	ck_assert_int_eq(dirty_backend_probe("no-such-backend", 0, NULL, 256), -EINVAL);
+	ck_assert_int_eq(dirty_backend_probe("auto", 0, NULL, 256), 0);
+	ck_assert_int_eq(dirty_backend_probe(NULL, 0, NULL, 256), 0);
+}
+END_TEST
+
+/* Calls whose reason is longer than 3 characters; -1 stands for a dead pid. */
+static const struct {
+	const char *backend;
+	int pid;
+} probe_cases[] = {
+	{ "mprotect", 0 }, { "no-such-backend", 0 }, { "auto", 0 },
+	{ "uffd-sync", 0 }, { "soft-dirty", 0 }, { "mapping", 0 },
+	{ "mprotect", -1 },
+};
+
+static pid_t probe_case_pid(int i)
+{
+	return probe_cases[i].pid < 0 ? dead_pid() : probe_cases[i].pid;
+}
+
+#define CANARY 0xa5
+
+START_TEST(test_probe_why_tiny)
+{
+	unsigned char buf[8 + 4 + 8];
+	char *why = (char *)buf + 8;
+	size_t i;
+
+	memset(buf, CANARY, sizeof(buf));
+	dirty_backend_probe(probe_cases[_i].backend, probe_case_pid(_i), why, 4);
+	ck_assert_uint_eq(strnlen(why, 4), 3);
+	for (i = 0; i < 8; i++) {
+		ck_assert_uint_eq(buf[i], CANARY);
+		ck_assert_uint_eq(buf[sizeof(buf) - 1 - i], CANARY);
+	}
+}
+END_TEST
+
+START_TEST(test_probe_why_one)
+{
+	unsigned char buf[8 + 1 + 8];
+	size_t i;
+
+	memset(buf, CANARY, sizeof(buf));
+	dirty_backend_probe(probe_cases[_i].backend, probe_case_pid(_i), (char *)buf + 8, 1);
+	ck_assert_uint_eq(buf[8], '\0');
+	for (i = 0; i < 8; i++) {
+		ck_assert_uint_eq(buf[i], CANARY);
+		ck_assert_uint_eq(buf[sizeof(buf) - 1 - i], CANARY);
+	}
+}
+END_TEST
+
+/* why_len 0 means no room at all, as with snprintf(3). */
+START_TEST(test_probe_why_zero)
+{
+	unsigned char buf[16];
+	size_t i;
+
+	memset(buf, CANARY, sizeof(buf));
+	dirty_backend_probe(probe_cases[_i].backend, probe_case_pid(_i), (char *)buf + 8, 0);
+	for (i = 0; i < sizeof(buf); i++)
+		ck_assert_uint_eq(buf[i], CANARY);
+}
+END_TEST
+
+START_TEST(test_probe_auto)
+{
+	const char *chosen = auto_backend();
+	char why[1024], why_null[1024];
+
+	ck_assert_int_eq(dirty_backend_probe("auto", 0, why, sizeof(why)), 0);
+	ck_assert_ptr_nonnull(memchr(why, '\0', sizeof(why)));
+	ck_assert_msg(strstr(why, chosen), "\"%s\" does not name %s", why, chosen);
+	/* NULL is "auto" */
+	ck_assert_int_eq(dirty_backend_probe(NULL, 0, why_null, sizeof(why_null)), 0);
+	ck_assert_str_eq(why_null, why);
+}
+END_TEST
+
+START_TEST(test_probe_dead_pid)
+{
+	pid_t pid = dead_pid();
+	char why[256];
+
+	ck_assert_int_eq(dirty_backend_probe("mprotect", pid, why, sizeof(why)), -ESRCH);
+	ck_assert_ptr_nonnull(memchr(why, '\0', sizeof(why)));
+	ck_assert_uint_gt(strlen(why), 0);
+	ck_assert_int_eq(dirty_backend_probe("auto", pid, why, sizeof(why)), -ESRCH);
+	ck_assert_uint_gt(strlen(why), 0);
+}
+END_TEST
+
+/* A failure comes with its reason, this one too. */
+START_TEST(test_probe_negative_pid)
+{
+	char why[256];
+
+	memset(why, 'x', sizeof(why));
+	ck_assert_int_eq(dirty_backend_probe("mprotect", -1, why, sizeof(why)), -EINVAL);
+	ck_assert_msg(memchr(why, '\0', sizeof(why)), "no reason written to why");
+	ck_assert_uint_gt(strlen(why), 0);
+	ck_assert_int_eq(dirty_backend_probe("auto", -1, NULL, 0), -EINVAL);
+}
+END_TEST
+
+/* ---- dirty_backend_names ---- */
+
+START_TEST(test_names)
+{
+	static const char *const expected[] = { "uffd-async", "uffd-sync", "soft-dirty",
+						"mprotect", "mapping" };
+	const char *const *names = dirty_backend_names();
+	size_t i;
+
+	ck_assert_ptr_nonnull(names);
+	for (i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
+		ck_assert_ptr_nonnull(names[i]);
+		ck_assert_str_eq(names[i], expected[i]);
+	}
+	ck_assert_ptr_null(names[i]);
+}
+END_TEST
+
+/* Every listed name is one the probe knows. */
+START_TEST(test_names_known)
+{
+	const char *const *names = dirty_backend_names();
+	size_t i;
+
+	for (i = 0; names[i]; i++)
+		ck_assert_int_ne(dirty_backend_probe(names[i], 0, NULL, 0), -EINVAL);
+	ck_assert_uint_eq(i, 5);
+}
+END_TEST
+
+/* ---- logging and silence ---- */
+
+struct log_record {
+	pthread_t thread;
+	unsigned calls, debug_calls;
+	unsigned bad_priority, bad_message, bad_thread;
+};
+
+static void record_log(int priority, const char *msg, void *userdata)
+{
+	struct log_record *rec = userdata;
+	size_t len = msg ? strlen(msg) : 0;
+
+	rec->calls++;
+	if (priority < LOG_EMERG || priority > LOG_DEBUG)
+		rec->bad_priority++;
+	if (priority == LOG_DEBUG)
+		rec->debug_calls++;
+	if (!len || msg[len - 1] == '\n')
+		rec->bad_message++;
+	if (!pthread_equal(pthread_self(), rec->thread))
+		rec->bad_thread++;
+}
+
+START_TEST(test_log_callback)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct log_record rec = { .thread = pthread_self() };
+	struct dirty_tracker *t;
+	char *mem = map_pages(4);
+
+	opts.log = record_log;
+	opts.log_userdata = &rec;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_uint_ge(rec.debug_calls, 1);
+	ck_assert_int_eq(dirty_track(t, mem, 4 * page_size()), 0);
+	dirty_tracker_free(t);
+	ck_assert_uint_ge(rec.calls, 1);
+	ck_assert_uint_eq(rec.bad_priority, 0);
+	ck_assert_uint_eq(rec.bad_message, 0);
+	ck_assert_uint_eq(rec.bad_thread, 0);
+	munmap(mem, 4 * page_size());
+}
+END_TEST
+
+/* Send fds 1 and 2 to a temporary file; quiet_end() says how much came. */
+struct quiet {
+	int saved[2];
+	FILE *sink;
+};
+
+static void quiet_begin(struct quiet *q)
+{
+	int fd;
+
+	fflush(stdout);
+	fflush(stderr);
+	q->sink = tmpfile();
+	ck_assert_ptr_nonnull(q->sink);
+	for (fd = 1; fd <= 2; fd++) {
+		q->saved[fd - 1] = dup(fd);
+		ck_assert_int_ge(q->saved[fd - 1], 0);
+		ck_assert_int_eq(dup2(fileno(q->sink), fd), fd);
+	}
+}
+
+static off_t quiet_end(struct quiet *q)
+{
+	struct stat st;
+	int fd;
+
+	fflush(stdout);
+	fflush(stderr);
+	for (fd = 1; fd <= 2; fd++) {
+		dup2(q->saved[fd - 1], fd);
+		close(q->saved[fd - 1]);
+	}
+	ck_assert_int_eq(fstat(fileno(q->sink), &st), 0);
+	fclose(q->sink);
+	return st.st_size;
+}
+
+/* One tracker's life, with a write and a collect-and-clean. */
+static void track_cycle(const struct dirty_options *opts)
+{
+	struct dirty_range runs[4];
+	struct dirty_tracker *t;
+	char *mem = map_pages(8);
+	ssize_t n;
+
+	ck_assert_int_eq(dirty_tracker_new(opts, &t), 0);
+	ck_assert_int_eq(dirty_track(t, mem, 8 * page_size()), 0);
+	mem[2 * page_size()] = 1;
+	n = dirty_collect(t, mem, 8 * page_size(), DIRTY_COLLECT_CLEAN, runs, 4, NULL);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(dirty_clean(t, mem, 8 * page_size()), 0);
+	ck_assert_int_eq(dirty_untrack(t, mem, 8 * page_size()), 0);
+	dirty_tracker_free(t);
+	munmap(mem, 8 * page_size());
+}
+
+START_TEST(test_silent)
+{
+	const char *const *names = dirty_backend_names();
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_options bogus = options_for("no-such-backend");
+	struct dirty_tracker *t = SENTINEL;
+	char why[256];
+	struct quiet q;
+	pid_t dead = dead_pid();
+	size_t i;
+
+	unsetenv("LIBDIRTY_BACKEND");
+	quiet_begin(&q);
+	track_cycle(&opts);
+	track_cycle(NULL);
+	for (i = 0; names[i]; i++) {
+		dirty_backend_probe(names[i], 0, why, sizeof(why));
+		dirty_backend_probe(names[i], getppid(), why, sizeof(why));
+	}
+	dirty_backend_probe("auto", dead, why, sizeof(why));
+	dirty_tracker_new(&bogus, &t);
+	ck_assert_int_eq(quiet_end(&q), 0);
+}
+END_TEST
+
+/* ---- dirty_tracker_stats ---- */
+
+START_TEST(test_stats_bad)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_stats st, before;
+	struct dirty_tracker *t;
+
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	memset(&st, 0x5a, sizeof(st));
+	st.sz = 0;
+	before = st;
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), -EINVAL);
+	ck_assert_mem_eq(&st, &before, sizeof(st));
+	st.sz = offsetof(struct dirty_stats, regions) - 1;
+	before = st;
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), -EINVAL);
+	ck_assert_mem_eq(&st, &before, sizeof(st));
+	ck_assert_int_eq(dirty_tracker_stats(t, NULL), -EINVAL);
+	st.sz = sizeof(st);
+	ck_assert_int_eq(dirty_tracker_stats(NULL, &st), -EINVAL);
+	dirty_tracker_free(t);
+}
+END_TEST
+
+static struct dirty_stats stats_of(struct dirty_tracker *t)
+{
+	struct dirty_stats st;
+
+	memset(&st, 0x5a, sizeof(st));
+	st.sz = sizeof(st);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.sz, sizeof(st));
+	return st;
+}
+
+/* Two adjacent regions of 4 and 8 pages; pages 3, 4 and 9 written. */
+START_TEST(test_stats_counts)
+{
+	struct dirty_options opts = options_for("mprotect");
+	size_t page = page_size();
+	struct dirty_range runs[4];
+	struct dirty_tracker *t;
+	struct dirty_stats st;
+	char *mem = map_pages(12);
+	ssize_t n;
+
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	st = stats_of(t);
+	ck_assert_uint_eq(st.regions, 0);
+	ck_assert_uint_eq(st.tracked_bytes, 0);
+	ck_assert_uint_eq(st.collects, 0);
+	ck_assert_uint_eq(st.dirty_pages, 0);
+
+	ck_assert_int_eq(dirty_track(t, mem, 4 * page), 0);
+	ck_assert_int_eq(dirty_track(t, mem + 4 * page, 8 * page), 0);
+	st = stats_of(t);
+	ck_assert_uint_eq(st.regions, 2);
+	ck_assert_uint_eq(st.tracked_bytes, 12 * page);
+	ck_assert_uint_eq(st.collects, 0);
+	ck_assert_uint_eq(st.dirty_pages, 0);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.degraded_blocks, 0);
+
+	mem[3 * page] = 1;
+	mem[4 * page] = 1;
+	mem[9 * page] = 1;
+	n = dirty_collect(t, mem, 12 * page, DIRTY_COLLECT_CLEAN, runs, 4, NULL);
+	ck_assert_int_eq(n, 2);
+	ck_assert_ptr_eq(runs[0].start, mem + 3 * page);
+	ck_assert_uint_eq(runs[0].len, 2 * page);
+	ck_assert_ptr_eq(runs[1].start, mem + 9 * page);
+	ck_assert_uint_eq(runs[1].len, page);
+	st = stats_of(t);
+	ck_assert_uint_eq(st.regions, 2);
+	ck_assert_uint_eq(st.tracked_bytes, 12 * page);
+	ck_assert_uint_eq(st.collects, 1);
+	ck_assert_uint_eq(st.dirty_pages, 3);
+	ck_assert_uint_eq(st.faults, 3);
+	ck_assert_uint_eq(st.degraded_blocks, 0);
+
+	ck_assert_int_eq(dirty_untrack(t, mem, 4 * page), 0);
+	st = stats_of(t);
+	ck_assert_uint_eq(st.regions, 1);
+	ck_assert_uint_eq(st.tracked_bytes, 8 * page);
+	ck_assert_uint_eq(st.collects, 1);
+	ck_assert_uint_eq(st.dirty_pages, 3);
+	dirty_tracker_free(t);
+	munmap(mem, 12 * page);
+}
+END_TEST
+
+/* A failed collect is not counted. */
+START_TEST(test_stats_failed_collect)
+{
+	struct dirty_options opts = options_for("mprotect");
+	size_t page = page_size();
+	struct dirty_range runs[4];
+	struct dirty_tracker *t;
+	struct dirty_stats st;
+	char *mem = map_pages(4);
+
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_int_eq(dirty_track(t, mem, 2 * page), 0);
+	ck_assert_int_eq(dirty_collect(t, mem, 4 * page, 0, runs, 4, NULL), -ENOENT);
+	st = stats_of(t);
+	ck_assert_uint_eq(st.collects, 0);
+	ck_assert_uint_eq(st.dirty_pages, 0);
+	dirty_tracker_free(t);
+	munmap(mem, 4 * page);
+}
+END_TEST
+
+/* ---- the suites ---- */
+
+static Suite *options_suite(void)
+{
+	Suite *s = suite_create("options");
+	TCase *tc = tcase_create("new");
+
+	tcase_add_test(tc, test_new_null_ret);
+	tcase_add_test(tc, test_new_defaults);
+	tcase_add_test(tc, test_new_sz_too_small);
+	tcase_add_test(tc, test_new_sz_first_release);
+	tcase_add_test(tc, test_new_sz_larger);
+	tcase_add_test(tc, test_new_flags);
+	tcase_add_test(tc, test_new_negative_pid);
+	tcase_add_test(tc, test_new_unknown_backend);
+	tcase_add_loop_test(tc, test_new_unusable_backend, 0,
+			    sizeof(unusable_backends) / sizeof(unusable_backends[0]));
+	tcase_add_test(tc, test_new_other_process_mprotect);
+	tcase_add_test(tc, test_new_dead_pid);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("environment");
+	tcase_add_test(tc, test_env_selects);
+	tcase_add_test(tc, test_env_selects_with_options);
+	tcase_add_test(tc, test_env_options_win);
+	tcase_add_test(tc, test_env_unknown);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lifetime");
+	tcase_add_test(tc, test_free_null);
+	tcase_add_test(tc, test_backend_null);
+	tcase_add_test(tc, test_backend_auto_is_usable);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+static Suite *probe_suite(void)
+{
+	Suite *s = suite_create("probe");
+	TCase *tc = tcase_create("probe");
+	int ncases = (int)(sizeof(probe_cases) / sizeof(probe_cases[0]));
+
+	tcase_add_test(tc, test_probe_unknown);
+	tcase_add_test(tc, test_probe_mprotect_self);
+	tcase_add_test(tc, test_probe_mprotect_other);
+	tcase_add_test(tc, test_probe_why_null);
+	tcase_add_loop_test(tc, test_probe_why_tiny, 0, ncases);
+	tcase_add_loop_test(tc, test_probe_why_one, 0, ncases);
+	tcase_add_loop_test(tc, test_probe_why_zero, 0, ncases);
+	tcase_add_test(tc, test_probe_auto);
+	tcase_add_test(tc, test_probe_dead_pid);
+	tcase_add_test(tc, test_probe_negative_pid);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("names");
+	tcase_add_test(tc, test_names);
+	tcase_add_test(tc, test_names_known);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+static Suite *log_suite(void)
+{
+	Suite *s = suite_create("log");
+	TCase *tc = tcase_create("log");
+
+	tcase_add_test(tc, test_log_callback);
+	tcase_add_test(tc, test_silent);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+static Suite *stats_suite(void)
+{
+	Suite *s = suite_create("stats");
+	TCase *tc = tcase_create("stats");
+
+	tcase_add_test(tc, test_stats_bad);
+	tcase_add_test(tc, test_stats_counts);
+	tcase_add_test(tc, test_stats_failed_collect);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(options_suite());
+	int failed;
+
+	srunner_add_suite(sr, probe_suite());
+	srunner_add_suite(sr, log_suite());
+	srunner_add_suite(sr, stats_suite());
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,937 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The conformance suite: the contract of include/libdirty.h, asserted the same
+ * way for every backend.  $DIRTY_TEST_BACKEND names the backend and
+ * $DIRTY_TEST_SUITE one of: core, thp, hugetlb, stress.  A backend or a kind
+ * of memory this machine lacks exits 77 (skip) with the reason printed.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static const char *backend;
+
+/* Track fresh memory of a kind; fails the test if the kind cannot be mapped. */
+static struct dirty_tracker *setup(struct test_mem *m, enum test_mem_kind kind, size_t npages)
+{
+	struct dirty_tracker *t = tracker_new();
+	char why[256];
+	int err;
+
+	ck_assert_msg(mem_map(m, kind, npages, why, sizeof(why)), "%s", why);
+	err = dirty_track(t, m->addr, m->len);
+	ck_assert_msg(err == 0, "dirty_track(%s): %s", mem_kind_name(kind), strerror(-err));
+	return t;
+}
+
+static void teardown(struct dirty_tracker *t, struct test_mem *m)
+{
+	ck_assert_int_eq(dirty_untrack(t, m->addr, m->len), 0);
+	dirty_tracker_free(t);
+	mem_unmap(m);
+}
+
+static void write_pages(struct test_mem *m, const size_t *pages, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		m->addr[pages[i] * m->page + 17] ^= 0x5a;
+}
+
+/* Assert that runs are exactly the expected [first, last) page runs. */
+static void assert_runs(const struct test_mem *m, const struct dirty_range *runs, size_t n,
+			const size_t (*want)[2], size_t nwant)
+{
+	ck_assert_msg(n == nwant, "%s: %zu runs, expected %zu", mem_kind_name(m->kind), n, nwant);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_ptr_eq(runs[i].start, m->addr + want[i][0] * m->page);
+		ck_assert_uint_eq(runs[i].len, (want[i][1] - want[i][0]) * m->page);
+	}
+}
+
+static size_t collect(struct dirty_tracker *t, struct test_mem *m, unsigned flags,
+		      struct dirty_range *out, size_t max)
+{
+	return collect_all(t, m->addr, m->len, flags, out, max);
+}
+
+/* ---- exact answers ---- */
+
+START_TEST(test_exact_runs)
+{
+	static const size_t written[] = { 0, 1, 2, 7, 61, 62, 63 };
+	static const size_t want[][2] = { { 0, 3 }, { 7, 8 }, { 61, 64 } };
+	struct dirty_range runs[64];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 64);
+
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 64), 0);
+	write_pages(&m, written, 7);
+	/* without clean: the same answer twice */
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 64), want, 3);
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 64), want, 3);
+	/* with clean: the answer once, then nothing */
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 64), want, 3);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 64), 0);
+	/* and tracking goes on: a write after the clean is seen */
+	write_pages(&m, written + 3, 1);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 64), want + 1, 1);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_bitmap_equals_runs)
+{
+	static const size_t written[] = { 3, 4, 5, 64, 65, 127, 128, 199 };
+	struct dirty_range runs[200];
+	uint64_t bitmap[4], expect[4] = { 0 };
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 200);
+	size_t n, i, b, base_per_page = m.page / page_size;
+
+	write_pages(&m, written, 8);
+	n = collect(t, &m, 0, runs, 200);
+	for (i = 0; i < n; i++)
+		for (b = (size_t)((char *)runs[i].start - m.addr) / page_size;
+		     b < (size_t)((char *)runs[i].start - m.addr + runs[i].len) / page_size; b++)
+			expect[b / 64] |= UINT64_C(1) << (b % 64);
+	ck_assert_uint_eq(base_per_page, 1);
+	memset(bitmap, 0xa5, sizeof(bitmap));
+	ck_assert_int_eq(dirty_collect_bitmap(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, bitmap), 0);
+	ck_assert_mem_eq(bitmap, expect, sizeof(bitmap));
+	ck_assert_uint_eq(expect[0], UINT64_C(7) << 3);
+	/* cleaned: every bit (including the unused tail of the last word) is zero */
+	ck_assert_int_eq(dirty_collect_bitmap(t, m.addr, m.len, 0, bitmap), 0);
+	for (i = 0; i < 4; i++)
+		ck_assert_uint_eq(bitmap[i], 0);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_clean_without_writes)
+{
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 32);
+	volatile char sum = 0;
+
+	write_pages(&m, (const size_t[]){ 5 }, 1);
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), 0);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	/* reading is not writing */
+	for (size_t i = 0; i < m.len; i += page_size)
+		sum += m.addr[i];
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_resume_with_tiny_buffer)
+{
+	struct dirty_range full[256], one[1], joined[256];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 512);
+	size_t nfull, njoined = 0, i;
+	char *cur = m.addr, *end = m.addr + m.len;
+	void *next;
+
+	/* every third page, plus a few longer runs */
+	for (i = 0; i < 512; i += 3)
+		write_pages(&m, &i, 1);
+	write_pages(&m, (const size_t[]){ 100, 101, 102, 103, 104 }, 5);
+	nfull = collect(t, &m, 0, full, 256);
+	ck_assert_uint_gt(nfull, 100);
+	while (cur < end) {
+		ssize_t n = dirty_collect(t, cur, (size_t)(end - cur), DIRTY_COLLECT_CLEAN, one, 1,
+					  &next);
+
+		ck_assert_int_ge(n, 0);
+		ck_assert((char *)next > cur);
+		if (n) {
+			/* a run split by the buffer boundary comes back in pieces: join them */
+			if (njoined && (char *)joined[njoined - 1].start + joined[njoined - 1].len ==
+					       (char *)one[0].start)
+				joined[njoined - 1].len += one[0].len;
+			else
+				joined[njoined++] = one[0];
+		}
+		cur = next;
+	}
+	ck_assert_uint_eq(njoined, nfull);
+	ck_assert_mem_eq(joined, full, nfull * sizeof(full[0]));
+	/* the resumed collect-and-clean cleaned everything it reported */
+	ck_assert_uint_eq(collect(t, &m, 0, full, 256), 0);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_clean_part_of_a_region)
+{
+	static const size_t want[][2] = { { 40, 41 } };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 64);
+
+	write_pages(&m, (const size_t[]){ 10, 40 }, 2);
+	ck_assert_int_eq(dirty_clean(t, m.addr, 32 * m.page), 0);
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 1);
+	/* a collect of part of the region reports only that part */
+	ck_assert_int_eq(dirty_collect(t, m.addr, 32 * m.page, 0, runs, 8, NULL), 0);
+	teardown(t, &m);
+}
+END_TEST
+
+struct each_state {
+	struct dirty_range seen[16];
+	size_t n, stop_after;
+};
+
+static int each_run(void *start, size_t len, void *userdata)
+{
+	struct each_state *s = userdata;
+
+	s->seen[s->n].start = start;
+	s->seen[s->n++].len = len;
+	return s->n == s->stop_after ? 42 : 0;
+}
+
+START_TEST(test_callback_runs_and_early_stop)
+{
+	static const size_t want[][2] = { { 1, 2 }, { 5, 7 }, { 9, 10 }, { 20, 21 } };
+	struct each_state s = { .stop_after = 0 };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 32);
+
+	write_pages(&m, (const size_t[]){ 1, 5, 6, 9, 20 }, 5);
+	ck_assert_int_eq(dirty_collect_each(t, m.addr, m.len, 0, each_run, &s), 0);
+	assert_runs(&m, s.seen, s.n, want, 4);
+	/* stopping after two runs: the other two stay dirty, though cleaned in the batch */
+	s = (struct each_state){ .stop_after = 2 };
+	ck_assert_int_eq(dirty_collect_each(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, each_run, &s),
+			 42);
+	assert_runs(&m, s.seen, s.n, want, 2);
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want + 2, 2);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_span_over_adjacent_regions)
+{
+	static const size_t want[][2] = { { 14, 18 } };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = tracker_new();
+	char why[256];
+
+	ck_assert_msg(mem_map(&m, (enum test_mem_kind)_i, 32, why, sizeof(why)), "%s", why);
+	ck_assert_int_eq(dirty_track(t, m.addr, 16 * m.page), 0);
+	ck_assert_int_eq(dirty_track(t, m.addr + 16 * m.page, 16 * m.page), 0);
+	write_pages(&m, (const size_t[]){ 14, 15, 16, 17 }, 4);
+	/* one run across the region boundary, coalesced */
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	/* untrack must take whole regions, but may take several */
+	ck_assert_int_eq(dirty_untrack(t, m.addr, 8 * m.page), -EINVAL);
+	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL), -ENOENT);
+	dirty_tracker_free(t);
+	mem_unmap(&m);
+}
+END_TEST
+
+START_TEST(test_untrack_leaves_memory_alone)
+{
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 16);
+	struct dirty_stats before = { .sz = sizeof(before) }, after = { .sz = sizeof(after) };
+	char *copy = malloc(m.len);
+
+	write_pages(&m, (const size_t[]){ 3 }, 1);
+	memcpy(copy, m.addr, m.len);
+	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	ck_assert_mem_eq(m.addr, copy, m.len);
+	/* writes after untrack go through without the tracker seeing them */
+	ck_assert_int_eq(dirty_tracker_stats(t, &before), 0);
+	memset(m.addr, 0x77, m.len);
+	ck_assert_int_eq(dirty_tracker_stats(t, &after), 0);
+	ck_assert_uint_eq(after.faults, before.faults);
+	ck_assert_uint_eq(after.regions, 0);
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), -ENOENT);
+	/* and the range can be tracked again, clean */
+	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, (struct dirty_range[1]){ 0 }, 1, NULL),
+			 0);
+	free(copy);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_unpopulated_memory)
+{
+	static const size_t want[][2] = { { 700, 701 } };
+	struct dirty_range runs[8];
+	struct dirty_tracker *t = tracker_new();
+	size_t len = 1024 * page_size;
+	volatile char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				  -1, 0);
+	struct test_mem m = { .kind = MEM_ANON, .addr = (char *)mem, .len = len, .page = page_size };
+
+	ck_assert((void *)mem != MAP_FAILED);
+	madvise((void *)mem, len, MADV_NOHUGEPAGE);
+	ck_assert_int_eq(dirty_track(t, (void *)mem, len), 0);
+	(void)mem[10 * page_size];
+	(void)mem[600 * page_size];
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	mem[700 * page_size] = 1;
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 1);
+	ck_assert_int_eq(dirty_untrack(t, (void *)mem, len), 0);
+	dirty_tracker_free(t);
+	munmap((void *)mem, len);
+}
+END_TEST
+
+/*
+ * MADV_DONTNEED is not a write, but it changes private anonymous memory (to
+ * zeroes).  uffd-async reports a dropped page, because the kernel drops its
+ * protection with it (an allowed false positive); mprotect cannot see a drop
+ * and does not (documented in libdirty.h).  A page written and then dropped
+ * stays dirty on both.
+ */
+START_TEST(test_dontneed)
+{
+	static const size_t want[][2] = { { 4, 5 }, { 8, 9 } };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+
+	ck_assert_int_eq(madvise(m.addr + 4 * m.page, m.page, MADV_DONTNEED), 0);
+	if (!strcmp(backend, "uffd-async"))
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	else
+		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	write_pages(&m, (const size_t[]){ 8 }, 1);
+	ck_assert_int_eq(madvise(m.addr + 8 * m.page, m.page, MADV_DONTNEED), 0);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want + 1, 1);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- bad input: exact errno, nothing changed ---- */
+
+START_TEST(test_bad_input)
+{
+	static const size_t want[][2] = { { 2, 3 }, { 9, 10 } };
+	struct dirty_range runs[8];
+	uint64_t bitmap[1];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	char *a = m.addr, *outside;
+	void *next = (void *)1;
+
+	write_pages(&m, (const size_t[]){ 2, 9 }, 2);
+
+	/* unaligned, empty, wrapping */
+	ck_assert_int_eq(dirty_clean(t, a + 1, page_size), -EINVAL);
+	ck_assert_int_eq(dirty_clean(t, a, page_size + 1), -EINVAL);
+	ck_assert_int_eq(dirty_clean(t, a, 0), -EINVAL);
+	ck_assert_int_eq(dirty_collect(t, (void *)(UINTPTR_MAX & ~(page_size - 1)), 2 * page_size,
+				       0, runs, 8, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(dirty_track(t, a + 1, page_size), -EINVAL);
+	ck_assert_int_eq(dirty_untrack(t, a, page_size - 1), -EINVAL);
+	/* bad flags and buffers */
+	ck_assert_int_eq(dirty_collect(t, a, m.len, 0x80, runs, 8, NULL), -EINVAL);
+	ck_assert_int_eq(dirty_collect(t, a, m.len, DIRTY_COLLECT_CLEAN, NULL, 8, NULL), -EINVAL);
+	ck_assert_int_eq(dirty_collect(t, a, m.len, DIRTY_COLLECT_CLEAN, runs, 0, NULL), -EINVAL);
+	ck_assert_int_eq(dirty_collect(t, a, m.len, DIRTY_COLLECT_CLEAN, NULL, 0, &next), 0);
+	ck_assert_ptr_eq(next, a);
+	ck_assert_int_eq(dirty_collect_bitmap(t, a, m.len, DIRTY_COLLECT_CLEAN, NULL), -EINVAL);
+	ck_assert_int_eq(dirty_collect_bitmap(t, a, m.len, 2, bitmap), -EINVAL);
+	ck_assert_int_eq(dirty_collect_each(t, a, m.len, DIRTY_COLLECT_CLEAN, NULL, NULL), -EINVAL);
+	/* NULL tracker */
+	ck_assert_int_eq(dirty_clean(NULL, a, m.len), -EINVAL);
+	ck_assert_int_eq(dirty_collect(NULL, a, m.len, 0, runs, 8, NULL), -EINVAL);
+	/* ranges not (entirely) tracked */
+	ck_assert_int_eq(dirty_clean(t, a + m.len, page_size), -ENOENT);
+	ck_assert_int_eq(dirty_clean(t, a - page_size, 2 * page_size), -ENOENT);
+	ck_assert_int_eq(dirty_collect(t, a, m.len + page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL),
+			 -ENOENT);
+	ck_assert_int_eq(dirty_untrack(t, a + m.len, page_size), -ENOENT);
+	/* overlapping registration, partial untrack */
+	ck_assert_int_eq(dirty_track(t, a + page_size, page_size), -EEXIST);
+	ck_assert_int_eq(dirty_track(t, a - page_size, 2 * page_size), -EEXIST);
+	ck_assert_int_eq(dirty_untrack(t, a, page_size), -EINVAL);
+	/* memory that is not mapped, or not writable */
+	outside = mmap(NULL, 3 * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	ck_assert_ptr_ne(outside, MAP_FAILED);
+	munmap(outside + page_size, page_size);
+	ck_assert_int_eq(dirty_track(t, outside, 3 * page_size), -ENOMEM);
+	ck_assert_int_eq(dirty_track(t, outside + page_size, page_size), -ENOMEM);
+	mprotect(outside, page_size, PROT_READ);
+	ck_assert_int_eq(dirty_track(t, outside, page_size), -EACCES);
+	munmap(outside, 3 * page_size);
+
+	/* and nothing changed */
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 2);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_second_tracker_cannot_overlap)
+{
+	struct dirty_tracker *t2;
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 8);
+
+	t2 = tracker_new();
+	ck_assert_int_eq(dirty_track(t2, m.addr, m.len), -EEXIST);
+	ck_assert_int_eq(dirty_track(t2, m.addr + page_size, page_size), -EEXIST);
+	dirty_tracker_free(t2);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- lifetime ---- */
+
+START_TEST(test_munmap_then_use)
+{
+	struct dirty_range runs[8];
+	struct test_mem m, other;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	char why[256];
+
+	ck_assert(mem_map(&other, MEM_ANON, 4, why, sizeof(why)));
+	ck_assert_int_eq(dirty_track(t, other.addr, other.len), 0);
+	write_pages(&m, (const size_t[]){ 1 }, 1);
+	munmap(m.addr, m.len);
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, runs, 8, NULL),
+			 -ESTALE);
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), -ESTALE);
+	ck_assert_int_eq(dirty_collect_bitmap(t, m.addr, m.len, 0, (uint64_t[1]){ 0 }), -ESTALE);
+	/* the other region is unaffected */
+	write_pages(&other, (const size_t[]){ 2 }, 1);
+	ck_assert_uint_eq(collect(t, &other, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+	/* untrack forgets the gone region */
+	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), -ENOENT);
+	m.addr = NULL;
+	mem_unmap(&m);
+	teardown(t, &other);
+}
+END_TEST
+
+START_TEST(test_mremap_then_use)
+{
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	char *moved;
+
+	/* reserve a destination so the move cannot land on the old range */
+	moved = mmap(NULL, m.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(moved, MAP_FAILED);
+	moved = mremap(m.addr, m.len, m.len, MREMAP_MAYMOVE | MREMAP_FIXED, moved);
+	ck_assert_ptr_ne(moved, MAP_FAILED);
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL), -ESTALE);
+	/*
+	 * The moved memory is untracked.  Under mprotect it keeps the
+	 * read-only protection it had (documented: untrack before moving); the
+	 * owner restores it.
+	 */
+	if (!strcmp(backend, "mprotect"))
+		ck_assert_int_eq(mprotect(moved, m.len, PROT_READ | PROT_WRITE), 0);
+	moved[5] = 1;
+	ck_assert_int_eq(dirty_collect(t, moved, m.len, 0, runs, 8, NULL), -ENOENT);
+	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	munmap(moved, m.len);
+	m.addr = NULL;
+	mem_unmap(&m);
+	dirty_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_fork)
+{
+	static const size_t want[][2] = { { 3, 4 } };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, (enum test_mem_kind)_i, 16);
+	int status;
+	pid_t child;
+
+	write_pages(&m, (const size_t[]){ 3 }, 1);
+	child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		/* the child's copy refuses, and the child's writes do not crash it */
+		int bad = 0;
+
+		bad |= dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL) != -ECHILD;
+		bad |= dirty_clean(t, m.addr, m.len) != -ECHILD;
+		bad |= dirty_track(t, m.addr, m.len) != -ECHILD;
+		bad |= dirty_untrack(t, m.addr, m.len) != -ECHILD;
+		memset(m.addr, 0x11, m.len);
+		dirty_tracker_free(t);
+		memset(m.addr, 0x22, m.len);
+		_exit(bad);
+	}
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	/* the parent's view is untouched for private memory, and still exact */
+	if (m.kind == MEM_ANON)
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	else
+		collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8);
+	write_pages(&m, (const size_t[]){ 3 }, 1);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- transparent huge pages ---- */
+
+static bool thp_backed(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	unsigned long lo, hi, kb;
+	bool in = false, backed = false;
+	char line[512], perms[5];
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
+			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
+		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+			backed = kb > 0;
+	}
+	fclose(f);
+	return backed;
+}
+
+START_TEST(test_thp_base_page_granularity)
+{
+	static const size_t want[][2] = { { 1000, 1001 } };
+	size_t huge = 2 * 1024 * 1024, len = 2 * huge;
+	struct dirty_range runs[8];
+	struct dirty_tracker *t = tracker_new();
+	char *raw, *mem;
+	struct test_mem m;
+
+	raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(raw, MAP_FAILED);
+	mem = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+	ck_assert_int_eq(madvise(mem, len, MADV_HUGEPAGE), 0);
+	memset(mem, 1, len);
+	ck_assert_msg(thp_backed(mem), "the kernel gave no huge page (THP is on: checked)");
+	m = (struct test_mem){ .kind = MEM_ANON, .addr = mem, .len = len, .page = page_size };
+	ck_assert_int_eq(dirty_track(t, mem, len), 0);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	mem[1000 * page_size + 5] = 2;
+	/* one base page, not the 512 of its huge page */
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
+	dirty_tracker_free(t);
+	munmap(raw, len + huge);
+}
+END_TEST
+
+/* ---- hugetlb ---- */
+
+START_TEST(test_hugetlb_huge_page_granularity)
+{
+	static const size_t want[][2] = { { 1, 2 }, { 3, 4 } };
+	struct dirty_range runs[8];
+	uint64_t bitmap[4 * 512 / 64];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_HUGETLB, 4);
+
+	/* unaligned to the huge page: refused */
+	ck_assert_int_eq(dirty_clean(t, m.addr, page_size), -EINVAL);
+	/* one byte in a huge page reports all of it */
+	m.addr[m.page + 4096 * 7] = 1;
+	m.addr[3 * m.page + 5] = 1;
+	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 2);
+	ck_assert_int_eq(dirty_collect_bitmap(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, bitmap), 0);
+	for (size_t w = 0; w < 32; w++)
+		ck_assert_uint_eq(bitmap[w], (w / 8 == 1 || w / 8 == 3) ? UINT64_MAX : 0);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- backend-specific, documented behaviour ---- */
+
+/* A write by the kernel (read(2) into the buffer). */
+START_TEST(test_kernel_writes)
+{
+	static const size_t want[][2] = { { 2, 3 } };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 8);
+	int fd = open("/proc/self/stat", O_RDONLY);
+	ssize_t n;
+
+	ck_assert_int_ge(fd, 0);
+	n = read(fd, m.addr + 2 * page_size, 64);
+	if (!strcmp(backend, "mprotect")) {
+		/* the kernel does not take the user-space fault path: EFAULT */
+		ck_assert_int_eq(n, -1);
+		ck_assert_int_eq(errno, EFAULT);
+		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	} else {
+		ck_assert_int_gt(n, 0);
+		assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 1);
+	}
+	close(fd);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- mprotect only: the SIGSEGV handler and vm.max_map_count ---- */
+
+static sigjmp_buf chained_jump;
+static volatile sig_atomic_t chained_calls;
+
+static void chained_handler(int sig, siginfo_t *info, void *context)
+{
+	(void)sig, (void)info, (void)context;
+	chained_calls++;
+	siglongjmp(chained_jump, 1);
+}
+
+START_TEST(test_mprotect_chains_foreign_faults)
+{
+	struct sigaction sa = { .sa_sigaction = chained_handler, .sa_flags = SA_SIGINFO };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t;
+	char *guard;
+
+	/* an application handler installed before the library's */
+	sigemptyset(&sa.sa_mask);
+	ck_assert_int_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	t = setup(&m, MEM_ANON, 8);
+	guard = mmap(NULL, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sigsetjmp(chained_jump, 1) == 0)
+		guard[0] = 1; /* not ours: the application's handler gets it */
+	ck_assert_int_eq(chained_calls, 1);
+	/* and our own faults are still ours */
+	write_pages(&m, (const size_t[]){ 4 }, 1);
+	ck_assert_int_eq(chained_calls, 1);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 1);
+	munmap(guard, page_size);
+	teardown(t, &m);
+}
+END_TEST
+
+START_TEST(test_mprotect_foreign_fault_still_kills)
+{
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 8);
+	int status;
+	pid_t child = fork();
+
+	if (child == 0) {
+		char *guard = mmap(NULL, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		write_pages(&m, (const size_t[]){ 1 }, 1);
+		*(volatile char *)guard = 1; /* must die of SIGSEGV as without the library */
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
+	teardown(t, &m);
+}
+END_TEST
+
+static size_t count_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	size_t n = 0;
+	int c;
+
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * Use up vm.max_map_count with read-only islands in a filler mapping, then
+ * write every other page of a tracked region: the kernel refuses to split
+ * further and the library must degrade, never crash or lose a write.
+ */
+START_TEST(test_mprotect_max_map_count)
+{
+	size_t npages = 2000, i, limit, filler_pages, dirty = 0;
+	struct dirty_stats st = { .sz = sizeof(st) };
+	struct dirty_range runs[2000];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, npages);
+	char *filler;
+	size_t n;
+
+	limit = read_ulong_file("/proc/sys/vm/max_map_count");
+	/* every other filler page read-only: one more vma per filler page */
+	filler_pages = limit - count_maps() - 200;
+	filler = mmap(NULL, filler_pages * page_size, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ck_assert_ptr_ne(filler, MAP_FAILED);
+	for (i = 0; i + 1 < filler_pages; i += 2)
+		if (mprotect(filler + i * page_size, page_size, PROT_READ) < 0)
+			break;
+	ck_assert_uint_ge(count_maps() + 210, limit);
+
+	for (i = 0; i < npages; i += 2)
+		m.addr[i * page_size] = 9;
+	for (i = 0; i < npages; i += 2)
+		ck_assert_int_eq(m.addr[i * page_size], 9);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_gt(st.degraded_blocks, 0);
+	/* every written page is reported (the degraded blocks' neighbours too) */
+	n = collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 2000);
+	for (i = 0; i < n; i++)
+		dirty += runs[i].len / page_size;
+	for (i = 0; i < npages; i += 2) {
+		char *p = m.addr + i * page_size;
+		bool found = false;
+
+		for (size_t r = 0; r < n && !found; r++)
+			found = (char *)runs[r].start <= p && p < (char *)runs[r].start + runs[r].len;
+		ck_assert_msg(found, "page %zu written but not reported", i);
+	}
+	ck_assert_uint_ge(dirty, npages / 2);
+	/* after re-protection the vmas merge: tracking goes on exactly */
+	write_pages(&m, (const size_t[]){ 11 }, 1);
+	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 1);
+	ck_assert_ptr_eq(runs[0].start, m.addr + 11 * page_size);
+	munmap(filler, filler_pages * page_size);
+	teardown(t, &m);
+}
+END_TEST
+
+/* ---- no lost write ---- */
+
+#define STRESS_PAGES 4096
+#define STRESS_WRITERS 3
+#define STRESS_MIN_WRITES 1200000 /* in all */
+#define STRESS_MIN_ROUNDS 2000    /* collect-and-clean rounds during the writes */
+
+struct stress {
+	_Atomic uint64_t *mem; /* STRESS_PAGES pages, as words */
+	uint64_t *mirror;
+	atomic_bool stop;
+	_Atomic uint64_t writes;
+};
+
+struct writer_arg {
+	struct stress *s;
+	unsigned id;
+};
+
+/*
+ * Writes sequence numbers into random pages until told to stop.  Each writer
+ * owns its own words of every page, so every word's final value is exact.
+ */
+static void *writer_main(void *p)
+{
+	struct writer_arg *a = p;
+	size_t words_per_page = page_size / sizeof(uint64_t);
+	uint64_t x = 0x9e3779b97f4a7c15ull * (a->id + 1), seq = 0;
+
+	while (!atomic_load_explicit(&a->s->stop, memory_order_relaxed)) {
+		for (int burst = 0; burst < 256; burst++) {
+			size_t page, word;
+
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			page = (size_t)(x % STRESS_PAGES);
+			word = (size_t)((x >> 32) % (words_per_page / STRESS_WRITERS)) *
+				       STRESS_WRITERS + a->id;
+			atomic_store_explicit(&a->s->mem[page * words_per_page + word],
+					      (uint64_t)a->id << 56 | ++seq, memory_order_relaxed);
+		}
+		atomic_fetch_add_explicit(&a->s->writes, 256, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void mirror_runs(struct stress *s, const struct dirty_range *runs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t first = (size_t)((uintptr_t)runs[i].start - (uintptr_t)s->mem) / sizeof(uint64_t);
+
+		for (size_t w = 0; w < runs[i].len / sizeof(uint64_t); w++)
+			s->mirror[first + w] =
+				atomic_load_explicit(&s->mem[first + w], memory_order_relaxed);
+	}
+}
+
+START_TEST(test_no_lost_write)
+{
+	struct dirty_tracker *t = tracker_new();
+	size_t len = STRESS_PAGES * page_size, rounds = 0, reported = 0;
+	struct writer_arg args[STRESS_WRITERS];
+	pthread_t threads[STRESS_WRITERS];
+	struct dirty_range *runs = calloc(STRESS_PAGES, sizeof(*runs));
+	struct stress s = { 0 };
+	ssize_t n;
+
+	s.mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(s.mem, MAP_FAILED);
+	s.mirror = calloc(1, len);
+	/* memory and mirror start equal: all zero, populated */
+	memset((void *)s.mem, 0, len);
+	ck_assert_int_eq(dirty_track(t, (void *)s.mem, len), 0);
+	for (unsigned i = 0; i < STRESS_WRITERS; i++) {
+		args[i] = (struct writer_arg){ .s = &s, .id = i };
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, writer_main, &args[i]), 0);
+	}
+	while (atomic_load(&s.writes) < STRESS_MIN_WRITES || rounds < STRESS_MIN_ROUNDS) {
+		n = dirty_collect(t, (void *)s.mem, len, DIRTY_COLLECT_CLEAN, runs, STRESS_PAGES,
+				  NULL);
+		ck_assert_int_ge(n, 0);
+		mirror_runs(&s, runs, (size_t)n);
+		for (ssize_t i = 0; i < n; i++)
+			reported += runs[i].len / page_size;
+		rounds++;
+	}
+	atomic_store(&s.stop, true);
+	for (unsigned i = 0; i < STRESS_WRITERS; i++)
+		pthread_join(threads[i], NULL);
+	n = dirty_collect(t, (void *)s.mem, len, DIRTY_COLLECT_CLEAN, runs, STRESS_PAGES, NULL);
+	ck_assert_int_ge(n, 0);
+	mirror_runs(&s, runs, (size_t)n);
+	printf("%s: %lu writes by %d threads, %zu collect rounds, %zu pages reported\n", backend,
+	       (unsigned long)atomic_load(&s.writes), STRESS_WRITERS, rounds, reported);
+	ck_assert_uint_ge(atomic_load(&s.writes), STRESS_MIN_WRITES);
+	for (size_t w = 0; w < len / sizeof(uint64_t); w++)
+		ck_assert_msg(s.mirror[w] == atomic_load(&s.mem[w]),
+			      "lost write: page %zu word %zu: mirror %#lx memory %#lx",
+			      w * sizeof(uint64_t) / page_size, w % (page_size / 8),
+			      (unsigned long)s.mirror[w], (unsigned long)atomic_load(&s.mem[w]));
+	ck_assert_int_eq(dirty_untrack(t, (void *)s.mem, len), 0);
+	dirty_tracker_free(t);
+	munmap((void *)s.mem, len);
+	free(s.mirror);
+	free(runs);
+}
+END_TEST
+
+/* ---- suites ---- */
+
+static Suite *core_suite(void)
+{
+	Suite *s = suite_create("conformance");
+	TCase *kinds = tcase_create("every memory kind");
+	TCase *one = tcase_create("contract");
+
+	tcase_add_loop_test(kinds, test_exact_runs, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_bitmap_equals_runs, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_clean_without_writes, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_resume_with_tiny_buffer, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_clean_part_of_a_region, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_callback_runs_and_early_stop, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_span_over_adjacent_regions, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_untrack_leaves_memory_alone, MEM_ANON, MEM_HUGETLB);
+	tcase_add_loop_test(kinds, test_fork, MEM_ANON, MEM_HUGETLB);
+	suite_add_tcase(s, kinds);
+
+	tcase_add_test(one, test_unpopulated_memory);
+	tcase_add_test(one, test_dontneed);
+	tcase_add_test(one, test_bad_input);
+	tcase_add_test(one, test_second_tracker_cannot_overlap);
+	tcase_add_test(one, test_munmap_then_use);
+	tcase_add_test(one, test_mremap_then_use);
+	tcase_add_test(one, test_kernel_writes);
+	if (!strcmp(backend, "mprotect")) {
+		tcase_add_test(one, test_mprotect_chains_foreign_faults);
+		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);
+		tcase_add_test(one, test_mprotect_max_map_count);
+		tcase_set_timeout(one, 60);
+	}
+	suite_add_tcase(s, one);
+	return s;
+}
+
+static Suite *single_test_suite(const char *name, const TTest *test, int timeout)
+{
+	Suite *s = suite_create(name);
+	TCase *tc = tcase_create(name);
+
+	tcase_add_test(tc, test);
+	tcase_set_timeout(tc, timeout);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+/* Exits 77 if this machine cannot have what the suite needs. */
+static void require(const char *suite)
+{
+	char why[256], buf[64] = "";
+	struct test_mem m;
+	FILE *f;
+
+	if (!strcmp(suite, "hugetlb")) {
+		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why))) {
+			printf("SKIP: %s\n", why);
+			exit(EXIT_SKIP);
+		}
+		mem_unmap(&m);
+	} else if (!strcmp(suite, "thp")) {
+		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]")) {
+			printf("SKIP: transparent huge pages are off or absent (%s)\n",
+			       buf[0] ? buf : "no sysfs file");
+			exit(EXIT_SKIP);
+		}
+		fclose(f);
+	}
+}
+
+int main(void)
+{
+	const char *suite = getenv("DIRTY_TEST_SUITE");
+	SRunner *runner;
+	Suite *s;
+	int failed;
+
+	backend = test_backend();
+	if (!suite)
+		suite = "core";
+	require(suite);
+	if (!strcmp(suite, "core"))
+		s = core_suite();
+	else if (!strcmp(suite, "thp"))
+		s = single_test_suite("thp", test_thp_base_page_granularity, 30);
+	else if (!strcmp(suite, "hugetlb"))
+		s = single_test_suite("hugetlb", test_hugetlb_huge_page_granularity, 30);
+	else if (!strcmp(suite, "stress"))
+		s = single_test_suite("stress", test_no_lost_write, 600);
+	else {
+		fprintf(stderr, "unknown DIRTY_TEST_SUITE %s\n", suite);
+		return 1;
+	}
+	printf("backend %s, suite %s\n", backend, suite);
+	runner = srunner_create(s);
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed ? 1 : 0;
+}
