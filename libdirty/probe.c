@@ -27,6 +27,8 @@ int dirty_uffd_open(int flags, char *why, size_t why_len)
 	int fd, dev, err;
 
 	fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+	if (fd < 0 && errno == EINVAL) /* before 5.11: no UFFD_USER_MODE_ONLY */
+		fd = (int)syscall(SYS_userfaultfd, flags);
 	if (fd >= 0)
 		return fd;
 	err = errno;
@@ -379,7 +381,7 @@ DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, 
 	int err;
 
 	if (pid < 0)
-		return -EINVAL;
+		return dirty_reason(why, why_len, -EINVAL, "bad pid %d", (int)pid);
 	if (pid == getpid())
 		pid = 0;
 	if (pid && kill(pid, 0) < 0 && errno == ESRCH)
@@ -395,7 +397,8 @@ DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, 
 	err = entry_probe(e, pid, why, why_len);
 	if (!err && !e->impl)
 		err = dirty_reason(why, why_len, -EOPNOTSUPP, "not implemented");
-	return err;
+	/* -EINVAL means "no such backend"; a probe's own EINVAL means unusable */
+	return err == -EINVAL ? -EOPNOTSUPP : err;
 }
 
 DIRTY_EXPORT const char *const *dirty_backend_names(void)

@@ -173,16 +173,21 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		return -ESRCH;
 
 	name = OPTS_GET(opts, backend, NULL);
-	if (!name)
+	if (!name) {
 		name = secure_getenv("LIBDIRTY_BACKEND");
-	if (!name || !*name || !strcmp(name, "auto")) {
+		if (name && !*name)
+			name = NULL; /* set but empty: as if unset */
+	}
+	if (!name || !strcmp(name, "auto")) {
 		backend = dirty_backend_auto(pid, why, sizeof(why));
 		if (!backend)
 			return -EOPNOTSUPP;
 	} else {
 		err = dirty_backend_probe(name, pid, why, sizeof(why));
+		if (err == -EINVAL || err == -ESRCH)
+			return err; /* no such backend; no such process */
 		if (err)
-			return err == -EINVAL ? -EINVAL : -EOPNOTSUPP;
+			return -EOPNOTSUPP;
 		backend = dirty_backend_find(name);
 		assert(backend);
 	}
