@@ -2,11 +2,17 @@
 /* dirtyctl: see which pages programs write.  A thin user of the public API. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "libdirty.h"
 
@@ -97,11 +103,184 @@ static int verb_probe(int argc, char **argv)
 	return chosen ? 0 : 1;
 }
 
+
+/* ---- demo: watch this process's own buffer being written ---- */
+
+struct demo_writer {
+	char *mem;
+	size_t len, page;
+	atomic_bool stop;
+};
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A hot window of 4 MiB that sweeps across the buffer, plus a trickle of
+ * scattered single-page writes: the shape of a real heap.
+ */
+static void *demo_writer_main(void *p)
+{
+	struct demo_writer *w = p;
+	size_t npages = w->len / w->page, window = (4u << 20) / w->page, pos = 0;
+	uint64_t x = 88172645463325252ull;
+
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		for (size_t i = 0; i < 64; i++) {
+			size_t page = (pos + i * 7) % window + pos;
+
+			w->mem[(page % npages) * w->page] += 1;
+		}
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		w->mem[(x % npages) * w->page + 8] += 1;
+		pos = (pos + 3) % npages;
+		usleep(200);
+	}
+	return NULL;
+}
+
+static void heat_strip(const uint64_t *bitmap, size_t npages, char *out, size_t cells)
+{
+	static const char shades[] = " .:-=+*#%@";
+	size_t per = (npages + cells - 1) / cells;
+
+	for (size_t c = 0; c < cells; c++) {
+		size_t n = 0, first = c * per, last = first + per < npages ? first + per : npages;
+
+		for (size_t i = first; i < last; i++)
+			n += bitmap[i / 64] >> (i % 64) & 1;
+		out[c] = shades[n ? 1 + n * 8 / (per ? per : 1) : 0];
+	}
+	out[cells] = '\0';
+}
+
+static int demo_backend(const char *name, size_t size, double seconds, double interval)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = name };
+	struct demo_writer w = { .len = size, .page = (size_t)sysconf(_SC_PAGESIZE) };
+	size_t npages = size / w.page, total = 0;
+	struct dirty_tracker *t;
+	uint64_t *bitmap;
+	char strip[65];
+	pthread_t writer;
+	double start, last;
+	int err;
+
+	err = dirty_tracker_new(&opts, &t);
+	if (err) {
+		fprintf(stderr, "dirtyctl: %s: %s\n", name, strerror(-err));
+		return 1;
+	}
+	w.mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bitmap = calloc((npages + 63) / 64, sizeof(*bitmap));
+	if (w.mem == MAP_FAILED || !bitmap) {
+		fprintf(stderr, "dirtyctl: out of memory\n");
+		return 1;
+	}
+	memset(w.mem, 0, size);
+	err = dirty_track(t, w.mem, size);
+	if (err) {
+		fprintf(stderr, "dirtyctl: dirty_track: %s\n", strerror(-err));
+		return 1;
+	}
+	printf("\nbackend %s: a %zu MiB buffer, a writer thread sweeping a hot window\n",
+	       dirty_tracker_backend(t), size >> 20);
+	printf("%6s %9s %9s  %-64s\n", "time", "pages", "MiB/s", "where (start .. end of the buffer)");
+	pthread_create(&writer, NULL, demo_writer_main, &w);
+	start = last = now_seconds();
+	while (last - start < seconds) {
+		size_t dirty = 0;
+		double t1;
+
+		usleep((useconds_t)(interval * 1e6));
+		err = dirty_collect_bitmap(t, w.mem, size, DIRTY_COLLECT_CLEAN, bitmap);
+		t1 = now_seconds();
+		if (err) {
+			fprintf(stderr, "dirtyctl: collect: %s\n", strerror(-err));
+			break;
+		}
+		for (size_t i = 0; i < (npages + 63) / 64; i++)
+			dirty += (size_t)__builtin_popcountll(bitmap[i]);
+		total += dirty;
+		heat_strip(bitmap, npages, strip, 64);
+		printf("%5.1fs %9zu %9.1f  %s\n", t1 - start, dirty,
+		       (double)dirty * (double)w.page / (t1 - last) / (1 << 20), strip);
+		fflush(stdout);
+		last = t1;
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(writer, NULL);
+	printf("total: %zu pages dirtied in %.1f s\n", total, last - start);
+	dirty_untrack(t, w.mem, size);
+	dirty_tracker_free(t);
+	munmap(w.mem, size);
+	free(bitmap);
+	return err ? 1 : 0;
+}
+
+static int verb_demo(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "backend", required_argument, NULL, 'b' },
+		{ "seconds", required_argument, NULL, 's' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "size", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *const *names = dirty_backend_names();
+	const char *only = NULL;
+	double seconds = 3, interval = 0.5;
+	size_t size = 256u << 20;
+	int opt, rc = 0;
+
+	while ((opt = getopt_long(argc, argv, "b:s:i:m:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'b':
+			only = optarg;
+			break;
+		case 's':
+			seconds = atof(optarg);
+			break;
+		case 'i':
+			interval = atof(optarg);
+			break;
+		case 'm':
+			size = (size_t)strtoul(optarg, NULL, 10) << 20;
+			break;
+		case 'h':
+			printf("usage: dirtyctl demo [--backend NAME] [--seconds S] [--interval S] "
+			       "[--size MiB]\n"
+			       "Track a buffer of this process while a thread writes to it, and show\n"
+			       "what each usable backend reports, interval by interval.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (seconds <= 0 || interval <= 0 || size < (8u << 20)) {
+		fprintf(stderr, "dirtyctl: --seconds and --interval must be positive, --size >= 8\n");
+		return EXIT_USAGE;
+	}
+	if (only)
+		return demo_backend(only, size, seconds, interval);
+	for (int i = 0; names[i]; i++)
+		if (dirty_backend_probe(names[i], 0, NULL, 0) == 0)
+			rc |= demo_backend(names[i], size, seconds, interval);
+	return rc;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dirtyctl VERB [options]\n\n"
 		   "verbs:\n"
-		   "  probe [--json]   kernel release and which backends can run here\n");
+		   "  probe [--json]   kernel release and which backends can run here\n"
+		   "  demo [options]   watch a buffer of this process being written, live\n");
 }
 
 int main(int argc, char **argv)
@@ -112,6 +291,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "probe"))
 		return verb_probe(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "demo"))
+		return verb_demo(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		usage(stdout);
 		return 0;

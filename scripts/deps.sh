@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what building and testing libdirty needs on Debian 12 (as root).
+# Only missing packages are installed; an up-to-date machine is left alone.
+set -eu
+packages=(gcc g++ meson ninja-build pkg-config check liburing-dev libnuma-dev python3)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
