@@ -736,6 +736,70 @@ START_TEST(test_mprotect_max_map_count)
 }
 END_TEST
 
+/* ---- one tracker, many threads ---- */
+
+struct api_thread {
+	struct dirty_tracker *t;
+	struct test_mem *shared;
+	_Atomic size_t *shared_reported;
+	int failures;
+};
+
+/* Each thread tracks, writes, collects and untracks regions of its own, and
+ * collects-and-cleans a shared region that the others do too. */
+static void *api_thread_main(void *p)
+{
+	struct api_thread *a = p;
+	struct dirty_range runs[8];
+
+	for (int round = 0; round < 200; round++) {
+		char *mem = mmap(NULL, 8 * page_size, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ssize_t n;
+
+		a->failures += dirty_track(a->t, mem, 8 * page_size) != 0;
+		mem[3 * page_size] = 1;
+		n = dirty_collect(a->t, mem, 8 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL);
+		a->failures += n != 1 || runs[0].start != mem + 3 * page_size;
+		a->failures += dirty_untrack(a->t, mem, 8 * page_size) != 0;
+		munmap(mem, 8 * page_size);
+
+		atomic_fetch_add_explicit(
+			(_Atomic char *)&a->shared->addr[(size_t)round % 16 * page_size], 1,
+			memory_order_relaxed);
+		n = dirty_collect(a->t, a->shared->addr, a->shared->len, DIRTY_COLLECT_CLEAN, runs, 8,
+				  NULL);
+		a->failures += n < 0;
+		for (ssize_t i = 0; i < n; i++)
+			atomic_fetch_add(a->shared_reported, runs[i].len / page_size);
+	}
+	return NULL;
+}
+
+START_TEST(test_threads_share_a_tracker)
+{
+	struct test_mem shared;
+	struct dirty_tracker *t = setup(&shared, MEM_ANON, 16);
+	_Atomic size_t reported = 0;
+	struct api_thread args[4];
+	pthread_t threads[4];
+	struct dirty_range runs[16];
+
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct api_thread){ .t = t, .shared = &shared, .shared_reported = &reported };
+		ck_assert_int_eq(pthread_create(&threads[i], NULL, api_thread_main, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(threads[i], NULL);
+		ck_assert_int_eq(args[i].failures, 0);
+	}
+	/* at least one report per distinct page written, in all */
+	reported += collect(t, &shared, DIRTY_COLLECT_CLEAN, runs, 16);
+	ck_assert_uint_ge(atomic_load(&reported), 16);
+	teardown(t, &shared);
+}
+END_TEST
+
 /* ---- no lost write ---- */
 
 #define STRESS_PAGES 4096
@@ -884,6 +948,7 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_munmap_then_use);
 	tcase_add_test(one, test_mremap_then_use);
 	tcase_add_test(one, test_kernel_writes);
+	tcase_add_test(one, test_threads_share_a_tracker);
 	if (!strcmp(backend, "mprotect")) {
 		tcase_add_test(one, test_mprotect_chains_foreign_faults);
 		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);
