@@ -80,13 +80,37 @@ struct dirty_range {
  */
 typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
 
+/*
+ * Tracker flags (dirty_options.flags).
+ *
+ * DIRTY_TRACKER_SPARSE: the regions are sparse reservations (a large
+ *   MAP_NORESERVE range of which little is ever touched).  uffd-async then
+ *   leaves never-populated pages unprotected instead of giving the whole range
+ *   kernel page tables to hold protection markers, so tracking costs what is
+ *   populated, not what is reserved (a 1 TiB reservation otherwise costs 2 GiB
+ *   of page tables and a walk over them at every collect).  The price, under
+ *   uffd-async only: a page that is written and then dropped (MADV_DONTNEED,
+ *   MADV_FREE) before the next collect is not reported, as under mprotect.
+ *   Reads of never-written pages are still not reported.
+ *
+ * DIRTY_TRACKER_ADAPTIVE: for memory that is mostly rewritten every cycle.
+ *   A region that is at least half dirty at 3 consecutive collect-and-cleans
+ *   of the whole region stops being write-protected: its writes no longer
+ *   fault and every collect reports the whole region dirty.  Every 16th
+ *   whole-region collect-and-clean protects it again to measure it anew.  The
+ *   pages of an unprotected region that were not written are false
+ *   positives; they happen only with this flag.
+ */
+#define DIRTY_TRACKER_SPARSE 0x1u
+#define DIRTY_TRACKER_ADAPTIVE 0x2u
+
 /* Tracker options.  Pass NULL for the defaults: this process, automatic backend. */
 struct dirty_options {
 	size_t sz;           /* sizeof(struct dirty_options), for extension */
 	const char *backend; /* NULL or "auto", "uffd-async", "uffd-sync",
 	                        "soft-dirty", "mprotect", "mapping" */
 	pid_t pid;           /* 0 = this process */
-	unsigned flags;      /* none defined yet: must be 0 */
+	unsigned flags;      /* DIRTY_TRACKER_* */
 	dirty_log_fn log;    /* NULL = silent */
 	void *log_userdata;
 };
@@ -182,6 +206,8 @@ struct dirty_stats {
 	                             kernel refused to split a mapping further
 	                             (vm.max_map_count); all their pages were
 	                             reported dirty */
+	uint64_t unprotected_regions; /* DIRTY_TRACKER_ADAPTIVE: regions now
+	                                 reported whole, without protection */
 };
 
 int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret);

@@ -39,6 +39,10 @@ struct dirty_region {
 	enum dirty_memory_kind kind;
 	int prot;             /* protection when tracking started */
 	bool gone;            /* unmapped or replaced since: -ESTALE */
+	/* DIRTY_TRACKER_ADAPTIVE */
+	bool unprotected;     /* reported whole, writes not trapped */
+	unsigned dense_streak;          /* consecutive mostly-dirty collects */
+	unsigned unprotected_collects;  /* since it was unprotected */
 	void *priv;           /* the backend's per-region state */
 };
 
@@ -100,6 +104,8 @@ struct dirty_backend {
 	 */
 	int (*collect)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 		       uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done);
+	/* Stop trapping writes to the whole of r (adaptive mode); clean() resumes. */
+	void (*unprotect)(struct dirty_tracker *t, struct dirty_region *r);
 	/* Mark [start, end) dirty again (a collect could not deliver it). */
 	void (*redirty)(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			uintptr_t end);
@@ -120,6 +126,7 @@ struct dirty_tracker {
 	pthread_mutex_t lock;
 	const struct dirty_backend *backend;
 	pid_t pid;           /* target, 0 = self */
+	unsigned flags;      /* DIRTY_TRACKER_* */
 	uint64_t fork_generation;
 	dirty_log_fn log;
 	void *log_userdata;

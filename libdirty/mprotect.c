@@ -448,6 +448,15 @@ static void mprotect_redirty(struct dirty_tracker *t, struct dirty_region *r, ui
 	bits_set(r->priv, start, end);
 }
 
+static void mprotect_unprotect(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct mp_region *m = r->priv;
+
+	if (mprotect((void *)r->start, r->end - r->start, m->prot) < 0)
+		dirty_log(t, LOG_WARNING, "mprotect: cannot unprotect %#lx-%#lx: %s",
+			  (unsigned long)r->start, (unsigned long)r->end, strerror(errno));
+}
+
 static void mprotect_stats(struct dirty_tracker *t, struct dirty_stats *st)
 {
 	size_t i;
@@ -469,6 +478,7 @@ const struct dirty_backend dirty_backend_mprotect = {
 	.clean = mprotect_clean,
 	.collect = mprotect_collect,
 	.redirty = mprotect_redirty,
+	.unprotect = mprotect_unprotect,
 	.stats = mprotect_stats,
 	.claimed = mprotect_claimed,
 };

@@ -139,7 +139,7 @@ static int options_check(const struct dirty_options *opts)
 	for (i = sizeof(*opts); i < opts->sz; i++)
 		if (p[i])
 			return -EINVAL;
-	if (opts->flags || opts->pid < 0)
+	if ((opts->flags & ~(DIRTY_TRACKER_SPARSE | DIRTY_TRACKER_ADAPTIVE)) || opts->pid < 0)
 		return -EINVAL;
 	return 0;
 }
@@ -202,6 +202,7 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	}
 	t->backend = backend;
 	t->pid = pid;
+	t->flags = OPTS_GET(opts, flags, 0);
 	t->fork_generation = atomic_load(&fork_generation);
 	t->log = OPTS_GET(opts, log, NULL);
 	t->log_userdata = OPTS_GET(opts, log_userdata, NULL);
@@ -259,6 +260,8 @@ DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats
 	sz = ret->sz < sizeof(*ret) ? ret->sz : sizeof(*ret);
 	pthread_mutex_lock(&t->lock);
 	stats = t->stats;
+	for (size_t i = 0; i < t->nregions; i++)
+		stats.unprotected_regions += t->regions[i]->unprotected;
 	if (t->backend->stats)
 		t->backend->stats(t, &stats);
 	pthread_mutex_unlock(&t->lock);
@@ -442,7 +445,9 @@ DIRTY_EXPORT int dirty_clean(struct dirty_tracker *t, void *addr, size_t len)
 	for (i = first; !err && i < first + count; i++) {
 		struct dirty_region *r = t->regions[i];
 
-		err = t->backend->clean(t, r, max_addr(start, r->start), min_addr(end, r->end));
+		if (!r->unprotected) /* reported whole anyway */
+			err = t->backend->clean(t, r, max_addr(start, r->start),
+						min_addr(end, r->end));
 	}
 	pthread_mutex_unlock(&t->lock);
 	return err;
@@ -535,9 +540,65 @@ static void redirty_bitmap(struct dirty_tracker *t, const struct dirty_sink *s, 
  * success with *next at the failing region (the resumed call meets the
  * error); the bitmap form, which has no partial answer, gives the pages back.
  */
+/*
+ * DIRTY_TRACKER_ADAPTIVE (the idea of the vmwgfx driver): protecting a page
+ * costs a fault at its first write; when nearly every page is written every
+ * cycle, reporting the whole region without protecting it is cheaper.
+ */
+#define ADAPTIVE_DENSE_PERCENT 50
+#define ADAPTIVE_STREAK 3
+#define ADAPTIVE_RETEST 16
+
+/* Collect [start, end) of an unprotected region: all of it is dirty. */
+static int collect_unprotected(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			       uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
+{
+	if (!dirty_sink_add(sink, start, end)) {
+		*done = start;
+		return 0;
+	}
+	*done = end;
+	if (clean && start == r->start && end == r->end &&
+	    ++r->unprotected_collects >= ADAPTIVE_RETEST &&
+	    t->backend->clean(t, r, r->start, r->end) == 0) {
+		/* measure it again: protected, the next collect counts its pages */
+		r->unprotected = false;
+		r->dense_streak = 0;
+		dirty_log(t, LOG_DEBUG, "adaptive: region %#lx-%#lx protected again to re-test",
+			  (unsigned long)r->start, (unsigned long)r->end);
+	}
+	return 0;
+}
+
+/* After a whole-region collect-and-clean that found pages dirty. */
+static void adaptive_account(struct dirty_tracker *t, struct dirty_region *r, uint64_t pages)
+{
+	uint64_t total = (r->end - r->start) / dirty_page_size();
+
+	if (pages * 100 < total * ADAPTIVE_DENSE_PERCENT) {
+		r->dense_streak = 0;
+		return;
+	}
+	if (++r->dense_streak < ADAPTIVE_STREAK)
+		return;
+	t->backend->unprotect(t, r);
+	r->unprotected = true;
+	r->unprotected_collects = 0;
+	dirty_log(t, LOG_DEBUG, "adaptive: region %#lx-%#lx is reported whole, unprotected",
+		  (unsigned long)r->start, (unsigned long)r->end);
+}
+
+/*
+ * The one collect loop behind every public form.  Returns 0 or -errno;
+ * *next is the first address not examined.  A failure after some runs were
+ * delivered must not lose what was already re-cleaned: the runs form reports
+ * success with *next at the failing region (the resumed call meets the
+ * error); the bitmap form, which has no partial answer, gives the pages back.
+ */
 static int collect_span(struct dirty_tracker *t, uintptr_t start, uintptr_t end, unsigned flags,
 			struct dirty_sink *sink, uintptr_t *next)
 {
+	bool clean = flags & DIRTY_COLLECT_CLEAN;
 	size_t first, count, i;
 	uintptr_t done = start;
 	int err;
@@ -549,11 +610,19 @@ static int collect_span(struct dirty_tracker *t, uintptr_t start, uintptr_t end,
 	for (i = first; !err && i < first + count && done == max_addr(start, t->regions[i]->start);
 	     i++) {
 		struct dirty_region *r = t->regions[i];
+		uintptr_t seg_start = done, seg_end = min_addr(end, r->end);
+		uint64_t pages_before = sink->pages;
 
-		err = t->backend->collect(t, r, done, min_addr(end, r->end),
-					  flags & DIRTY_COLLECT_CLEAN, sink, &done);
+		if (r->unprotected) {
+			err = collect_unprotected(t, r, seg_start, seg_end, clean, sink, &done);
+			continue;
+		}
+		err = t->backend->collect(t, r, seg_start, seg_end, clean, sink, &done);
 		if (err == -ESTALE)
 			r->gone = true;
+		if (!err && clean && (t->flags & DIRTY_TRACKER_ADAPTIVE) && seg_start == r->start &&
+		    done == r->end)
+			adaptive_account(t, r, sink->pages - pages_before);
 	}
 	if (err && sink->pages) {
 		if (!sink->bitmap)

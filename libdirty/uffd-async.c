@@ -63,7 +63,8 @@ static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
 	return errno == EPERM ? -ESTALE : -errno;
 }
 
-static void scan_arg_init(struct pm_scan_arg *arg, uintptr_t start, uintptr_t end, bool clean)
+static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uintptr_t start,
+			  uintptr_t end, bool clean)
 {
 	*arg = (struct pm_scan_arg){
 		.size = sizeof(*arg),
@@ -74,6 +75,18 @@ static void scan_arg_init(struct pm_scan_arg *arg, uintptr_t start, uintptr_t en
 		.category_mask = PAGE_IS_WRITTEN,
 		.return_mask = PAGE_IS_WRITTEN,
 	};
+	/*
+	 * The kernel counts a page that has no page-table entry as written
+	 * until it is given a protection marker, which needs a page table.
+	 * DIRTY_TRACKER_SPARSE matches only pages that exist (present or
+	 * swapped) and are not the shared zero page (only read), so holes are
+	 * neither reported nor protected.
+	 */
+	if (t->flags & DIRTY_TRACKER_SPARSE) {
+		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		arg->category_inverted = PAGE_IS_PFNZERO;
+		arg->category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
+	}
 }
 
 static int uffd_async_open(struct dirty_tracker *t)
@@ -123,21 +136,33 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 	return ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
-/* Write-protect every page of [start, end): one walk, no output. */
+/*
+ * Write-protect every page of [start, end) that is not protected.  The
+ * vector is thrown away; asking for output keeps the kernel to the pages that
+ * match the scan's categories (see scan_arg_init), where its vector-less
+ * "exclusive" path would protect every page regardless.
+ */
 static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end)
 {
+	struct page_region discard[SCRATCH_REGIONS];
 	struct pm_scan_arg arg;
+	uintptr_t resume;
 	int n;
 
 	if (r->kind == DIRTY_MEM_HUGETLB)
 		return write_protect(t, start, end, true);
-	scan_arg_init(&arg, start, end, true);
+	scan_arg_init(t, &arg, start, end, true);
+	arg.vec = (uintptr_t)discard;
+	arg.vec_len = SCRATCH_REGIONS;
 	while (arg.start < end) {
 		n = pagemap_scan(t, &arg);
 		if (n < 0)
 			return n;
-		arg.start = arg.walk_end;
+		resume = (uintptr_t)arg.walk_end;
+		if (n > 0 && discard[n - 1].end > resume)
+			resume = (uintptr_t)discard[n - 1].end;
+		arg.start = resume;
 	}
 	return 0;
 }
@@ -198,7 +223,7 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 	size_t room;
 	int n, i, err, stalls = 0;
 
-	scan_arg_init(&arg, start, end, clean && !protect_after);
+	scan_arg_init(t, &arg, start, end, clean && !protect_after);
 	while (arg.start < end) {
 		room = dirty_sink_room(sink);
 		if (!room)
@@ -254,6 +279,11 @@ static void uffd_async_redirty(struct dirty_tracker *t, struct dirty_region *r, 
 			  (unsigned long)start, (unsigned long)end, strerror(-err));
 }
 
+static void uffd_async_unprotect(struct dirty_tracker *t, struct dirty_region *r)
+{
+	uffd_async_redirty(t, r, r->start, r->end);
+}
+
 const struct dirty_backend dirty_backend_uffd_async = {
 	.name = "uffd-async",
 	.open = uffd_async_open,
@@ -263,4 +293,5 @@ const struct dirty_backend dirty_backend_uffd_async = {
 	.clean = uffd_async_clean,
 	.collect = uffd_async_collect,
 	.redirty = uffd_async_redirty,
+	.unprotect = uffd_async_unprotect,
 };

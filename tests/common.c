@@ -103,7 +103,12 @@ const char *test_backend(void)
 
 struct dirty_tracker *tracker_new(void)
 {
-	struct dirty_options opts = { .sz = sizeof(opts), .backend = test_backend() };
+	return tracker_new_flags(0);
+}
+
+struct dirty_tracker *tracker_new_flags(unsigned flags)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = test_backend(), .flags = flags };
 	struct dirty_tracker *t = NULL;
 	int err;
 

@@ -42,6 +42,7 @@ void mem_unmap(struct test_mem *m);
 /* The backend named by $DIRTY_TEST_BACKEND; exits 77 with the reason if unusable. */
 const char *test_backend(void);
 struct dirty_tracker *tracker_new(void);
+struct dirty_tracker *tracker_new_flags(unsigned flags);
 
 /* Collect [addr, addr+len) fully (resuming as needed) into runs; returns count. */
 size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,

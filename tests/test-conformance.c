@@ -736,6 +736,115 @@ START_TEST(test_mprotect_max_map_count)
 }
 END_TEST
 
+/* ---- tracker flags ---- */
+
+static unsigned long page_table_kib(void)
+{
+	char line[256];
+	unsigned long kib = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmPTE: %lu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+/*
+ * A 64 GiB reservation with 64 chunks of 64 KiB touched: tracking it costs
+ * page tables for what is touched, and the answers stay exact.
+ */
+START_TEST(test_sparse_reservation)
+{
+	size_t len = (size_t)64 << 30, stride = len / 64, chunk = 16 * page_size;
+	struct dirty_tracker *t = tracker_new_flags(DIRTY_TRACKER_SPARSE);
+	struct dirty_range runs[8];
+	unsigned long before;
+	char *mem;
+	volatile char c;
+
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		   -1, 0);
+	ck_assert_ptr_ne(mem, MAP_FAILED);
+	madvise(mem, len, MADV_NOHUGEPAGE);
+	for (size_t i = 0; i < 64; i++)
+		memset(mem + i * stride, 1, chunk);
+	before = page_table_kib();
+	ck_assert_int_eq(dirty_track(t, mem, len), 0);
+	ck_assert_int_eq(dirty_collect(t, mem, len, 0, runs, 8, NULL), 0);
+	/* 64 GiB of markers would be 128 MiB of page tables */
+	ck_assert_uint_lt(page_table_kib(), before + 4096);
+	c = mem[len / 2 + 12345 * page_size]; /* read a hole */
+	(void)c;
+	mem[5 * stride + 3 * page_size] = 2;  /* a touched page */
+	mem[7 * stride + 999 * page_size] = 2; /* a hole */
+	ck_assert_int_eq(dirty_collect(t, mem, len, DIRTY_COLLECT_CLEAN, runs, 8, NULL), 2);
+	ck_assert_ptr_eq(runs[0].start, mem + 5 * stride + 3 * page_size);
+	ck_assert_ptr_eq(runs[1].start, mem + 7 * stride + 999 * page_size);
+	ck_assert_uint_eq(runs[0].len + runs[1].len, 2 * page_size);
+	ck_assert_int_eq(dirty_collect(t, mem, len, 0, runs, 8, NULL), 0);
+	ck_assert_uint_lt(page_table_kib(), before + 4096);
+	/* the documented price: written, then dropped before the collect */
+	mem[9 * stride] = 3;
+	ck_assert_int_eq(madvise(mem + 9 * stride, page_size, MADV_DONTNEED), 0);
+	ck_assert_int_eq(dirty_collect(t, mem, len, 0, runs, 8, NULL),
+			 !strcmp(backend, "uffd-async") ? 0 : 1);
+	ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
+	dirty_tracker_free(t);
+	munmap(mem, len);
+}
+END_TEST
+
+START_TEST(test_adaptive_dense_region)
+{
+	struct dirty_stats st = { .sz = sizeof(st) };
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = tracker_new_flags(DIRTY_TRACKER_ADAPTIVE);
+	char why[256];
+	uint64_t faults;
+	int cycle;
+
+	ck_assert(mem_map(&m, MEM_ANON, 256, why, sizeof(why)));
+	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+	/* sparse writes never switch it */
+	for (cycle = 0; cycle < 5; cycle++) {
+		write_pages(&m, (const size_t[]){ 7 }, 1);
+		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+	}
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.unprotected_regions, 0);
+	/* three dense cycles do */
+	for (cycle = 0; cycle < 3; cycle++) {
+		memset(m.addr, cycle, m.len);
+		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+		ck_assert_uint_eq(runs[0].len, m.len);
+	}
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.unprotected_regions, 1);
+	faults = st.faults;
+	/* unprotected: writes do not fault, and the whole region is reported */
+	memset(m.addr, 9, m.len);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.faults, faults);
+	for (cycle = 0; cycle < 15; cycle++) {
+		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+		ck_assert_uint_eq(runs[0].len, m.len);
+	}
+	/* the 16th collect re-protects it to measure again: then exact */
+	ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.unprotected_regions, 0);
+	write_pages(&m, (const size_t[]){ 42 }, 1);
+	ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
+	ck_assert_ptr_eq(runs[0].start, m.addr + 42 * page_size);
+	ck_assert_uint_eq(runs[0].len, page_size);
+	teardown(t, &m);
+}
+END_TEST
+
 /* ---- one tracker, many threads ---- */
 
 struct api_thread {
@@ -949,6 +1058,8 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_mremap_then_use);
 	tcase_add_test(one, test_kernel_writes);
 	tcase_add_test(one, test_threads_share_a_tracker);
+	tcase_add_test(one, test_sparse_reservation);
+	tcase_add_test(one, test_adaptive_dense_region);
 	if (!strcmp(backend, "mprotect")) {
 		tcase_add_test(one, test_mprotect_chains_foreign_faults);
 		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);

@@ -1,0 +1,1224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dirty-bench: libdirty's backends against the raw kernel primitives and the
+ * naive snapshot-and-compare method, side by side, in one run.
+ *
+ * A cycle is: write one byte to each page of a set (by 1 or 2 writer threads),
+ * then collect-and-clean.  The first clean is part of setup; each collect-and-
+ * clean leaves the memory clean for the next cycle.  Every cycle's answer is
+ * compared with the set of pages written: a wrong answer aborts the run.
+ *
+ * The reference implementations (raw:*, snapshot+memcmp) use no library code:
+ * they are what a user would write by hand.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench-report.h"
+#include "libdirty.h"
+#include "linux-compat.h"
+
+static size_t page_size;
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static _Noreturn void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "\ndirty-bench: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	exit(1);
+}
+
+/* ---- bitmaps of pages ---- */
+
+struct pageset {
+	size_t npages;
+	uint64_t *bits;
+};
+
+static void pageset_init(struct pageset *s, size_t npages)
+{
+	s->npages = npages;
+	s->bits = calloc((npages + 63) / 64, sizeof(uint64_t));
+	if (!s->bits)
+		die("out of memory");
+}
+
+static void pageset_clear(struct pageset *s)
+{
+	memset(s->bits, 0, (s->npages + 63) / 64 * sizeof(uint64_t));
+}
+
+static void pageset_add_range(struct pageset *s, size_t first, size_t last)
+{
+	for (size_t i = first; i < last; i++)
+		s->bits[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+/* ---- the run under measurement ---- */
+
+struct run {
+	const struct bench_case *c;
+	char *mem;            /* the tracked memory */
+	size_t len, npages;
+	char *map_base;       /* what to munmap (sparse: the reservation) */
+	size_t map_len;
+	int fd;
+	struct pageset found; /* the method's answer for a cycle */
+	void *state;          /* the method's own */
+};
+
+struct method {
+	const char *name;
+	/* NULL if it can run for this case, else why not */
+	const char *(*unavailable)(const struct bench_case *c);
+	void (*setup)(struct run *r);   /* track and clean */
+	void (*collect)(struct run *r); /* collect-and-clean into r->found */
+	void (*teardown)(struct run *r);
+	bool pin_same_cpu, pin_cross_cpu; /* writers vs a handler thread */
+};
+
+/* ---- libdirty ---- */
+
+struct lib_state {
+	struct dirty_tracker *t;
+	struct dirty_range *runs;
+	size_t max;
+};
+
+static const char *lib_backend(const struct run *r);
+
+static const char *lib_unavailable_for(const char *backend, const struct bench_case *c)
+{
+	char why[300];
+
+	(void)c;
+	if (dirty_backend_probe(backend, 0, why, sizeof(why)) == 0)
+		return NULL;
+	return strdup(why); /* lives as long as the results */
+}
+
+static void lib_setup(struct run *r)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = lib_backend(r) };
+	struct lib_state *s = calloc(1, sizeof(*s));
+	int err;
+
+	err = dirty_tracker_new(&opts, &s->t);
+	if (err)
+		die("dirty_tracker_new(%s): %s", opts.backend, strerror(-err));
+	err = dirty_track(s->t, r->mem, r->len);
+	if (err)
+		die("dirty_track: %s", strerror(-err));
+	s->max = r->npages / 2 + 1; /* the most runs a set of pages can make */
+	s->runs = malloc(s->max * sizeof(*s->runs));
+	if (!s->runs)
+		die("out of memory");
+	r->state = s;
+}
+
+static void lib_collect(struct run *r)
+{
+	struct lib_state *s = r->state;
+	ssize_t n = dirty_collect(s->t, r->mem, r->len, DIRTY_COLLECT_CLEAN, s->runs, s->max, NULL);
+
+	if (n < 0)
+		die("dirty_collect: %s", strerror((int)-n));
+	for (ssize_t i = 0; i < n; i++) {
+		size_t first = (size_t)((char *)s->runs[i].start - r->mem) / page_size;
+
+		pageset_add_range(&r->found, first, first + s->runs[i].len / page_size);
+	}
+}
+
+static void lib_teardown(struct run *r)
+{
+	struct lib_state *s = r->state;
+
+	dirty_untrack(s->t, r->mem, r->len);
+	dirty_tracker_free(s->t);
+	free(s->runs);
+	free(s);
+}
+
+static const char *lib_uffd_async_unavailable(const struct bench_case *c)
+{
+	return lib_unavailable_for("uffd-async", c);
+}
+
+static const char *lib_uffd_sync_unavailable(const struct bench_case *c)
+{
+	return lib_unavailable_for("uffd-sync", c);
+}
+
+static const char *lib_soft_dirty_unavailable(const struct bench_case *c)
+{
+	return lib_unavailable_for("soft-dirty", c);
+}
+
+static const char *lib_mprotect_unavailable(const struct bench_case *c)
+{
+	return lib_unavailable_for("mprotect", c);
+}
+
+/* ---- raw (A): userfaultfd WP_ASYNC + PAGEMAP_SCAN ---- */
+
+struct uffd_async_state {
+	int uffd, pagemap;
+	struct page_region *vec;
+	size_t vec_len;
+};
+
+static int raw_userfaultfd(int flags)
+{
+	int fd = (int)syscall(SYS_userfaultfd, flags | O_CLOEXEC | UFFD_USER_MODE_ONLY);
+
+	if (fd < 0 && errno == EINVAL)
+		fd = (int)syscall(SYS_userfaultfd, flags | O_CLOEXEC);
+	return fd;
+}
+
+static const char *raw_uffd_async_unavailable(const struct bench_case *c)
+{
+	static char why[128];
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC };
+	int fd = raw_userfaultfd(O_NONBLOCK);
+
+	(void)c;
+	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) < 0) {
+		snprintf(why, sizeof(why), "no userfaultfd WP_ASYNC: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return why;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void pagemap_scan_all(struct uffd_async_state *s, struct run *r, uint64_t flags, bool record)
+{
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.flags = flags,
+		.start = (uintptr_t)r->mem,
+		.end = (uintptr_t)r->mem + r->len,
+		.vec = flags == PM_SCAN_WP_MATCHING && !record ? 0 : (uintptr_t)s->vec,
+		.vec_len = flags == PM_SCAN_WP_MATCHING && !record ? 0 : s->vec_len,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+
+	while (arg.start < arg.end) {
+		int n = ioctl(s->pagemap, PAGEMAP_SCAN, &arg);
+		uint64_t resume = arg.walk_end;
+
+		if (n < 0)
+			die("PAGEMAP_SCAN: %s", strerror(errno));
+		for (int i = 0; record && i < n; i++) {
+			pageset_add_range(&r->found, (size_t)(s->vec[i].start - (uintptr_t)r->mem) / page_size,
+					  (size_t)(s->vec[i].end - (uintptr_t)r->mem) / page_size);
+			if (s->vec[i].end > resume)
+				resume = s->vec[i].end;
+		}
+		arg.start = resume;
+	}
+}
+
+static void raw_uffd_async_setup(struct run *r)
+{
+	struct uffd_async_state *s = calloc(1, sizeof(*s));
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED |
+					      UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+	struct uffdio_register reg = { .range = { (uintptr_t)r->mem, r->len },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+
+	s->uffd = raw_userfaultfd(O_NONBLOCK);
+	s->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (s->uffd < 0 || ioctl(s->uffd, UFFDIO_API, &api) < 0 || s->pagemap < 0 ||
+	    ioctl(s->uffd, UFFDIO_REGISTER, &reg) < 0)
+		die("raw uffd-async setup: %s", strerror(errno));
+	s->vec_len = 4096;
+	s->vec = malloc(s->vec_len * sizeof(*s->vec));
+	r->state = s;
+	pagemap_scan_all(s, r, PM_SCAN_WP_MATCHING, false);
+}
+
+static void raw_uffd_async_collect(struct run *r)
+{
+	pagemap_scan_all(r->state, r, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, true);
+}
+
+static void raw_uffd_async_teardown(struct run *r)
+{
+	struct uffd_async_state *s = r->state;
+
+	close(s->uffd);
+	close(s->pagemap);
+	free(s->vec);
+	free(s);
+}
+
+/* ---- raw (B): synchronous userfaultfd WP with a handler thread ---- */
+
+struct uffd_sync_state {
+	int uffd;
+	pthread_t handler;
+	_Atomic uint64_t *bits;
+	char *mem;
+	atomic_bool stop;
+	int cpu; /* -1: unpinned */
+};
+
+static const char *raw_uffd_sync_unavailable(const struct bench_case *c)
+{
+	static char why[128];
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+	int fd = raw_userfaultfd(O_NONBLOCK);
+
+	if (c->sparse)
+		return "a sync handler thread per fault: not run on the sparse case";
+	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) < 0) {
+		snprintf(why, sizeof(why), "no userfaultfd write-protect: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return why;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void pin_to_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Read fault events in batches; record the page and un-protect it (waking the writer). */
+static void *uffd_sync_handler(void *p)
+{
+	struct uffd_sync_state *s = p;
+	struct uffd_msg msgs[64];
+	struct pollfd pfd = { .fd = s->uffd, .events = POLLIN };
+
+	pin_to_cpu(s->cpu);
+	while (!atomic_load(&s->stop)) {
+		ssize_t n;
+
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		n = read(s->uffd, msgs, sizeof(msgs));
+		for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msgs[0]); i++) {
+			uintptr_t addr = (uintptr_t)msgs[i].arg.pagefault.address & ~(page_size - 1);
+			size_t page = (addr - (uintptr_t)s->mem) / page_size;
+			struct uffdio_writeprotect wp = { .range = { addr, page_size }, .mode = 0 };
+
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			atomic_fetch_or(&s->bits[page / 64], UINT64_C(1) << (page % 64));
+			if (ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno != ENOENT)
+				die("UFFDIO_WRITEPROTECT (unprotect): %s", strerror(errno));
+		}
+	}
+	return NULL;
+}
+
+static void uffd_sync_protect(struct uffd_sync_state *s, uintptr_t start, size_t len)
+{
+	struct uffdio_writeprotect wp = { .range = { start, len },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+	if (ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		die("UFFDIO_WRITEPROTECT: %s", strerror(errno));
+}
+
+static void raw_uffd_sync_setup_on(struct run *r, int cpu)
+{
+	struct uffd_sync_state *s = calloc(1, sizeof(*s));
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+					      UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+	struct uffdio_register reg = { .range = { (uintptr_t)r->mem, r->len },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+
+	s->uffd = raw_userfaultfd(O_NONBLOCK);
+	if (s->uffd < 0 || ioctl(s->uffd, UFFDIO_API, &api) < 0 ||
+	    ioctl(s->uffd, UFFDIO_REGISTER, &reg) < 0)
+		die("raw uffd-sync setup: %s", strerror(errno));
+	s->bits = calloc((r->npages + 63) / 64, sizeof(uint64_t));
+	s->mem = r->mem;
+	s->cpu = cpu;
+	uffd_sync_protect(s, (uintptr_t)r->mem, r->len);
+	pthread_create(&s->handler, NULL, uffd_sync_handler, s);
+	r->state = s;
+}
+
+static void raw_uffd_sync_setup_same(struct run *r)
+{
+	raw_uffd_sync_setup_on(r, 0);
+}
+
+static void raw_uffd_sync_setup_cross(struct run *r)
+{
+	raw_uffd_sync_setup_on(r, 1);
+}
+
+/* Take the bits, then re-protect what was taken (a write between is in a reported page). */
+static void take_bits_and_reprotect(_Atomic uint64_t *bits, struct run *r,
+				    void (*protect)(void *ctx, uintptr_t start, size_t len),
+				    void *ctx)
+{
+	size_t run_start = 0, run_end = 0;
+
+	for (size_t w = 0; w < (r->npages + 63) / 64; w++) {
+		uint64_t v = atomic_load_explicit(&bits[w], memory_order_relaxed);
+
+		if (!v)
+			continue;
+		v = atomic_fetch_and(&bits[w], ~v) & v;
+		r->found.bits[w] |= v;
+		while (v) {
+			size_t b = (size_t)__builtin_ctzll(v), page = w * 64 + b;
+
+			v &= v - 1;
+			if (page != run_end) {
+				if (run_end)
+					protect(ctx, (uintptr_t)r->mem + run_start * page_size,
+						(run_end - run_start) * page_size);
+				run_start = page;
+			}
+			run_end = page + 1;
+		}
+	}
+	if (run_end)
+		protect(ctx, (uintptr_t)r->mem + run_start * page_size,
+			(run_end - run_start) * page_size);
+}
+
+static void uffd_sync_protect_cb(void *ctx, uintptr_t start, size_t len)
+{
+	uffd_sync_protect(ctx, start, len);
+}
+
+static void raw_uffd_sync_collect(struct run *r)
+{
+	struct uffd_sync_state *s = r->state;
+
+	take_bits_and_reprotect(s->bits, r, uffd_sync_protect_cb, s);
+}
+
+static void raw_uffd_sync_teardown(struct run *r)
+{
+	struct uffd_sync_state *s = r->state;
+
+	atomic_store(&s->stop, true);
+	pthread_join(s->handler, NULL);
+	close(s->uffd);
+	free((void *)s->bits);
+	free(s);
+}
+
+/* ---- raw (C): mprotect + SIGSEGV ---- */
+
+static struct {
+	char *mem;
+	size_t len;
+	_Atomic uint64_t *bits;
+	struct sigaction previous;
+} raw_mp;
+
+static void raw_mp_handler(int sig, siginfo_t *info, void *context)
+{
+	uintptr_t addr = (uintptr_t)info->si_addr & ~(page_size - 1);
+	size_t page;
+
+	(void)sig, (void)context;
+	if (addr < (uintptr_t)raw_mp.mem || addr >= (uintptr_t)raw_mp.mem + raw_mp.len)
+		abort();
+	page = (addr - (uintptr_t)raw_mp.mem) / page_size;
+	mprotect((void *)addr, page_size, PROT_READ | PROT_WRITE);
+	atomic_fetch_or(&raw_mp.bits[page / 64], UINT64_C(1) << (page % 64));
+}
+
+static const char *raw_mprotect_unavailable(const struct bench_case *c)
+{
+	(void)c;
+	return NULL;
+}
+
+static void raw_mprotect_setup(struct run *r)
+{
+	struct sigaction sa = { .sa_sigaction = raw_mp_handler, .sa_flags = SA_SIGINFO };
+
+	raw_mp.mem = r->mem;
+	raw_mp.len = r->len;
+	raw_mp.bits = mmap(NULL, (r->npages + 63) / 64 * 8, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &raw_mp.previous);
+	if (mprotect(r->mem, r->len, PROT_READ) < 0)
+		die("mprotect: %s", strerror(errno));
+}
+
+static void mprotect_cb(void *ctx, uintptr_t start, size_t len)
+{
+	(void)ctx;
+	if (mprotect((void *)start, len, PROT_READ) < 0)
+		die("mprotect: %s", strerror(errno));
+}
+
+static void raw_mprotect_collect(struct run *r)
+{
+	take_bits_and_reprotect(raw_mp.bits, r, mprotect_cb, NULL);
+}
+
+static void raw_mprotect_teardown(struct run *r)
+{
+	mprotect(r->mem, r->len, PROT_READ | PROT_WRITE);
+	sigaction(SIGSEGV, &raw_mp.previous, NULL);
+	munmap((void *)raw_mp.bits, (r->npages + 63) / 64 * 8);
+	memset(&raw_mp, 0, sizeof(raw_mp));
+}
+
+/* ---- (D): snapshot + memcmp ---- */
+
+static const char *snapshot_unavailable(const struct bench_case *c)
+{
+	if (c->sparse)
+		return "would copy and compare the whole reservation";
+	return NULL;
+}
+
+static void snapshot_setup(struct run *r)
+{
+	char *copy = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (copy == MAP_FAILED)
+		die("snapshot: %s", strerror(errno));
+	memcpy(copy, r->mem, r->len);
+	r->state = copy;
+}
+
+static void snapshot_collect(struct run *r)
+{
+	char *copy = r->state;
+
+	for (size_t i = 0; i < r->npages; i++) {
+		if (memcmp(r->mem + i * page_size, copy + i * page_size, page_size)) {
+			memcpy(copy + i * page_size, r->mem + i * page_size, page_size);
+			r->found.bits[i / 64] |= UINT64_C(1) << (i % 64);
+		}
+	}
+}
+
+static void snapshot_teardown(struct run *r)
+{
+	munmap(r->state, r->len);
+}
+
+/* ---- (E): soft-dirty ---- */
+
+#define PM_SOFT_DIRTY (UINT64_C(1) << 55)
+
+struct soft_dirty_state {
+	int clear_refs, pagemap;
+	uint64_t *entries;
+};
+
+static void soft_dirty_clear(struct soft_dirty_state *s)
+{
+	if (pwrite(s->clear_refs, "4", 1, 0) != 1)
+		die("clear_refs: %s", strerror(errno));
+}
+
+static const char *raw_soft_dirty_unavailable(const struct bench_case *c)
+{
+	static const char *answer;
+	static bool probed;
+	char *page;
+	uint64_t entry = 0;
+	int cr, pm;
+
+	(void)c;
+	if (probed)
+		return answer;
+	probed = true;
+	page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	page[0] = 1;
+	if (cr < 0 || pm < 0 || write(cr, "4", 1) != 1) {
+		answer = "cannot write /proc/self/clear_refs";
+	} else {
+		page[0] = 2;
+		if (pread(pm, &entry, 8, (off_t)((uintptr_t)page / page_size * 8)) != 8 ||
+		    !(entry & PM_SOFT_DIRTY))
+			answer = "the kernel does not implement soft-dirty (CONFIG_MEM_SOFT_DIRTY)";
+	}
+	if (cr >= 0)
+		close(cr);
+	if (pm >= 0)
+		close(pm);
+	munmap(page, page_size);
+	return answer;
+}
+
+static void raw_soft_dirty_setup(struct run *r)
+{
+	struct soft_dirty_state *s = calloc(1, sizeof(*s));
+
+	s->clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	s->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	s->entries = malloc(r->npages * sizeof(uint64_t));
+	soft_dirty_clear(s);
+	r->state = s;
+}
+
+static void raw_soft_dirty_collect(struct run *r)
+{
+	struct soft_dirty_state *s = r->state;
+	off_t off = (off_t)((uintptr_t)r->mem / page_size * 8);
+
+	if (pread(s->pagemap, s->entries, r->npages * 8, off) != (ssize_t)(r->npages * 8))
+		die("pagemap: %s", strerror(errno));
+	for (size_t i = 0; i < r->npages; i++)
+		if (s->entries[i] & PM_SOFT_DIRTY)
+			r->found.bits[i / 64] |= UINT64_C(1) << (i % 64);
+	soft_dirty_clear(s);
+}
+
+static void raw_soft_dirty_teardown(struct run *r)
+{
+	struct soft_dirty_state *s = r->state;
+
+	close(s->clear_refs);
+	close(s->pagemap);
+	free(s->entries);
+	free(s);
+}
+
+/* ---- the methods, in table order ---- */
+
+static const struct method methods[] = {
+	{ "libdirty:uffd-async", lib_uffd_async_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "libdirty:uffd-sync", lib_uffd_sync_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "libdirty:soft-dirty", lib_soft_dirty_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "libdirty:mprotect", lib_mprotect_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "raw:uffd-async", raw_uffd_async_unavailable, raw_uffd_async_setup,
+	  raw_uffd_async_collect, raw_uffd_async_teardown },
+	{ "raw:uffd-sync/same-cpu", raw_uffd_sync_unavailable, raw_uffd_sync_setup_same,
+	  raw_uffd_sync_collect, raw_uffd_sync_teardown, .pin_same_cpu = true },
+	{ "raw:uffd-sync/cross-cpu", raw_uffd_sync_unavailable, raw_uffd_sync_setup_cross,
+	  raw_uffd_sync_collect, raw_uffd_sync_teardown, .pin_cross_cpu = true },
+	{ "raw:mprotect", raw_mprotect_unavailable, raw_mprotect_setup, raw_mprotect_collect,
+	  raw_mprotect_teardown },
+	{ "raw:soft-dirty", raw_soft_dirty_unavailable, raw_soft_dirty_setup,
+	  raw_soft_dirty_collect, raw_soft_dirty_teardown },
+	{ "snapshot+memcmp", snapshot_unavailable, snapshot_setup, snapshot_collect,
+	  snapshot_teardown },
+};
+
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+
+static const struct method *current_method;
+
+static const char *lib_backend(const struct run *r)
+{
+	(void)r;
+	return strchr(current_method->name, ':') + 1;
+}
+
+/* ---- memory ---- */
+
+#define SPARSE_CHUNKS 64
+
+static void memory_map(struct run *r, const struct bench_case *c, const char *dir)
+{
+	char path[4096];
+	int flags = MAP_SHARED;
+
+	r->fd = -1;
+	r->len = c->size;
+	r->npages = c->size / page_size;
+	if (!strcmp(c->memory, "memfd")) {
+		r->fd = memfd_create("dirty-bench", MFD_CLOEXEC);
+	} else if (!strcmp(c->memory, "file")) {
+		snprintf(path, sizeof(path), "%s/dirty-bench-XXXXXX", dir);
+		r->fd = mkstemp(path);
+		if (r->fd >= 0)
+			unlink(path);
+	} else {
+		flags = MAP_PRIVATE | MAP_ANONYMOUS | (c->sparse ? MAP_NORESERVE : 0);
+	}
+	if (strcmp(c->memory, "anon") && (r->fd < 0 || ftruncate(r->fd, (off_t)r->len) < 0))
+		die("cannot create %s memory: %s", c->memory, strerror(errno));
+	r->mem = mmap(NULL, r->len, PROT_READ | PROT_WRITE, flags, r->fd, 0);
+	if (r->mem == MAP_FAILED)
+		die("mmap %zu bytes of %s: %s", r->len, c->memory, strerror(errno));
+	r->map_base = r->mem;
+	r->map_len = r->len;
+	if (!strcmp(c->memory, "anon"))
+		madvise(r->mem, r->len, c->thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	/* populate what the case touches: every page, or the sparse chunks */
+	if (!c->sparse) {
+		memset(r->mem, 0, r->len);
+	} else {
+		size_t chunk = c->touched / SPARSE_CHUNKS, stride = r->len / SPARSE_CHUNKS;
+
+		for (size_t i = 0; i < SPARSE_CHUNKS; i++)
+			memset(r->mem + i * stride, 0, chunk);
+	}
+	pageset_init(&r->found, r->npages);
+}
+
+static void memory_unmap(struct run *r)
+{
+	munmap(r->map_base, r->map_len);
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r->found.bits);
+}
+
+/* The pages a case may write: all of them, or the sparse chunks. */
+static size_t *touchable_pages(const struct bench_case *c, size_t *count)
+{
+	size_t npages = c->size / page_size, n = c->touched / page_size, *all;
+
+	all = malloc(n * sizeof(*all));
+	if (!all)
+		die("out of memory");
+	if (!c->sparse) {
+		for (size_t i = 0; i < n; i++)
+			all[i] = i;
+	} else {
+		size_t per = n / SPARSE_CHUNKS, stride = npages / SPARSE_CHUNKS;
+
+		for (size_t i = 0; i < n; i++)
+			all[i] = (i / per) * stride + i % per;
+	}
+	*count = n;
+	return all;
+}
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/*
+ * Choose this cycle's pages: k scattered pages, or runs of 64 pages, by a
+ * partial shuffle of the touchable pages (or of 64-page blocks of them).
+ */
+static size_t choose_pages(const struct bench_case *c, size_t *all, size_t nall, size_t *out)
+{
+	size_t k = (size_t)llround(c->fraction * (double)nall), n = 0;
+
+	if (k < 1)
+		k = 1;
+	if (!strcmp(c->pattern, "runs")) {
+		size_t run = k < 64 ? k : 64, nblocks = nall / 64, want = k / run;
+
+		for (size_t i = 0; i < want && i < nblocks; i++) {
+			size_t j = i + rng() % (nblocks - i), tmp = all[i * 64];
+
+			/* swap whole blocks by their first page index: blocks are contiguous */
+			all[i * 64] = all[j * 64];
+			all[j * 64] = tmp;
+			for (size_t p = 0; p < run; p++)
+				out[n++] = all[i * 64] + p;
+		}
+		return n;
+	}
+	for (size_t i = 0; i < k; i++) {
+		size_t j = i + rng() % (nall - i), tmp = all[i];
+
+		all[i] = all[j];
+		all[j] = tmp;
+		out[n++] = all[i];
+	}
+	return n;
+}
+
+/* ---- writer threads ---- */
+
+struct writers {
+	int n;
+	pthread_t threads[2];
+	pthread_barrier_t start, done;
+	char *mem;
+	const size_t *pages;
+	size_t count;
+	bool quit;
+	int cpu;
+};
+
+struct writer_slot {
+	struct writers *w;
+	int index;
+};
+
+static struct writer_slot slots[2];
+
+static void *writer_main(void *p)
+{
+	struct writer_slot *slot = p;
+	struct writers *w = slot->w;
+
+	pin_to_cpu(w->cpu);
+	for (;;) {
+		pthread_barrier_wait(&w->start);
+		if (w->quit)
+			return NULL;
+		size_t first = w->count * (size_t)slot->index / (size_t)w->n;
+		size_t last = w->count * (size_t)(slot->index + 1) / (size_t)w->n;
+
+		for (size_t i = first; i < last; i++)
+			((volatile char *)w->mem)[w->pages[i] * page_size] += 1;
+		pthread_barrier_wait(&w->done);
+	}
+}
+
+static void writers_start(struct writers *w, int n, char *mem, int cpu)
+{
+	*w = (struct writers){ .n = n, .mem = mem, .cpu = cpu };
+	pthread_barrier_init(&w->start, NULL, (unsigned)n + 1);
+	pthread_barrier_init(&w->done, NULL, (unsigned)n + 1);
+	for (int i = 0; i < n; i++) {
+		slots[i] = (struct writer_slot){ .w = w, .index = i };
+		pthread_create(&w->threads[i], NULL, writer_main, &slots[i]);
+	}
+}
+
+static void writers_run(struct writers *w, const size_t *pages, size_t count)
+{
+	w->pages = pages;
+	w->count = count;
+	pthread_barrier_wait(&w->start);
+	pthread_barrier_wait(&w->done);
+}
+
+static void writers_stop(struct writers *w)
+{
+	w->quit = true;
+	pthread_barrier_wait(&w->start);
+	for (int i = 0; i < w->n; i++)
+		pthread_join(w->threads[i], NULL);
+	pthread_barrier_destroy(&w->start);
+	pthread_barrier_destroy(&w->done);
+}
+
+/* ---- measuring one method on one case ---- */
+
+struct options {
+	bool quick;
+	double budget_ms;  /* measured time per method and case, after warm-up */
+	int max_cycles;
+	const char *dir;   /* for file-backed memory */
+	const char *only;  /* run only methods whose name contains this */
+};
+
+static size_t resident_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * page_size;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), compare_doubles);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void check_answer(const struct run *r, const struct pageset *want, const char *method, int cycle)
+{
+	for (size_t w = 0; w < (r->npages + 63) / 64; w++) {
+		uint64_t diff = r->found.bits[w] ^ want->bits[w];
+
+		if (diff) {
+			size_t page = w * 64 + (size_t)__builtin_ctzll(diff);
+
+			die("WRONG ANSWER: %s, %s %zuM %s, cycle %d: page %zu was %s but %s",
+			    method, r->c->memory, r->len >> 20, r->c->pattern, cycle, page,
+			    want->bits[w] >> (page % 64) & 1 ? "written" : "not written",
+			    r->found.bits[w] >> (page % 64) & 1 ? "reported" : "not reported");
+		}
+	}
+}
+
+#define MAX_CYCLES 64
+
+static void measure(const struct method *m, const struct bench_case *c, const struct options *o,
+		    struct bench_result *res)
+{
+	double writes[MAX_CYCLES], collects[MAX_CYCLES], cycles[MAX_CYCLES], spent = 0, t0, t1, t2;
+	size_t nall, *all = touchable_pages(c, &nall), *pages = malloc(nall * sizeof(*pages));
+	size_t count = 0, rss_before;
+	struct pageset want;
+	struct writers w;
+	struct run r = { .c = c };
+	int n = 0, cycle;
+
+	memory_map(&r, c, o->dir);
+	pageset_init(&want, r.npages);
+	current_method = m;
+	writers_start(&w, c->threads, r.mem, m->pin_same_cpu || m->pin_cross_cpu ? 0 : -1);
+	rss_before = resident_bytes();
+	t0 = now_ms();
+	m->setup(&r);
+	res->setup_ms = now_ms() - t0;
+
+	/* cycle 0 is the warm-up */
+	for (cycle = 0; cycle <= o->max_cycles && (cycle < 2 || spent < o->budget_ms); cycle++) {
+		count = choose_pages(c, all, nall, pages);
+		pageset_clear(&want);
+		pageset_clear(&r.found);
+		for (size_t i = 0; i < count; i++)
+			want.bits[pages[i] / 64] |= UINT64_C(1) << (pages[i] % 64);
+		t0 = now_ms();
+		writers_run(&w, pages, count);
+		t1 = now_ms();
+		m->collect(&r);
+		t2 = now_ms();
+		check_answer(&r, &want, m->name, cycle);
+		if (cycle == 0)
+			continue;
+		writes[n] = t1 - t0;
+		collects[n] = t2 - t1;
+		cycles[n] = t2 - t0;
+		spent += t2 - t0;
+		n++;
+	}
+	res->library_bytes = resident_bytes() > rss_before ? resident_bytes() - rss_before : 0;
+	m->teardown(&r);
+	writers_stop(&w);
+	memory_unmap(&r);
+	free(want.bits);
+	free(all);
+	free(pages);
+
+	res->ok = true;
+	res->cycles = n;
+	res->pages_per_cycle = count;
+	res->write_ns_per_page = median(writes, n) * 1e6 / (double)count;
+	res->collect_ms = median(collects, n);
+	res->cycle_ms = median(cycles, n);
+}
+
+/* ---- the cases ---- */
+
+#define MiB (UINT64_C(1) << 20)
+#define GiB (UINT64_C(1) << 30)
+
+struct case_list {
+	struct bench_case *v;
+	size_t n, cap;
+	bool *chart; /* this case starts a fraction sweep worth a chart */
+};
+
+static void add_case(struct case_list *l, struct bench_case c)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 32;
+		l->v = realloc(l->v, l->cap * sizeof(*l->v));
+	}
+	if (!c.touched)
+		c.touched = c.size;
+	l->v[l->n++] = c;
+}
+
+static void add_sweep(struct case_list *l, struct bench_case c, const double *fractions, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		c.fraction = fractions[i];
+		add_case(l, c);
+	}
+}
+
+static void default_cases(struct case_list *l, bool quick)
+{
+	static const double all[] = { 0.001, 0.01, 0.1, 1.0 };
+	static const double some[] = { 0.01, 0.1 };
+	struct bench_case base = { .memory = "anon", .size = quick ? 64 * MiB : 1 * GiB,
+				   .pattern = "scattered", .threads = 1 };
+	struct bench_case c;
+
+	add_sweep(l, base, all, 4); /* the chart */
+	if (quick) {
+		c = base, c.memory = "memfd";
+		add_sweep(l, c, some, 1);
+		c = base, c.pattern = "runs", c.threads = 2;
+		add_sweep(l, c, some, 1);
+		c = base, c.sparse = true, c.size = 64 * GiB, c.touched = 16 * MiB, c.fraction = 0.01;
+		add_case(l, c);
+		return;
+	}
+	c = base, c.pattern = "runs";
+	add_sweep(l, c, all, 4);
+	c = base, c.fraction = 0.01;
+	c.size = 64 * MiB, add_case(l, c);
+	c.size = 256 * MiB, add_case(l, c);
+	c.size = 4 * GiB, add_case(l, c);
+	c = base, c.memory = "memfd";
+	add_sweep(l, c, all, 4);
+	c = base, c.memory = "file";
+	add_sweep(l, c, some, 2);
+	c = base, c.threads = 2;
+	add_sweep(l, c, some, 2);
+	c = base, c.thp = true;
+	add_sweep(l, c, all, 4);
+	/* sparse: 1 TiB reserved, 256 MiB touched; and the plain 256 MiB to compare */
+	c = base, c.sparse = true, c.size = 1024 * GiB, c.touched = 256 * MiB, c.fraction = 0.01;
+	add_case(l, c);
+}
+
+/* ---- main ---- */
+
+static char *machine_json(void)
+{
+	static char buf[1024];
+	struct utsname u;
+	char model[256] = "unknown", line[512], thp[64] = "";
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "model name : %255[^\n]", model) == 1)
+			break;
+	if (f)
+		fclose(f);
+	f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	if (f) {
+		if (!fgets(thp, sizeof(thp), f))
+			thp[0] = '\0';
+		thp[strcspn(thp, "\n")] = '\0';
+		fclose(f);
+	}
+	uname(&u);
+	for (char *p = model; *p; p++)
+		if (*p == '"' || *p == '\\')
+			*p = ' ';
+	snprintf(buf, sizeof(buf),
+		 "{\"kernel\": \"%s\", \"cpus\": %ld, \"cpu\": \"%s\", \"page_size\": %zu, "
+		 "\"thp\": \"%s\"}",
+		 u.release, sysconf(_SC_NPROCESSORS_ONLN), model, page_size, thp);
+	return buf;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: dirty-bench [--quick] [--json FILE] [--svg FILE] [--method SUBSTRING]\n"
+		   "                   [--dir DIR] [--budget MS] [--max-cycles N]\n"
+		   "Measure every usable libdirty backend, the raw kernel primitives and\n"
+		   "snapshot+memcmp on the same workloads; check every answer.\n");
+}
+
+static bool same_case(const struct bench_case *a, const struct bench_case *b)
+{
+	return !strcmp(a->memory, b->memory) && a->size == b->size && a->fraction == b->fraction &&
+	       !strcmp(a->pattern, b->pattern) && a->threads == b->threads && a->thp == b->thp &&
+	       a->sparse == b->sparse;
+}
+
+/* libdirty against its own raw primitive, case by case. */
+static void print_ratios(FILE *f, const struct bench_result *r, size_t n)
+{
+	static const char *const pairs[][2] = {
+		{ "libdirty:uffd-async", "raw:uffd-async" },
+		{ "libdirty:mprotect", "raw:mprotect" },
+		{ "libdirty:uffd-sync", "raw:uffd-sync/same-cpu" },
+		{ "libdirty:soft-dirty", "raw:soft-dirty" },
+		{ "snapshot+memcmp", "raw:uffd-async" },
+	};
+
+	fprintf(f, "\nratios of whole-cycle medians (lower is better for the first):\n");
+	for (size_t p = 0; p < sizeof(pairs) / sizeof(pairs[0]); p++) {
+		bool any = false;
+
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(r[i].method, pairs[p][0]) || r[i].skip_reason)
+				continue;
+			for (size_t j = 0; j < n; j++) {
+				if (strcmp(r[j].method, pairs[p][1]) || r[j].skip_reason ||
+				    !same_case(&r[i].c, &r[j].c))
+					continue;
+				if (!any)
+					fprintf(f, "  %s / %s:", pairs[p][0], pairs[p][1]);
+				fprintf(f, " %s%s%zuM/%g%%=%.2f", any ? "," : "",
+					r[i].c.sparse ? "sparse " : "", r[i].c.size >> 20,
+					r[i].c.fraction * 100, r[i].cycle_ms / r[j].cycle_ms);
+				any = true;
+			}
+		}
+		if (any)
+			fprintf(f, "\n");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "quick", no_argument, NULL, 'q' },   { "json", required_argument, NULL, 'j' },
+		{ "svg", required_argument, NULL, 's' }, { "method", required_argument, NULL, 'm' },
+		{ "dir", required_argument, NULL, 'd' }, { "budget", required_argument, NULL, 'b' },
+		{ "max-cycles", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct options o = { .budget_ms = 1500, .max_cycles = 7, .dir = "." };
+	const char *json_path = NULL, *svg_path = NULL;
+	struct case_list cases = { 0 };
+	struct bench_result *results;
+	size_t nresults = 0, total, done = 0;
+	double started = now_ms();
+	int opt;
+
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'q':
+			o.quick = true;
+			break;
+		case 'j':
+			json_path = optarg;
+			break;
+		case 's':
+			svg_path = optarg;
+			break;
+		case 'm':
+			o.only = optarg;
+			break;
+		case 'd':
+			o.dir = optarg;
+			break;
+		case 'b':
+			o.budget_ms = atof(optarg);
+			break;
+		case 'c':
+			o.max_cycles = atoi(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (o.max_cycles < 1 || o.max_cycles >= MAX_CYCLES) {
+		fprintf(stderr, "dirty-bench: --max-cycles must be 1..%d\n", MAX_CYCLES - 1);
+		return 2;
+	}
+	if (o.quick) {
+		o.budget_ms = 50;
+		o.max_cycles = 2;
+	}
+	default_cases(&cases, o.quick);
+	total = cases.n * NMETHODS;
+	results = calloc(total, sizeof(*results));
+
+	printf("dirty-bench on %s\n", machine_json());
+	for (size_t ci = 0; ci < cases.n; ci++) {
+		size_t first = nresults;
+
+		for (size_t mi = 0; mi < NMETHODS; mi++) {
+			const struct method *m = &methods[mi];
+			struct bench_result *res = &results[nresults];
+			char what[160];
+
+			done++;
+			if (o.only && !strstr(m->name, o.only))
+				continue;
+			nresults++;
+			res->c = cases.v[ci];
+			res->method = m->name;
+			res->skip_reason = m->unavailable(&cases.v[ci]);
+			if (res->skip_reason)
+				continue;
+			snprintf(what, sizeof(what), "%s %s %zuM %g%% %s", m->name,
+				 cases.v[ci].memory, cases.v[ci].size >> 20,
+				 cases.v[ci].fraction * 100, cases.v[ci].pattern);
+			bench_progress(stderr, done, total, what);
+			measure(m, &cases.v[ci], &o, res);
+		}
+		bench_progress_end(stderr);
+		bench_print_table(stdout, results + first, nresults - first, "raw:uffd-async");
+		fflush(stdout);
+	}
+	print_ratios(stdout, results, nresults);
+	printf("\nall answers checked: correct.  %.1f s in all.\n", (now_ms() - started) / 1e3);
+
+	if (json_path) {
+		FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
+
+		if (!f)
+			die("%s: %s", json_path, strerror(errno));
+		bench_write_json(f, results, nresults, machine_json());
+		if (f != stdout)
+			fclose(f);
+	}
+	if (svg_path) {
+		char title[160];
+		int err;
+
+		snprintf(title, sizeof(title), "cycle time by dirty fraction: %s, %zu MiB, %s, 1 writer",
+			 cases.v[0].memory, cases.v[0].size >> 20, cases.v[0].pattern);
+		err = bench_write_svg(svg_path, title, results, nresults, &cases.v[0]);
+		if (err)
+			die("%s: %s", svg_path, strerror(-err));
+	}
+	free(results);
+	free(cases.v);
+	return 0;
+}
