@@ -44,6 +44,10 @@
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
  *      crash the tracker.  The next clean/collect that touches the region
  *      returns -ESTALE; dirty_untrack() then forgets the region and succeeds.
+ *      The dirty state of a region that is gone is lost: treat all of it as
+ *      dirty.  Limits of mprotect: memory replaced in place (MAP_FIXED over
+ *      it, or unmapped and mapped again at the same address) is not detected,
+ *      and moved memory keeps its read-only protection; untrack first.
  *      After fork() the child's copy of a tracker refuses every call with
  *      -ECHILD except dirty_tracker_free(), which releases it.
  *
@@ -76,7 +80,8 @@ struct dirty_range {
 /*
  * Log callback.  priority is a syslog(3) level (LOG_ERR .. LOG_DEBUG); msg has
  * no trailing newline.  Called from the thread that made the library call,
- * never from a signal handler.
+ * never from a signal handler, possibly with the tracker's lock held: it must
+ * not call back into the tracker.
  */
 typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
 
@@ -145,8 +150,11 @@ const char *const *dirty_backend_names(void);
 
 /*
  * Start tracking [addr, addr + len): page aligned (huge page aligned for
- * hugetlb), mapped writable, not overlapping a tracked region.  The range may
- * span several mappings.  The region starts clean.
+ * hugetlb), mapped writable, not overlapping a region tracked by any tracker
+ * of this process with the same backend (-EEXIST; a region that is gone
+ * keeps its range until it is untracked).  The range may span several
+ * mappings; under mprotect they must have the same protection (-EINVAL).
+ * The region starts clean.
  */
 int dirty_track(struct dirty_tracker *t, void *addr, size_t len);
 
@@ -159,7 +167,10 @@ int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len);
 
 /*
  * Mark [addr, addr + len) clean.  The range must be entirely tracked; it may
- * span several adjacent regions and cover parts of them.
+ * span several adjacent regions and cover parts of them.  Each region is
+ * cleaned or not: if a later region of the span fails (-ESTALE, or -ENOMEM
+ * from the kernel), earlier ones are clean.  A region that fails keeps its
+ * dirty pages (mprotect may then report all of the range dirty).
  */
 int dirty_clean(struct dirty_tracker *t, void *addr, size_t len);
 

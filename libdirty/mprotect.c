@@ -61,13 +61,28 @@ struct mp_region {
 	_Atomic uint64_t faults, degraded;
 };
 
+/*
+ * Ranges untracked a moment ago.  A write can fault on a page that is then
+ * made writable and removed from the table before the handler looks it up;
+ * such a fault is not foreign, and retrying the write is right.
+ */
+#define RECENTLY_REMOVED 16
+
+struct mp_range {
+	uintptr_t start, end;
+};
+
 /* The handler's view: sorted, non-overlapping, immutable once published. */
 struct mp_table {
+	struct mp_range removed[RECENTLY_REMOVED];
 	size_t n;
 	struct mp_region *regions[];
 };
 
 static _Atomic(struct mp_table *) table;
+/* the last fault this thread retried, to retry each one only once */
+static __thread uintptr_t retried_addr __attribute__((tls_model("initial-exec")));
+static __thread const struct mp_table *retried_table __attribute__((tls_model("initial-exec")));
 static _Atomic unsigned long readers[2];
 static _Atomic unsigned phase;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -168,23 +183,71 @@ static void chain(int sig, siginfo_t *info, void *context)
 	prev->sa_handler(sig);
 }
 
+/*
+ * A fault in a range untracked a moment ago: the untrack made it writable
+ * before it left the table, so the write can simply run again.  Once per
+ * thread, address and table: a second fault there is not ours.
+ */
+static bool retry_recently_removed(const struct mp_table *tab, uintptr_t addr)
+{
+	size_t i;
+
+	if (!tab || (retried_addr == addr && retried_table == tab))
+		return false;
+	for (i = 0; i < RECENTLY_REMOVED; i++) {
+		if (tab->removed[i].start <= addr && addr < tab->removed[i].end) {
+			retried_addr = addr;
+			retried_table = tab;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void on_sigsegv(int sig, siginfo_t *info, void *context)
 {
 	int saved_errno = errno;
 	unsigned idx = atomic_load(&phase) & 1;
+	uintptr_t addr = (uintptr_t)info->si_addr;
+	const struct mp_table *tab;
 	struct mp_region *r;
 	bool handled = false;
 
 	atomic_fetch_add(&readers[idx], 1);
 	if (info->si_code == SEGV_ACCERR) {
-		r = table_find(atomic_load(&table), (uintptr_t)info->si_addr);
+		tab = atomic_load(&table);
+		r = table_find(tab, addr);
 		if (r)
-			handled = unprotect_and_record(r, (uintptr_t)info->si_addr);
+			handled = unprotect_and_record(r, addr);
+		else
+			handled = retry_recently_removed(tab, addr);
 	}
 	atomic_fetch_sub(&readers[idx], 1);
 	errno = saved_errno;
 	if (!handled)
 		chain(sig, info, context);
+}
+
+/*
+ * fork() copies table_lock as another thread may hold it, and readers[] as
+ * threads in the handler left them; only the forking thread exists in the
+ * child, and it is in neither.
+ */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&table_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&table_lock);
+}
+
+static void atfork_child(void)
+{
+	atomic_store(&readers[0], 0);
+	atomic_store(&readers[1], 0);
+	pthread_mutex_unlock(&table_lock);
 }
 
 /* ---- table updates, under table_lock ---- */
@@ -211,6 +274,15 @@ static int table_update(struct mp_region *add, struct mp_region *remove)
 	next = malloc(sizeof(*next) + (n + 1) * sizeof(next->regions[0]));
 	if (!next)
 		return -ENOMEM;
+	if (old)
+		memcpy(next->removed, old->removed, sizeof(next->removed));
+	else
+		memset(next->removed, 0, sizeof(next->removed));
+	if (remove) {
+		memmove(next->removed + 1, next->removed,
+			sizeof(next->removed) - sizeof(next->removed[0]));
+		next->removed[0] = (struct mp_range){ remove->start, remove->end };
+	}
 	for (i = 0; i < n; i++) {
 		struct mp_region *r = old->regions[i];
 
@@ -228,6 +300,13 @@ static int table_update(struct mp_region *add, struct mp_region *remove)
 	wait_for_readers();
 	free(old);
 	return 0;
+}
+
+/* m must leave the table before it is freed: retry until malloc works. */
+static void table_remove(struct mp_region *m)
+{
+	while (table_update(NULL, m) < 0)
+		sched_yield();
 }
 
 static bool table_overlaps(uintptr_t start, uintptr_t end)
@@ -259,6 +338,10 @@ static int mprotect_open(struct dirty_tracker *t)
 	int err = 0;
 
 	pthread_mutex_lock(&table_lock);
+	if (!handler_installed && pthread_atfork(atfork_prepare, atfork_parent, atfork_child)) {
+		pthread_mutex_unlock(&table_lock);
+		return -ENOMEM;
+	}
 	if (!handler_installed) {
 		memset(&action, 0, sizeof(action));
 		action.sa_sigaction = on_sigsegv;
@@ -330,8 +413,10 @@ static int mprotect_track(struct dirty_tracker *t, struct dirty_region *r)
 	if (err)
 		goto fail;
 	if (mprotect((void *)r->start, r->end - r->start, r->prot & ~PROT_WRITE) < 0) {
+		/* it may have failed half way (ENOMEM splitting a vma): undo all */
 		err = -errno;
-		table_update(NULL, m);
+		mprotect((void *)r->start, r->end - r->start, r->prot);
+		table_remove(m);
 		goto fail;
 	}
 	pthread_mutex_unlock(&table_lock);
@@ -356,8 +441,7 @@ static void mprotect_untrack(struct dirty_tracker *t, struct dirty_region *r)
 		dirty_log(t, LOG_WARNING, "mprotect: cannot restore %#lx-%#lx: %s",
 			  (unsigned long)r->start, (unsigned long)r->end, strerror(errno));
 	pthread_mutex_lock(&table_lock);
-	while (table_update(NULL, m) < 0)
-		sched_yield(); /* only malloc can fail, and the handler must not keep m */
+	table_remove(m);
 	pthread_mutex_unlock(&table_lock);
 	mp_region_free(m);
 	r->priv = NULL;
@@ -373,8 +457,13 @@ static int mprotect_clean(struct dirty_tracker *t, struct dirty_region *r, uintp
 	/* C1 for every page, then C2 for all of them at once */
 	for (; i < last; i++)
 		atomic_fetch_and(&m->bits[i / 64], ~(UINT64_C(1) << (i % 64)));
-	if (mprotect((void *)start, end - start, m->prot & ~PROT_WRITE) < 0)
-		return -errno;
+	if (mprotect((void *)start, end - start, m->prot & ~PROT_WRITE) < 0) {
+		/* possibly half done: writable pages must not be left clean */
+		int err = -errno;
+
+		bits_set(m, start, end);
+		return err;
+	}
 	return 0;
 }
 

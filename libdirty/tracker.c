@@ -40,11 +40,14 @@ bool dirty_tracker_forked(const struct dirty_tracker *t)
 
 size_t dirty_page_size(void)
 {
-	static size_t page_size;
+	static _Atomic size_t page_size;
+	size_t size = atomic_load_explicit(&page_size, memory_order_relaxed);
 
-	if (!page_size)
-		page_size = (size_t)sysconf(_SC_PAGESIZE);
-	return page_size;
+	if (!size) {
+		size = (size_t)sysconf(_SC_PAGESIZE);
+		atomic_store_explicit(&page_size, size, memory_order_relaxed);
+	}
+	return size;
 }
 
 void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)

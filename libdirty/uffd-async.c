@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <syslog.h>
@@ -44,6 +45,86 @@
 
 /* A vector the kernel can fill when the caller's own buffer is too small. */
 #define SCRATCH_REGIONS 256
+
+/*
+ * Every range registered by a uffd-async tracker of this process.  A region
+ * whose memory was unmapped without untracking stays claimed: if memory mapped
+ * at the same address were registered by another tracker, the stale region's
+ * scans (which see an async-WP vma and cannot tell whose) would re-protect
+ * and report that tracker's pages.  The claim refuses that registration
+ * instead (-EEXIST) until the stale region is untracked.
+ */
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t (*claims)[2];
+static size_t nclaims, claims_cap;
+
+/* A child of fork() has none of the parent's registrations, so no claims. */
+static void claims_atfork_prepare(void)
+{
+	pthread_mutex_lock(&claims_lock);
+}
+
+static void claims_atfork_parent(void)
+{
+	pthread_mutex_unlock(&claims_lock);
+}
+
+static void claims_atfork_child(void)
+{
+	nclaims = 0;
+	pthread_mutex_unlock(&claims_lock);
+}
+
+static void claims_init(void)
+{
+	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_child);
+}
+
+static bool uffd_async_claimed(uintptr_t start, uintptr_t end)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&claims_lock);
+	for (size_t i = 0; i < nclaims && !found; i++)
+		found = claims[i][0] < end && start < claims[i][1];
+	pthread_mutex_unlock(&claims_lock);
+	return found;
+}
+
+static int claim(uintptr_t start, uintptr_t end)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&claims_lock);
+	if (nclaims == claims_cap) {
+		size_t cap = claims_cap ? 2 * claims_cap : 16;
+		uintptr_t(*grown)[2] = realloc(claims, cap * sizeof(*claims));
+
+		if (!grown)
+			err = -ENOMEM;
+		else
+			claims = grown, claims_cap = cap;
+	}
+	if (!err) {
+		claims[nclaims][0] = start;
+		claims[nclaims++][1] = end;
+	}
+	pthread_mutex_unlock(&claims_lock);
+	return err;
+}
+
+static void unclaim(uintptr_t start)
+{
+	pthread_mutex_lock(&claims_lock);
+	for (size_t i = 0; i < nclaims; i++) {
+		if (claims[i][0] == start) {
+			claims[i][0] = claims[nclaims - 1][0];
+			claims[i][1] = claims[--nclaims][1];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&claims_lock);
+}
 
 /*
  * Calls PAGEMAP_SCAN over [arg->start, arg->end).  Returns the number of
@@ -91,9 +172,11 @@ static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uint
 
 static int uffd_async_open(struct dirty_tracker *t)
 {
+	static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
 	char why[DIRTY_REASON_LEN];
 	int err;
 
+	pthread_once(&claims_once, claims_init);
 	t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
 	if (t->uffd < 0) {
 		err = t->uffd;
@@ -184,6 +267,8 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		return err == -EBUSY ? -EEXIST : err;
 	}
 	err = uffd_async_clean(t, r, r->start, r->end);
+	if (!err)
+		err = claim(r->start, r->end);
 	if (err)
 		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
 	return err;
@@ -200,9 +285,25 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 	 */
 	if (dirty_tracker_forked(t))
 		return;
-	/* unregistering also drops the uffd-wp bits: writes no longer trap */
-	if (!r->gone && ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0)
+	/*
+	 * Unregistering also drops the uffd-wp bits: writes no longer trap.
+	 * A gone region may still have a part mapped and registered; the
+	 * claim kept anybody else from registering the rest meanwhile.
+	 */
+	if (ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0 && !r->gone)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
+	unclaim(r->start);
+}
+
+static void prefault(uintptr_t start, size_t len)
+{
+	size_t page = dirty_page_size();
+
+	for (uintptr_t a = start; a < start + len; a = (a & ~(uintptr_t)(page - 1)) + page) {
+		volatile char *c = (volatile char *)a;
+
+		*c = *c;
+	}
 }
 
 /*
@@ -235,6 +336,14 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 			arg.vec = (uintptr_t)scratch;
 			arg.vec_len = room < SCRATCH_REGIONS ? room : SCRATCH_REGIONS;
 		}
+		/*
+		 * Should the kernel fail to write the vector (EFAULT: memory it
+		 * cannot fault in, such as a buffer tracked by mprotect), the
+		 * pages it re-protected would be lost with it.  Make sure the
+		 * caller's buffer is writable first, from user space.
+		 */
+		if (clean && arg.vec != (uintptr_t)scratch)
+			prefault(arg.vec, arg.vec_len * sizeof(scratch[0]));
 		n = pagemap_scan(t, &arg);
 		if (n < 0)
 			return n;
@@ -294,4 +403,5 @@ const struct dirty_backend dirty_backend_uffd_async = {
 	.collect = uffd_async_collect,
 	.redirty = uffd_async_redirty,
 	.unprotect = uffd_async_unprotect,
+	.claimed = uffd_async_claimed,
 };

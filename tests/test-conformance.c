@@ -435,6 +435,86 @@ START_TEST(test_munmap_then_use)
 }
 END_TEST
 
+/*
+ * Memory unmapped without untracking, and new memory at the same address:
+ * another tracker cannot take it until the stale region is untracked (else
+ * the stale region's scans would take that tracker's dirty pages).
+ */
+START_TEST(test_stale_region_keeps_its_range)
+{
+	struct dirty_range runs[8];
+	struct test_mem m;
+	struct dirty_tracker *t = setup(&m, MEM_ANON, 16), *t2 = tracker_new();
+	char *again;
+
+	/* only the first half goes: the rest stays mapped, and tracked */
+	munmap(m.addr, 8 * page_size);
+	again = mmap(m.addr, 8 * page_size, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	ck_assert_ptr_eq(again, m.addr);
+	ck_assert_int_eq(dirty_track(t2, again, 8 * page_size), -EEXIST);
+	/* uffd-async sees the foreign vma; mprotect cannot tell (documented) */
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL),
+			 !strcmp(backend, "mprotect") ? 0 : -ESTALE);
+	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	/* now both halves are free to track, by anyone */
+	ck_assert_int_eq(dirty_track(t2, m.addr, m.len), 0);
+	write_pages(&m, (const size_t[]){ 2, 12 }, 2);
+	ck_assert_int_eq(dirty_collect(t2, m.addr, m.len, 0, runs, 8, NULL), 2);
+	ck_assert_int_eq(dirty_untrack(t2, m.addr, m.len), 0);
+	dirty_tracker_free(t2);
+	dirty_tracker_free(t);
+	mem_unmap(&m);
+}
+END_TEST
+
+struct hammer {
+	char *mem;
+	size_t len;
+	atomic_bool stop;
+};
+
+static void *hammer_main(void *p)
+{
+	struct hammer *h = p;
+	uint64_t x = 12345;
+
+	while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		atomic_fetch_add_explicit((_Atomic char *)&h->mem[x % (h->len / page_size) * page_size],
+					  1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* Untrack while other threads write: nothing crashes, no write fails. */
+START_TEST(test_untrack_under_writers)
+{
+	struct hammer h = { 0 };
+	pthread_t threads[2];
+	struct test_mem m;
+	struct dirty_tracker *t = tracker_new();
+	char why[256];
+
+	ck_assert(mem_map(&m, MEM_ANON, 64, why, sizeof(why)));
+	h.mem = m.addr;
+	h.len = m.len;
+	for (int i = 0; i < 2; i++)
+		pthread_create(&threads[i], NULL, hammer_main, &h);
+	for (int round = 0; round < 300; round++) {
+		ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+		ck_assert_int_ge(dirty_collect(t, m.addr, m.len, DIRTY_COLLECT_CLEAN,
+					       (struct dirty_range[64]){ 0 }, 64, NULL), 0);
+		ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	}
+	atomic_store(&h.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	dirty_tracker_free(t);
+	mem_unmap(&m);
+}
+END_TEST
+
 START_TEST(test_mremap_then_use)
 {
 	struct dirty_range runs[8];
@@ -1056,6 +1136,8 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_second_tracker_cannot_overlap);
 	tcase_add_test(one, test_munmap_then_use);
 	tcase_add_test(one, test_mremap_then_use);
+	tcase_add_test(one, test_stale_region_keeps_its_range);
+	tcase_add_test(one, test_untrack_under_writers);
 	tcase_add_test(one, test_kernel_writes);
 	tcase_add_test(one, test_threads_share_a_tracker);
 	tcase_add_test(one, test_sparse_reservation);
