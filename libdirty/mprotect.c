@@ -74,6 +74,7 @@ struct mp_range {
 
 /* The handler's view: sorted, non-overlapping, immutable once published. */
 struct mp_table {
+	uint64_t generation; /* never repeats, unlike the table's address */
 	struct mp_range removed[RECENTLY_REMOVED];
 	size_t n;
 	struct mp_region *regions[];
@@ -82,7 +83,8 @@ struct mp_table {
 static _Atomic(struct mp_table *) table;
 /* the last fault this thread retried, to retry each one only once */
 static __thread uintptr_t retried_addr __attribute__((tls_model("initial-exec")));
-static __thread const struct mp_table *retried_table __attribute__((tls_model("initial-exec")));
+static __thread uint64_t retried_generation __attribute__((tls_model("initial-exec")));
+static uint64_t table_generation; /* under table_lock */
 static _Atomic unsigned long readers[2];
 static _Atomic unsigned phase;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -192,12 +194,12 @@ static bool retry_recently_removed(const struct mp_table *tab, uintptr_t addr)
 {
 	size_t i;
 
-	if (!tab || (retried_addr == addr && retried_table == tab))
+	if (!tab || (retried_addr == addr && retried_generation == tab->generation))
 		return false;
 	for (i = 0; i < RECENTLY_REMOVED; i++) {
 		if (tab->removed[i].start <= addr && addr < tab->removed[i].end) {
 			retried_addr = addr;
-			retried_table = tab;
+			retried_generation = tab->generation;
 			return true;
 		}
 	}
@@ -274,6 +276,7 @@ static int table_update(struct mp_region *add, struct mp_region *remove)
 	next = malloc(sizeof(*next) + (n + 1) * sizeof(next->regions[0]));
 	if (!next)
 		return -ENOMEM;
+	next->generation = ++table_generation;
 	if (old)
 		memcpy(next->removed, old->removed, sizeof(next->removed));
 	else
