@@ -28,6 +28,11 @@
  *          written and not yet cleaned stays dirty (the drop is a change of
  *          content, to zeroes);
  *        - hugetlb memory is reported a whole huge page at a time;
+ *        - uffd-async: file-backed and shmem memory that the kernel maps
+ *          with huge pages (large page-cache folios, shmem THP) is tracked a
+ *          huge page at a time: the kernel resolves a write to a protected
+ *          huge mapping by dropping the mapping, and maps the page again
+ *          whole and unprotected, so a write reports its whole huge page;
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks.
  *      A page that is only read is never reported.
  *   4. Granularity is the base page size (sysconf(_SC_PAGESIZE)), or the huge

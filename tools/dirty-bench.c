@@ -507,7 +507,20 @@ static void raw_mp_handler(int sig, siginfo_t *info, void *context)
 	if (addr < (uintptr_t)raw_mp.mem || addr >= (uintptr_t)raw_mp.mem + raw_mp.len)
 		abort();
 	page = (addr - (uintptr_t)raw_mp.mem) / page_size;
-	mprotect((void *)addr, page_size, PROT_READ | PROT_WRITE);
+	if (mprotect((void *)addr, page_size, PROT_READ | PROT_WRITE) < 0) {
+		/*
+		 * vm.max_map_count: the kernel will not split the mapping
+		 * again.  The least a hand-written tracker must do not to
+		 * loop forever: give the whole region back, all of it dirty.
+		 */
+		mprotect(raw_mp.mem, raw_mp.len, PROT_READ | PROT_WRITE);
+		for (size_t w = 0; w < (raw_mp.len / page_size + 63) / 64; w++)
+			atomic_store(&raw_mp.bits[w], UINT64_MAX);
+		if (raw_mp.len / page_size % 64)
+			atomic_store(&raw_mp.bits[raw_mp.len / page_size / 64],
+				     (UINT64_C(1) << (raw_mp.len / page_size % 64)) - 1);
+		return;
+	}
 	atomic_fetch_or(&raw_mp.bits[page / 64], UINT64_C(1) << (page % 64));
 }
 
@@ -674,7 +687,8 @@ static const struct method methods[] = {
 	{ "libdirty:uffd-async", lib_uffd_async_unavailable, lib_setup, lib_collect, lib_teardown },
 	{ "libdirty:uffd-sync", lib_uffd_sync_unavailable, lib_setup, lib_collect, lib_teardown },
 	{ "libdirty:soft-dirty", lib_soft_dirty_unavailable, lib_setup, lib_collect, lib_teardown },
-	{ "libdirty:mprotect", lib_mprotect_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "libdirty:mprotect", lib_mprotect_unavailable, lib_setup, lib_collect, lib_teardown,
+	  .superset = true /* vm.max_map_count degradation */ },
 	{ "libdirty:uffd-async/adaptive", lib_uffd_async_unavailable, lib_setup, lib_collect,
 	  lib_teardown, .tracker_flags = DIRTY_TRACKER_ADAPTIVE, .superset = true, .warmup = 4 },
 	{ "libdirty:mprotect/adaptive", lib_mprotect_unavailable, lib_setup, lib_collect,
@@ -686,7 +700,7 @@ static const struct method methods[] = {
 	{ "raw:uffd-sync/cross-cpu", raw_uffd_sync_cross_unavailable, raw_uffd_sync_setup_cross,
 	  raw_uffd_sync_collect, raw_uffd_sync_teardown, .pin_cross_cpu = true },
 	{ "raw:mprotect", raw_mprotect_unavailable, raw_mprotect_setup, raw_mprotect_collect,
-	  raw_mprotect_teardown },
+	  raw_mprotect_teardown, .superset = true },
 	{ "raw:soft-dirty", raw_soft_dirty_unavailable, raw_soft_dirty_setup,
 	  raw_soft_dirty_collect, raw_soft_dirty_teardown },
 	{ "snapshot+memcmp", snapshot_unavailable, snapshot_setup, snapshot_collect,
@@ -925,9 +939,12 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Exact, or for a superset method: every page written reported.  Returns extra pages. */
+/*
+ * Exact, or with allow_extra: every page written reported, and the pages
+ * reported but not written counted (returned).
+ */
 static size_t check_answer(const struct run *r, const struct pageset *want, const struct method *m,
-			   int cycle)
+			   int cycle, bool allow_extra)
 {
 	const char *method = m->name;
 	size_t extra = 0;
@@ -935,7 +952,7 @@ static size_t check_answer(const struct run *r, const struct pageset *want, cons
 	for (size_t w = 0; w < (r->npages + 63) / 64; w++) {
 		uint64_t diff = r->found.bits[w] ^ want->bits[w];
 
-		if (m->superset) {
+		if (allow_extra) {
 			extra += (size_t)__builtin_popcountll(diff & r->found.bits[w]);
 			diff &= want->bits[w];
 		}
@@ -958,7 +975,7 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 {
 	double writes[MAX_CYCLES], collects[MAX_CYCLES], cycles[MAX_CYCLES], spent = 0, t0, t1, t2;
 	size_t nall, *all = touchable_pages(c, &nall), *pages = malloc(nall * sizeof(*pages));
-	size_t count = 0, rss_before;
+	size_t count = 0, rss_before, extra_pages = 0;
 	struct pageset want;
 	struct writers w;
 	struct run r = { .c = c };
@@ -986,7 +1003,16 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 		t1 = now_ms();
 		m->collect(&r);
 		t2 = now_ms();
-		check_answer(&r, &want, m, cycle);
+		/*
+		 * File memory that the page cache maps with huge pages is
+		 * tracked a huge page at a time by userfaultfd: a write to a
+		 * protected huge mapping is resolved by dropping the mapping,
+		 * and the page is mapped again whole and unprotected
+		 * (documented in libdirty.h).  Every page written must still
+		 * be reported; the extra ones are counted and shown.
+		 */
+		extra_pages += check_answer(&r, &want, m, cycle,
+					    m->superset || !strcmp(c->memory, "file"));
 		if (cycle < warmup)
 			continue;
 		writes[n] = t1 - t0;
@@ -995,6 +1021,10 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 		spent += t2 - t0;
 		n++;
 	}
+	if (extra_pages && !m->superset)
+		printf("note: %s, %s %zuM %g%%: %zu pages reported beyond those written in %d cycles "
+		       "(huge-page granularity of file memory)\n",
+		       m->name, c->memory, c->size >> 20, c->fraction * 100, extra_pages, cycle);
 	res->library_bytes = resident_bytes() > rss_before ? resident_bytes() - rss_before : 0;
 	m->teardown(&r);
 	writers_stop(&w);
@@ -1161,6 +1191,91 @@ static void print_ratios(FILE *f, const struct bench_result *r, size_t n)
 	}
 }
 
+static const struct bench_result *find_result(const struct bench_result *r, size_t n,
+					      const char *method, const struct bench_case *c)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(r[i].method, method) && !r[i].skip_reason && same_case(&r[i].c, c))
+			return &r[i];
+	return NULL;
+}
+
+/* The worst ratio of a method's cycle to a reference's over every case both ran. */
+static void target_ratio(FILE *f, const struct bench_result *r, size_t n, const char *method,
+			 const char *reference, double limit)
+{
+	double worst = 0;
+	const struct bench_result *at = NULL;
+	char where[160];
+	size_t cases = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct bench_result *ref;
+
+		if (strcmp(r[i].method, method) || r[i].skip_reason)
+			continue;
+		ref = find_result(r, n, reference, &r[i].c);
+		if (!ref)
+			continue;
+		cases++;
+		if (r[i].cycle_ms / ref->cycle_ms > worst) {
+			worst = r[i].cycle_ms / ref->cycle_ms;
+			at = &r[i];
+		}
+	}
+	if (!at) {
+		fprintf(f, "  %s <= %.2f x %s: not measured here (%s is not usable)\n", method, limit,
+			reference, method);
+		return;
+	}
+	bench_case_describe(where, sizeof(where), &at->c);
+	fprintf(f, "  %s <= %.2f x %s in every case: worst %.2f x (%s) over %zu cases: %s\n",
+		method, limit, reference, worst, where, cases, worst <= limit ? "met" : "MISSED");
+}
+
+/* Issue 3's targets, measured by this run. */
+static void print_targets(FILE *f, const struct bench_result *r, size_t n)
+{
+	struct bench_case dense = { .memory = "anon", .size = GiB, .fraction = 1.0,
+				    .pattern = "scattered", .threads = 1, .touched = GiB };
+	struct bench_case light = dense, plain = dense, sparse = dense;
+	const struct bench_result *a, *b, *d;
+
+	fprintf(f, "\ntargets:\n");
+	target_ratio(f, r, n, "libdirty:uffd-async", "raw:uffd-async", 1.10);
+	target_ratio(f, r, n, "libdirty:mprotect", "raw:mprotect", 1.20);
+	target_ratio(f, r, n, "libdirty:uffd-sync", "raw:uffd-sync/same-cpu", 1.20);
+
+	/* sparse: track + clean + one collect, against a plain region of what it touches */
+	plain.size = plain.touched = 256 * MiB, plain.fraction = 0.01;
+	sparse = plain, sparse.sparse = true, sparse.size = 1024 * GiB;
+	a = find_result(r, n, "libdirty:uffd-async", &sparse);
+	b = find_result(r, n, "libdirty:uffd-async", &plain);
+	if (a && b)
+		fprintf(f, "  sparse 1T (256M touched) setup+collect <= 2 x plain 256M: %.2f ms vs "
+			   "%.2f ms = %.2f x: %s; state %zu KiB vs %zu KiB\n",
+			a->setup_ms + a->collect_ms, b->setup_ms + b->collect_ms,
+			(a->setup_ms + a->collect_ms) / (b->setup_ms + b->collect_ms),
+			a->setup_ms + a->collect_ms <= 2 * (b->setup_ms + b->collect_ms) ? "met" : "MISSED",
+			a->library_bytes >> 10, b->library_bytes >> 10);
+
+	/* adaptive: 100 % dirty much faster than raw (A) and than snapshot; 0.1 % unharmed */
+	a = find_result(r, n, "libdirty:uffd-async/adaptive", &dense);
+	b = find_result(r, n, "raw:uffd-async", &dense);
+	d = find_result(r, n, "snapshot+memcmp", &dense);
+	if (a && b && d)
+		fprintf(f, "  adaptive, 1G 100%%: raw:uffd-async / adaptive = %.1f x (>= 5: %s), "
+			   "snapshot+memcmp / adaptive = %.1f x (> 1: %s)\n",
+			b->cycle_ms / a->cycle_ms, b->cycle_ms >= 5 * a->cycle_ms ? "met" : "MISSED",
+			d->cycle_ms / a->cycle_ms, d->cycle_ms > a->cycle_ms ? "met" : "MISSED");
+	light.fraction = 0.001;
+	a = find_result(r, n, "libdirty:uffd-async/adaptive", &light);
+	b = find_result(r, n, "raw:uffd-async", &light);
+	if (a && b)
+		fprintf(f, "  adaptive, 1G 0.1%%: adaptive / raw:uffd-async = %.2f x (<= 1.10: %s)\n",
+			a->cycle_ms / b->cycle_ms, a->cycle_ms <= 1.10 * b->cycle_ms ? "met" : "MISSED");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -1251,6 +1366,8 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	print_ratios(stdout, results, nresults);
+	if (!o.quick)
+		print_targets(stdout, results, nresults);
 	printf("\nall answers checked: correct.  %.1f s in all.\n", (now_ms() - started) / 1e3);
 
 	if (json_path) {
