@@ -120,6 +120,7 @@ struct dirty_backend {
 };
 
 extern const struct dirty_backend dirty_backend_uffd_async;
+extern const struct dirty_backend dirty_backend_uffd_sync;
 extern const struct dirty_backend dirty_backend_mprotect;
 
 struct dirty_tracker {

@@ -38,7 +38,10 @@
  * which merges the islands inside it, and marks the whole block dirty.  The
  * write always succeeds; the block's pages are reported dirty (counted in
  * dirty_stats.degraded_blocks).  Collect-and-clean re-protects them, which
- * merges the vmas again.
+ * merges the vmas again.  A region that degrades more than DEGRADE_LIMIT
+ * times between two collects is being written all over: it is unprotected
+ * whole at once, because every further fault near the limit is slow (a
+ * failing split, then a merge, in a tree of 65530 vmas).
  */
 #include <errno.h>
 #include <signal.h>
@@ -59,7 +62,10 @@ struct mp_region {
 	size_t nwords;
 	_Atomic uint64_t *bits; /* one bit per page_size page */
 	_Atomic uint64_t faults, degraded;
+	_Atomic unsigned degraded_since_collect;
 };
+
+#define DEGRADE_LIMIT 8
 
 /*
  * Ranges untracked a moment ago.  A write can fault on a page that is then
@@ -135,7 +141,11 @@ static bool unprotect_and_record(struct mp_region *r, uintptr_t addr)
 	}
 	if (errno != ENOMEM)
 		return false;
-	for (i = 0; i <= sizeof(block_pages) / sizeof(block_pages[0]); i++) {
+	i = atomic_fetch_add_explicit(&r->degraded_since_collect, 1, memory_order_relaxed) <
+			    DEGRADE_LIMIT
+		    ? 0
+		    : sizeof(block_pages) / sizeof(block_pages[0]);
+	for (; i <= sizeof(block_pages) / sizeof(block_pages[0]); i++) {
 		if (i < sizeof(block_pages) / sizeof(block_pages[0])) {
 			size_t block = block_pages[i] * r->page_size;
 
@@ -489,6 +499,8 @@ static int mprotect_collect(struct dirty_tracker *t, struct dirty_region *r, uin
 	uintptr_t run_start = 0, run_end = 0; /* taken, not yet re-protected */
 
 	*done = end;
+	if (clean)
+		atomic_store_explicit(&m->degraded_since_collect, 0, memory_order_relaxed);
 	for (w = first / 64; w <= (last - 1) / 64; w++) {
 		uint64_t mask = UINT64_MAX, v;
 

@@ -173,25 +173,48 @@ out_uffd:
 	return err;
 }
 
-/*
- * The kernel has what a synchronous write-protect backend needs (5.7+ for
- * anonymous memory), but this release does not ship that backend yet.
- */
+/* Write-protect faults on a scratch page: what uffd-sync needs (5.7+ for anonymous memory). */
 static int probe_uffd_sync(pid_t pid, char *why, size_t why_len)
 {
+	size_t page = dirty_page_size();
 	int uffd, err;
+	char *mem;
 
-	(void)pid;
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "uffd-sync tracks the calling process only: a userfaultfd "
+				    "acts on the process that created it");
 	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
 	if (uffd < 0)
 		return uffd;
-	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, why, why_len);
-	close(uffd);
+	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP, why,
+			     why_len);
 	if (err)
-		return err;
-	return dirty_reason(why, why_len, -EOPNOTSUPP,
-			    "the kernel supports userfaultfd write-protect faults, but this "
-			    "version of libdirty does not implement the uffd-sync backend");
+		goto out_uffd;
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		err = -ENOMEM;
+		goto out_uffd;
+	}
+	mem[0] = 1;
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)mem, .len = page },
+		.mode = UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MISSING,
+	};
+	struct uffdio_writeprotect wp = { .range = reg.range, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 || ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		err = dirty_reason(why, why_len, errno == EINVAL ? -EOPNOTSUPP : -errno,
+				   "userfaultfd write-protection of anonymous memory failed: %s",
+				   strerror(errno));
+		goto out_mem;
+	}
+	err = dirty_reason(why, why_len, 0,
+			   "userfaultfd write-protect faults work (Linux 5.7+; shmem/hugetlb 5.19+)");
+out_mem:
+	munmap(mem, page);
+out_uffd:
+	close(uffd);
+	return err;
 }
 
 /* ---- soft-dirty ---- */
@@ -307,7 +330,7 @@ struct backend_entry {
 
 static struct backend_entry backends[] = {
 	{ "uffd-async", probe_uffd_async, &dirty_backend_uffd_async },
-	{ "uffd-sync", probe_uffd_sync, NULL },
+	{ "uffd-sync", probe_uffd_sync, &dirty_backend_uffd_sync },
 	{ "soft-dirty", probe_soft_dirty, NULL },
 	{ "mprotect", probe_mprotect, &dirty_backend_mprotect },
 	{ "mapping", probe_mapping, NULL },

@@ -327,6 +327,8 @@ static const char *raw_uffd_sync_unavailable_up_to(const struct bench_case *c, d
 
 	if (c->sparse)
 		return "a sync handler thread per fault: not run on the sparse case";
+	if (!strcmp(c->memory, "file"))
+		return "synchronous userfaultfd write-protection does not take regular files";
 	/* tens of microseconds a fault: the time limit of a default run */
 	if (c->fraction > max) {
 		snprintf(why, sizeof(why), "run at <= %g%% dirty only (a fault costs 7-70 us)",
