@@ -35,6 +35,10 @@
  *          whole and unprotected, so a write reports its whole huge page;
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks.
  *      A page that is only read is never reported.
+ *   Kernel writes (read(2) into tracked memory) are tracked by uffd-async,
+ *   and by uffd-sync when the process may handle kernel-mode faults (root,
+ *   CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or /dev/userfaultfd);
+ *   otherwise, and always under mprotect, they fail with EFAULT.
  *   4. Granularity is the base page size (sysconf(_SC_PAGESIZE)), or the huge
  *      page size for hugetlb memory.  Bitmaps always use one bit per base page.
  *   5. Bad input gets a negative errno and changes nothing:
@@ -44,6 +48,8 @@
  *        -ENOMEM  dirty_track() of a range that is not entirely mapped
  *                 (as mprotect(2) says it)
  *        -EACCES  dirty_track() of memory that is not mapped writable
+ *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
+ *                 cannot track (uffd-sync: MAP_SHARED regular files)
  *        -ESRCH   the target process is gone
  *        -ECHILD  the tracker was created by the parent of a fork()
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
@@ -56,8 +62,8 @@
  *      After fork() the child's copy of a tracker refuses every call with
  *      -ECHILD except dirty_tracker_free(), which releases it.
  *
- * Transparent huge pages (uffd-async and mprotect): tracking stays at base page
- * granularity.  A write to a write-protected THP splits the huge mapping and
+ * Transparent huge pages (private anonymous, every backend): tracking stays at
+ * base page granularity.  A write to a write-protected THP splits the huge mapping and
  * only the written base page is reported (tests/test-conformance.c proves it).
  */
 #ifndef LIBDIRTY_H

@@ -187,8 +187,7 @@ static int probe_uffd_sync(pid_t pid, char *why, size_t why_len)
 	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
 	if (uffd < 0)
 		return uffd;
-	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP, why,
-			     why_len);
+	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, why, why_len);
 	if (err)
 		goto out_uffd;
 	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -211,7 +210,9 @@ static int probe_uffd_sync(pid_t pid, char *why, size_t why_len)
 	err = dirty_reason(why, why_len, 0,
 			   "userfaultfd write-protect faults work (Linux 5.7+; shmem/hugetlb 5.19+)");
 out_mem:
+	close(uffd); /* first: it unregisters the page */
 	munmap(mem, page);
+	return err;
 out_uffd:
 	close(uffd);
 	return err;

@@ -44,9 +44,9 @@
  * Unpopulated memory.  On private anonymous memory the kernel keeps
  * write-protection in the page table entry, so a page that has none is not
  * protected: without UFFD_FEATURE_WP_UNPOPULATED (6.4) its first write does
- * not fault, and even with it, MADV_DONTNEED, MADV_FREE (at reclaim) and
- * MADV_REMOVE drop the protection with the page (zap "on anonymous always
- * means dropping everything"), after which writes to the page are silent.
+ * not fault, and even with it, MADV_DONTNEED and MADV_FREE (at reclaim)
+ * drop the protection with the page (a zap "on anonymous always means
+ * dropping everything"), after which writes to the page are silent.
  * Populating at track time would not cover the drops and costs the memory
  * of sparse reservations.  So anonymous regions are registered in MISSING
  * mode as well: every access to a page that has no page table entry, the
@@ -67,9 +67,15 @@
  * process_vm_writev) takes the same path, handled by the same thread, if the
  * userfaultfd is allowed to handle kernel-mode faults: it is created without
  * UFFD_USER_MODE_ONLY when that is permitted (CAP_SYS_PTRACE,
- * vm.unprivileged_userfaultfd=1, or an accessible /dev/userfaultfd), else
- * with it, and then such kernel writes fail with EFAULT, as under mprotect
- * (logged at open).
+ * vm.unprivileged_userfaultfd=1, or an accessible /dev/userfaultfd).  Else
+ * it is created with it (logged at open) and the kernel's accesses that
+ * would need the handler fail with EFAULT: its writes to clean pages, as
+ * under mprotect, and its reads and writes of anonymous pages that have no
+ * page table entry.  To keep kernel reads working, anonymous regions are
+ * then populated for reading (MADV_POPULATE_READ, 5.14, else a read of each
+ * page: the shared zero page, no memory) before they are registered, except
+ * under DIRTY_TRACKER_SPARSE, whose point is not to do that; a page dropped
+ * later is again one the kernel cannot read until the program touches it.
  *
  * Events.  Only UFFD_FEATURE_EVENT_UNMAP is requested.  The core's
  * msync-based check sees tracked memory that is unmapped, but not memory
@@ -84,21 +90,22 @@
  * UFFDIO_COPY fail with EAGAIN.  The collector retries (the handler thread
  * reads the event independently); the handler never waits for itself: on
  * EAGAIN it wakes the writer without resolving the fault, the write faults
- * again, and the handler meets it after reading the event.  A region is
- * marked gone some microseconds after the unmapping call returns, so
- * collect and clean first wait for the batch of messages the handler may be
- * in the middle of (batch_seq is odd while it is): every event whose
- * unmapping call has returned has been read, hence is in that batch or an
- * earlier one.
+ * again, and the handler meets it after reading the event.  Reading an
+ * event lets the unmapping call return, possibly before the handler has
+ * marked the region, so collect and clean first wait for the batch of
+ * messages the handler may be in the middle of (batch_seq is odd while it
+ * is): every event whose unmapping call has returned has been read, hence
+ * is in that batch or an earlier one.
  *
  * The handler finds regions in a per-tracker sorted table under
  * table_lock, held while it processes a batch.  track() inserts a region
  * before registering its memory and untrack() removes it after
  * unregistering (which wakes faults pending there), each holding the lock
- * only to edit the table, so the handler never sees a freed bitmap and never
- * waits for the tracker lock; collect and clean, which hold the tracker
- * lock, touch only bits and never need the handler to make progress.  A
- * fault in memory that is registered but in no region (a message queued
+ * only to edit the table, so the handler never sees a freed bitmap.  The
+ * handler never waits for the tracker lock or for anything its holder
+ * does; collect and clean, which hold it, may wait for the handler (the end
+ * of a batch, the reading of an unmap event), never the other way round.
+ * A fault in memory that is registered but in no region (a message queued
  * before an untrack, read after it) is resolved without recording.
  *
  * The handler writes only memory the tracker owns: its stack, the tracker
@@ -114,16 +121,23 @@
  * held it at fork); close() only releases memory and descriptors.
  *
  * CPU placement.  A fault is a round trip between the faulting thread and
- * the handler.  On the 2-CPU test VM, tools/dirty-bench measured ~7.5 us a
- * fault with both pinned to one CPU against ~50-70 us across CPUs (a
- * cross-CPU wake-up of a sleeping thread), and the conformance stress test
- * (3 writers) sees the unpinned handler batch several faults per read.  The
- * library does not pin: pinning a thread of the caller's process overrides
- * the caller's own placement (cpusets, isolcpus, a real-time layout), and
- * following the last faulting thread's CPU helps only one writer at a time
- * while adding a sched_setaffinity call per change; the scheduler's wake
- * affinity already pulls the handler next to a steady writer.  Only reads
- * are batched.
+ * the handler: two wake-ups.  On the 2-CPU test VM a fault cost ~7.5 us with
+ * both on one CPU and ~50 us across CPUs, where each wake-up of a sleeping
+ * thread on an idle CPU costs tens of microseconds.  The library does not
+ * pin: pinning a thread of the caller's process overrides the caller's own
+ * placement (cpusets, isolated CPUs, a real-time layout), and following the
+ * faulting thread's CPU would cost a /proc read per fault (the message
+ * carries at most a thread id) and a migration each time writers on two
+ * CPUs alternate.  Instead, after a batch of faults the handler keeps
+ * polling for HANDLER_SPIN_NS (20 us) before it sleeps, yielding between
+ * polls so that a writer it woke on its own CPU runs first.  A writer that
+ * faults again soon finds it awake: one writer thread writing page after
+ * page measured 52 us a fault without the spin, 29 us with 10 us, 15.6 us
+ * with 20 us, 16 us with 40 us, and still 7.3-7.7 us when both share a CPU.
+ * The price is at most 20 us of handler CPU time after each burst of
+ * faults; an idle handler sleeps.  Reads are batched (64 messages), which
+ * is what serves many writers at once: the conformance stress test (3
+ * writers, 2 CPUs) saturates the CPUs either way.
  */
 #include <assert.h>
 #include <errno.h>
@@ -140,6 +154,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "libdirty-int.h"
@@ -147,15 +162,18 @@
 
 #define BATCH_MESSAGES 64
 #define HANDLER_STACK_SIZE (256 * 1024)
+/* after a batch of faults, look for the next one this long before sleeping */
+#define HANDLER_SPIN_NS 20000
 
-struct sync_tracker;
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* 5.14 */
+#endif
 
 /* A region's state, at the start of a mapping of its own that the bits follow. */
 struct sync_region {
 	uintptr_t start, end;
 	size_t page_size; /* protection granularity: base or huge page */
 	size_t map_len;   /* of this mapping */
-	size_t nwords;
 	bool missing;     /* registered in MISSING mode too (anonymous memory) */
 	_Atomic bool gone; /* unmapped or replaced: -ESTALE */
 	_Atomic uint64_t faults;
@@ -298,7 +316,7 @@ static void unclaim(uintptr_t start)
 
 /* ---- bits ---- */
 
-/* Apply op to the bits of pages [first, last) of m, a word at a time. */
+/* Set or clear the bits of the pages of [start, end), a word at a time. */
 static void bits_update(struct sync_region *m, uintptr_t start, uintptr_t end, bool set)
 {
 	size_t first = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
@@ -410,19 +428,41 @@ static void handle_unmap(struct sync_tracker *s, uintptr_t start, uintptr_t end)
 			atomic_store(&s->table[i]->gone, true);
 }
 
+/*
+ * Poll without sleeping for up to HANDLER_SPIN_NS: true if a descriptor is
+ * ready.  A writer on this CPU that the last batch woke runs first.
+ */
+static bool spin_for_messages(struct pollfd *pfd)
+{
+	struct timespec start, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		if (poll(pfd, 2, 0) > 0)
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000000000L + now.tv_nsec - start.tv_nsec >
+		    HANDLER_SPIN_NS)
+			return false;
+		sched_yield();
+	}
+}
+
 static void *handler_main(void *arg)
 {
 	struct sync_tracker *s = arg;
 	struct uffd_msg msgs[BATCH_MESSAGES];
 	struct pollfd pfd[2] = { { .fd = s->uffd, .events = POLLIN },
 				 { .fd = s->stop_fd, .events = POLLIN } };
+	bool faults = false;
 
 	for (;;) {
 		bool again = false;
 		ssize_t n;
 
-		if (poll(pfd, 2, -1) < 0)
+		if (!(faults && spin_for_messages(pfd)) && poll(pfd, 2, -1) < 0)
 			continue; /* EINTR; every signal is blocked anyway */
+		faults = false;
 		if (pfd[1].revents)
 			break;
 		if (!(pfd[0].revents & POLLIN))
@@ -434,6 +474,7 @@ static void *handler_main(void *arg)
 			switch (msgs[i].event) {
 			case UFFD_EVENT_PAGEFAULT:
 				handle_fault(s, &msgs[i], &again);
+				faults = true;
 				break;
 			case UFFD_EVENT_UNMAP:
 				handle_unmap(s, (uintptr_t)msgs[i].arg.remove.start,
@@ -656,7 +697,8 @@ static int uffd_sync_open(struct dirty_tracker *t)
 		dirty_log(t, LOG_WARNING,
 			  "uffd-sync: userfaultfd for user-mode faults only (no CAP_SYS_PTRACE, "
 			  "vm.unprivileged_userfaultfd=0, no /dev/userfaultfd): kernel writes "
-			  "into tracked memory fail with EFAULT");
+			  "into clean tracked memory, and kernel accesses to dropped pages, "
+			  "fail with EFAULT");
 	if (!s->shmem_ok)
 		dirty_log(t, LOG_INFO,
 			  "uffd-sync: no UFFD_FEATURE_WP_HUGETLBFS_SHMEM (5.19): anonymous "
@@ -675,6 +717,18 @@ static void uffd_sync_close(struct dirty_tracker *t)
 
 	/* in a forked child the handler thread does not exist */
 	if (s->handler_running && !dirty_tracker_forked(t)) {
+		/*
+		 * The core untracks every region first.  Should one be left,
+		 * unregister it while the handler still runs: after it stops,
+		 * a fault or an unmap there would wait for nobody (until the
+		 * descriptor's last copy, perhaps in a child, is closed).
+		 */
+		for (size_t i = 0; i < s->ntable; i++) {
+			struct uffdio_range range = { .start = s->table[i]->start,
+						      .len = s->table[i]->end - s->table[i]->start };
+
+			ioctl(s->uffd, UFFDIO_UNREGISTER, &range);
+		}
 		while (write(s->stop_fd, &one, sizeof(one)) < 0 && errno == EINTR)
 			;
 		pthread_join(s->handler, NULL);
@@ -754,7 +808,6 @@ static struct sync_region *region_new(struct dirty_region *r)
 	m->end = r->end;
 	m->page_size = r->page_size;
 	m->map_len = map_len;
-	m->nwords = nwords;
 	m->missing = r->kind == DIRTY_MEM_ANON;
 	m->bits = (_Atomic uint64_t *)((char *)m + header);
 	return m;
@@ -775,6 +828,21 @@ static const char *kind_name(enum dirty_memory_kind kind)
 		return "hugetlb";
 	}
 	return "unknown";
+}
+
+/*
+ * Map every page of [start, end) that has no entry, for reading (the zero
+ * page): done before a user-mode-only userfaultfd registers anonymous
+ * memory, so that the kernel can read pages not written yet (see the top).
+ */
+static void populate_for_reads(uintptr_t start, uintptr_t end)
+{
+	size_t page = dirty_page_size();
+
+	if (madvise((void *)start, end - start, MADV_POPULATE_READ) == 0 || errno != EINVAL)
+		return;
+	for (uintptr_t a = start; a < end; a += page) /* before 5.14 */
+		(void)*(volatile const char *)a;
 }
 
 static int uffd_sync_track(struct dirty_tracker *t, struct dirty_region *r)
@@ -814,6 +882,8 @@ static int uffd_sync_track(struct dirty_tracker *t, struct dirty_region *r)
 		goto fail_free;
 	if (m->missing)
 		reg.mode |= UFFDIO_REGISTER_MODE_MISSING;
+	if (m->missing && s->user_mode_only && !(t->flags & DIRTY_TRACKER_SPARSE))
+		populate_for_reads(r->start, r->end);
 	if (ioctl(s->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		err = -errno;
 		/* EBUSY: registered with another userfaultfd, such as another tracker */

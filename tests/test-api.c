@@ -212,7 +212,7 @@ START_TEST(test_new_unknown_backend)
 END_TEST
 
 /* Backends this release knows but cannot run, whatever the kernel. */
-static const char *const unusable_backends[] = { "uffd-sync", "soft-dirty", "mapping" };
+static const char *const unusable_backends[] = { "soft-dirty", "mapping" };
 
 START_TEST(test_new_unusable_backend)
 {
