@@ -45,6 +45,12 @@
 
 /* A vector the kernel can fill when the caller's own buffer is too small. */
 #define SCRATCH_REGIONS 256
+/*
+ * The most regions one ioctl writes into the caller's array: the part of it
+ * made writable first (prefault) must stay small whatever max the caller
+ * passed (the kernel copies out 512 regions at a time anyway).
+ */
+#define MAX_REGIONS_PER_SCAN 512
 
 /*
  * Every range registered by a uffd-async tracker of this process.  A region
@@ -332,6 +338,8 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 		if (!sink->bitmap && room * sizeof(*sink->out) / sizeof(scratch[0]) > 0) {
 			arg.vec = (uintptr_t)(sink->out + sink->n);
 			arg.vec_len = room * sizeof(*sink->out) / sizeof(scratch[0]);
+			if (arg.vec_len > MAX_REGIONS_PER_SCAN)
+				arg.vec_len = MAX_REGIONS_PER_SCAN;
 		} else {
 			arg.vec = (uintptr_t)scratch;
 			arg.vec_len = room < SCRATCH_REGIONS ? room : SCRATCH_REGIONS;

@@ -187,6 +187,8 @@ static const char *lib_uffd_async_unavailable(const struct bench_case *c)
 
 static const char *lib_uffd_sync_unavailable(const struct bench_case *c)
 {
+	if (!strcmp(c->memory, "file"))
+		return "refuses regular files: the kernel has no synchronous write-protection for them";
 	return lib_unavailable_for("uffd-sync", c);
 }
 
@@ -987,6 +989,9 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 	pageset_init(&want, r.npages);
 	current_method = m;
 	writers_start(&w, c->threads, r.mem, m->pin_same_cpu || m->pin_cross_cpu ? 0 : -1);
+	/* the benchmark's own bitmaps are resident before the method's state is counted */
+	pageset_clear(&want);
+	pageset_clear(&r.found);
 	rss_before = resident_bytes();
 	t0 = now_ms();
 	m->setup(&r);
@@ -1287,7 +1292,7 @@ int main(int argc, char **argv)
 		{ "max-cycles", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct options o = { .budget_ms = 1500, .max_cycles = 7, .dir = "." };
+	struct options o = { .budget_ms = 1000, .max_cycles = MAX_CYCLES - 1, .dir = "." };
 	const char *json_path = NULL, *svg_path = NULL;
 	struct case_list cases = { 0 };
 	struct bench_result *results;
