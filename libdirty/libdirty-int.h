@@ -150,6 +150,19 @@ bool dirty_registry_overlaps(const struct dirty_tracker *t, uintptr_t start, uin
 int dirty_registry_insert(struct dirty_tracker *t, struct dirty_region *r);
 void dirty_registry_remove(struct dirty_tracker *t, size_t index, size_t count);
 
+/* page-bits.c */
+/* Re-protect [start, end), which a collect took; on failure, mark it dirty again. */
+typedef void (*dirty_reprotect_fn)(void *ctx, uintptr_t start, uintptr_t end);
+/*
+ * Feed the pages whose bits are set in [start, end) to sink (bit i is the
+ * page at base + i * page_size).  With clean, take each word's bits, then
+ * re-protect the runs taken, coalesced; bits that do not fit the sink are
+ * given back.  *done is the first address not examined.
+ */
+void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page_size,
+			     uintptr_t start, uintptr_t end, bool clean, struct dirty_sink *sink,
+			     uintptr_t *done, dirty_reprotect_fn reprotect, void *ctx);
+
 /* maps.c */
 /*
  * Describe [start, end) of pid's address space (0 = self) from

@@ -490,58 +490,28 @@ static void reprotect(struct dirty_tracker *t, struct mp_region *m, uintptr_t st
 	bits_set(m, start, end);
 }
 
+struct reprotect_ctx {
+	struct dirty_tracker *t;
+	struct mp_region *m;
+};
+
+static void reprotect_cb(void *ctx, uintptr_t start, uintptr_t end)
+{
+	struct reprotect_ctx *c = ctx;
+
+	reprotect(c->t, c->m, start, end);
+}
+
 static int mprotect_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
 	struct mp_region *m = r->priv;
-	size_t first = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
-	size_t w;
-	uintptr_t run_start = 0, run_end = 0; /* taken, not yet re-protected */
+	struct reprotect_ctx ctx = { t, m };
 
-	*done = end;
 	if (clean)
 		atomic_store_explicit(&m->degraded_since_collect, 0, memory_order_relaxed);
-	for (w = first / 64; w <= (last - 1) / 64; w++) {
-		uint64_t mask = UINT64_MAX, v;
-
-		if (w == first / 64)
-			mask &= UINT64_MAX << (first % 64);
-		if (w == (last - 1) / 64 && last % 64)
-			mask &= UINT64_MAX >> (64 - last % 64);
-		v = atomic_load_explicit(&m->bits[w], memory_order_acquire) & mask;
-		if (!v)
-			continue;
-		if (clean)
-			v = atomic_fetch_and_explicit(&m->bits[w], ~v, memory_order_acq_rel) & v;
-		while (v) {
-			size_t lo = (size_t)__builtin_ctzll(v), hi = lo;
-			uintptr_t s, e;
-
-			while (hi < 64 && (v >> hi & 1))
-				hi++;
-			s = m->start + (w * 64 + lo) * m->page_size;
-			e = m->start + (w * 64 + hi) * m->page_size;
-			if (!dirty_sink_add(sink, s, e)) {
-				/* no room: give back what this word had left */
-				if (clean)
-					atomic_fetch_or(&m->bits[w], v);
-				*done = s;
-				goto out;
-			}
-			v &= hi < 64 ? ~((UINT64_C(1) << hi) - 1) : 0;
-			if (!clean)
-				continue;
-			if (run_end != s) {
-				if (run_end)
-					reprotect(t, m, run_start, run_end);
-				run_start = s;
-			}
-			run_end = e;
-		}
-	}
-out:
-	if (run_end)
-		reprotect(t, m, run_start, run_end);
+	dirty_page_bits_collect(m->bits, m->start, m->page_size, start, end, clean, sink, done,
+				reprotect_cb, &ctx);
 	return 0;
 }
 

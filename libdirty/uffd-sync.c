@@ -979,59 +979,30 @@ static void reprotect(struct dirty_tracker *t, struct sync_tracker *s, struct sy
 			  (unsigned long)start, (unsigned long)end, strerror(-err));
 }
 
+struct reprotect_ctx {
+	struct dirty_tracker *t;
+	struct sync_tracker *s;
+	struct sync_region *m;
+};
+
+static void reprotect_cb(void *ctx, uintptr_t start, uintptr_t end)
+{
+	struct reprotect_ctx *c = ctx;
+
+	reprotect(c->t, c->s, c->m, start, end);
+}
+
 static int uffd_sync_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			     uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
 	struct sync_tracker *s = tracker_state(t);
 	struct sync_region *m = r->priv;
-	size_t first = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
-	size_t w;
-	uintptr_t run_start = 0, run_end = 0; /* taken, not yet re-protected */
+	struct reprotect_ctx ctx = { t, s, m };
 
 	if (region_gone(s, m))
 		return -ESTALE;
-	*done = end;
-	for (w = first / 64; w <= (last - 1) / 64; w++) {
-		uint64_t mask = UINT64_MAX, v;
-
-		if (w == first / 64)
-			mask &= UINT64_MAX << (first % 64);
-		if (w == (last - 1) / 64 && last % 64)
-			mask &= UINT64_MAX >> (64 - last % 64);
-		v = atomic_load_explicit(&m->bits[w], memory_order_acquire) & mask;
-		if (!v)
-			continue;
-		if (clean)
-			v = atomic_fetch_and_explicit(&m->bits[w], ~v, memory_order_acq_rel) & v;
-		while (v) {
-			size_t lo = (size_t)__builtin_ctzll(v), hi = lo;
-			uintptr_t run_s, run_e;
-
-			while (hi < 64 && (v >> hi & 1))
-				hi++;
-			run_s = m->start + (w * 64 + lo) * m->page_size;
-			run_e = m->start + (w * 64 + hi) * m->page_size;
-			if (!dirty_sink_add(sink, run_s, run_e)) {
-				/* no room: give back what this word had left */
-				if (clean)
-					atomic_fetch_or(&m->bits[w], v);
-				*done = run_s;
-				goto out;
-			}
-			v &= hi < 64 ? ~((UINT64_C(1) << hi) - 1) : 0;
-			if (!clean)
-				continue;
-			if (run_end != run_s) {
-				if (run_end)
-					reprotect(t, s, m, run_start, run_end);
-				run_start = run_s;
-			}
-			run_end = run_e;
-		}
-	}
-out:
-	if (run_end)
-		reprotect(t, s, m, run_start, run_end);
+	dirty_page_bits_collect(m->bits, m->start, m->page_size, start, end, clean, sink, done,
+				reprotect_cb, &ctx);
 	return 0;
 }
 
