@@ -125,12 +125,25 @@ static const struct method *current_method;
 
 static const char *lib_unavailable_for(const char *backend, const struct bench_case *c)
 {
-	char why[300];
+	/* one answer per backend, kept for the results that point at it */
+	static struct {
+		const char *backend;
+		char why[300];
+		bool usable;
+	} cache[8];
+	size_t i;
 
 	(void)c;
-	if (dirty_backend_probe(backend, 0, why, sizeof(why)) == 0)
-		return NULL;
-	return strdup(why); /* lives as long as the results */
+	for (i = 0; i < 8 && cache[i].backend && strcmp(cache[i].backend, backend); i++)
+		;
+	if (i == 8)
+		die("too many backends");
+	if (!cache[i].backend) {
+		cache[i].backend = backend;
+		cache[i].usable = dirty_backend_probe(backend, 0, cache[i].why,
+						      sizeof(cache[i].why)) == 0;
+	}
+	return cache[i].usable ? NULL : cache[i].why;
 }
 
 static void lib_setup(struct run *r)
