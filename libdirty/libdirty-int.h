@@ -47,8 +47,8 @@ struct dirty_region {
 };
 
 /*
- * Where collected runs go.  One sink serves the three public forms (array of
- * runs, bitmap, callback); backends only call dirty_sink_room() and
+ * Where collected runs go: an array of runs or a bitmap (the callback form is
+ * built on the array form).  Backends only call dirty_sink_room() and
  * dirty_sink_add().
  */
 struct dirty_sink {
@@ -58,12 +58,7 @@ struct dirty_sink {
 	/* bitmap form */
 	uint64_t *bitmap;
 	uintptr_t base;
-	/* callback form: runs are held in pending until they cannot grow */
-	dirty_run_fn fn;
-	void *userdata;
-	uintptr_t pending_start, pending_end;
-	int stop; /* fn's non-zero return */
-	uint64_t pages;
+	uint64_t pages; /* base pages added */
 };
 
 /*
@@ -73,10 +68,6 @@ struct dirty_sink {
 size_t dirty_sink_room(const struct dirty_sink *s);
 /* Add [start, end).  Returns false (and adds nothing) if there is no room. */
 bool dirty_sink_add(struct dirty_sink *s, uintptr_t start, uintptr_t end);
-static inline bool dirty_sink_full(const struct dirty_sink *s)
-{
-	return dirty_sink_room(s) == 0;
-}
 
 struct dirty_tracker;
 
