@@ -134,7 +134,9 @@ struct dirty_options {
 /*
  * Create a tracker.  The backend is chosen as follows: opts->backend if set,
  * else the LIBDIRTY_BACKEND environment variable (ignored in set-uid programs),
- * else the first usable of uffd-async, uffd-sync, soft-dirty, mprotect.
+ * else "auto": each region is tracked by the first usable backend, in the
+ * order uffd-async, uffd-sync, soft-dirty, mprotect, that can track its kind
+ * of memory (uffd-sync cannot track regular files, soft-dirty hugetlb).
  * Errors: -EINVAL bad options or unknown backend name; -EOPNOTSUPP the named
  * backend cannot run here (dirty_backend_probe() says why); -ESRCH no such
  * pid; -ENOMEM; or the errno of the kernel facility that refused.
@@ -144,8 +146,18 @@ int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **r
 /* Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL. */
 struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t);
 
-/* The backend in use, for example "uffd-async".  Never NULL. */
+/*
+ * The backend in use, for example "uffd-async".  Never NULL.  An automatic
+ * tracker names its first choice; a region of a kind of memory that backend
+ * cannot track is tracked by the next usable one (dirty_tracker_region_backend()).
+ */
 const char *dirty_tracker_backend(const struct dirty_tracker *t);
+
+/*
+ * The backend tracking the region that holds addr, or NULL (errno is not set)
+ * if addr is not tracked or t is a forked child's copy.
+ */
+const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr);
 
 /*
  * Can this backend run here (for pid, 0 = this process)?  Returns 0 if usable,
@@ -162,8 +174,8 @@ const char *const *dirty_backend_names(void);
 /*
  * Start tracking [addr, addr + len): page aligned (huge page aligned for
  * hugetlb), mapped writable, not overlapping a region tracked by any tracker
- * of this process with the same backend (-EEXIST; a region that is gone
- * keeps its range until it is untracked).  The range may span several
+ * of this process (-EEXIST; a region that is gone keeps its range until it
+ * is untracked).  The range may span several
  * mappings; under mprotect they must have the same protection (-EINVAL).
  * The region starts clean.
  */

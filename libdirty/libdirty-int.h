@@ -43,6 +43,7 @@ struct dirty_region {
 	bool unprotected;     /* reported whole, writes not trapped */
 	unsigned dense_streak;          /* consecutive mostly-dirty collects */
 	unsigned unprotected_collects;  /* since it was unprotected */
+	const struct dirty_backend *backend; /* the one tracking it */
 	void *priv;           /* the backend's per-region state */
 };
 
@@ -112,11 +113,23 @@ struct dirty_backend {
 
 extern const struct dirty_backend dirty_backend_uffd_async;
 extern const struct dirty_backend dirty_backend_uffd_sync;
+extern const struct dirty_backend dirty_backend_soft_dirty;
 extern const struct dirty_backend dirty_backend_mprotect;
+
+/* The most backends one tracker can use: every implemented one. */
+#define DIRTY_MAX_BACKENDS 4
 
 struct dirty_tracker {
 	pthread_mutex_t lock;
-	const struct dirty_backend *backend;
+	/*
+	 * The backends this tracker may use, best first: the one named, or
+	 * every usable one for "auto", which tracks each region with the first
+	 * that takes its kind of memory.  candidates[0] is opened with the
+	 * tracker, the others when a region first needs them (bit i of opened).
+	 */
+	const struct dirty_backend *candidates[DIRTY_MAX_BACKENDS];
+	size_t ncandidates;
+	unsigned opened;
 	pid_t pid;           /* target, 0 = self */
 	unsigned flags;      /* DIRTY_TRACKER_* */
 	uint64_t fork_generation;
@@ -129,9 +142,10 @@ struct dirty_tracker {
 
 	struct dirty_stats stats;
 
-	/* backend state */
-	int uffd;
-	int pagemap_fd;
+	/* backend state; each backend has fields of its own, so that they can share a tracker */
+	int uffd;           /* uffd-async */
+	int pagemap_fd;     /* uffd-async */
+	struct soft_dirty_target *soft_dirty; /* soft-dirty */
 };
 
 /* registry.c */
@@ -164,13 +178,24 @@ int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end,
 			 struct dirty_range_info *ret);
 /* Is [start, end) of this process entirely mapped?  One cheap syscall. */
 bool dirty_range_mapped(uintptr_t start, uintptr_t end);
+/* The same for another process, from /proc/PID/maps: 0, -ENOMEM or -ESRCH. */
+int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end);
+
+/* soft-dirty.c */
+/* 0 if this process may ptrace pid (seize and detach at once), else -errno. */
+int dirty_ptrace_check(pid_t pid);
 
 /* probe.c */
 const struct dirty_backend *dirty_backend_find(const char *name);
 /* Cached probe of a backend for this process. */
 int dirty_backend_probe_cached(const struct dirty_backend *b, char *why, size_t why_len);
-/* The automatic choice for pid, with the reasons of the ones passed over. */
-const struct dirty_backend *dirty_backend_auto(pid_t pid, char *why, size_t why_len);
+/*
+ * The usable, implemented backends for pid, best first, into out (room for
+ * DIRTY_MAX_BACKENDS).  Returns how many; why gets the choice of the first
+ * and the reasons of the ones passed over.
+ */
+size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
+				size_t why_len);
 
 /* probe.c: userfaultfd helpers the uffd backends share */
 #define DIRTY_UFFD_ASYNC_FEATURES                                                        \

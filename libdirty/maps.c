@@ -107,3 +107,28 @@ bool dirty_range_mapped(uintptr_t start, uintptr_t end)
 	/* msync(MS_ASYNC) checks that every page is mapped and does nothing else */
 	return msync((void *)start, end - start, MS_ASYNC) == 0 || errno != ENOMEM;
 }
+
+int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end)
+{
+	char path[64], *text, *line, *save = NULL;
+	uintptr_t covered = start;
+	int err;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	err = dirty_read_file(path, &text, NULL);
+	if (err)
+		return err == -ENOENT ? -ESRCH : err;
+	for (line = strtok_r(text, "\n", &save); line && covered < end;
+	     line = strtok_r(NULL, "\n", &save)) {
+		uint64_t a, b;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &a, &b) != 2 || b <= covered)
+			continue;
+		if (a > covered)
+			break; /* a hole */
+		covered = (uintptr_t)b;
+	}
+	free(text);
+	/* an empty maps file: the process is a zombie, its memory gone */
+	return covered >= end ? 0 : -ENOMEM;
+}

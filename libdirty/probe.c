@@ -5,6 +5,7 @@
  * nothing, as clear_refs "4" does without CONFIG_MEM_SOFT_DIRTY).  Answers for
  * this process are cached: the kernel does not change under a running process.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "libdirty-int.h"
 #include "linux-compat.h"
 
@@ -260,12 +262,41 @@ static int soft_dirty_child(void)
 	return entry & PAGEMAP_SOFT_DIRTY ? 0 : 2;
 }
 
+/* What tracking pid with soft-dirty needs beyond the kernel feature. */
+static int soft_dirty_target_access(pid_t pid, char *why, size_t why_len)
+{
+	char path[64];
+	int fd, err;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return dirty_reason(why, why_len, -errno, "cannot open %s: %s", path,
+				    strerror(errno));
+	close(fd);
+	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return dirty_reason(why, why_len, -errno, "cannot open %s for writing: %s", path,
+				    strerror(errno));
+	close(fd);
+	/* collect-and-clean stops the target's threads with ptrace (soft-dirty.c) */
+	err = dirty_ptrace_check(pid);
+	if (err)
+		return dirty_reason(why, why_len, err,
+				    "cannot ptrace process %d, which soft-dirty needs to clean "
+				    "its memory atomically: %s%s",
+				    (int)pid, strerror(-err),
+				    err == -EPERM ? " (another tracer, or Yama ptrace_scope, or "
+						    "another user)" : "");
+	return 0;
+}
+
 static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
 {
-	int status;
+	int status, err;
 	pid_t child;
 
-	(void)pid;
 	child = fork();
 	if (child < 0)
 		return dirty_reason(why, why_len, -errno, "fork for the probe failed: %s",
@@ -277,9 +308,7 @@ static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
 			return dirty_reason(why, why_len, -errno, "waitpid: %s", strerror(errno));
 	switch (WIFEXITED(status) ? WEXITSTATUS(status) : 4) {
 	case 0:
-		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    "the kernel implements soft-dirty, but this version of "
-				    "libdirty does not implement the soft-dirty backend");
+		break;
 	case 1:
 		return dirty_reason(why, why_len, -EPERM,
 				    "/proc/PID/clear_refs refused \"4\"");
@@ -292,6 +321,13 @@ static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
 	default:
 		return dirty_reason(why, why_len, -EIO, "the soft-dirty probe could not run");
 	}
+	if (pid) {
+		err = soft_dirty_target_access(pid, why, why_len);
+		if (err)
+			return err;
+	}
+	return dirty_reason(why, why_len, 0,
+			    "clear_refs \"4\" and pagemap bit 55 work (CONFIG_MEM_SOFT_DIRTY)");
 }
 
 /* ---- mprotect, mapping ---- */
@@ -332,7 +368,7 @@ struct backend_entry {
 static struct backend_entry backends[] = {
 	{ "uffd-async", probe_uffd_async, &dirty_backend_uffd_async },
 	{ "uffd-sync", probe_uffd_sync, &dirty_backend_uffd_sync },
-	{ "soft-dirty", probe_soft_dirty, NULL },
+	{ "soft-dirty", probe_soft_dirty, &dirty_backend_soft_dirty },
 	{ "mprotect", probe_mprotect, &dirty_backend_mprotect },
 	{ "mapping", probe_mapping, NULL },
 };
@@ -358,10 +394,39 @@ const struct dirty_backend *dirty_backend_find(const char *name)
 	return e ? e->impl : NULL;
 }
 
+#if LIBDIRTY_PROBE_INJECTION
+/*
+ * $LIBDIRTY_PROBE_FAIL (a comma-separated list of backend names) makes those
+ * probes fail, so that tests can take every fallback path on any kernel.
+ * Read at every probe, past the cache, so one test process can vary it.
+ * Builds for hardened use leave it out (-Dprobe_injection=false).
+ */
+static bool probe_disabled(const char *name)
+{
+	const char *list = secure_getenv("LIBDIRTY_PROBE_FAIL"), *p;
+	size_t len = strlen(name);
+
+	for (p = list; p && *p; p += strcspn(p, ","), p += *p == ',') {
+		if (!strncmp(p, name, len) && (p[len] == ',' || p[len] == '\0'))
+			return true;
+	}
+	return false;
+}
+#else
+static bool probe_disabled(const char *name)
+{
+	(void)name;
+	return false;
+}
+#endif
+
 static int entry_probe(struct backend_entry *e, pid_t pid, char *why, size_t why_len)
 {
 	int err;
 
+	if (probe_disabled(e->name))
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "disabled for testing by LIBDIRTY_PROBE_FAIL");
 	if (pid)
 		return e->probe(pid, why, why_len);
 	pthread_mutex_lock(&probe_lock);
@@ -376,10 +441,11 @@ static int entry_probe(struct backend_entry *e, pid_t pid, char *why, size_t why
 	return err;
 }
 
-const struct dirty_backend *dirty_backend_auto(pid_t pid, char *why, size_t why_len)
+size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
+				size_t why_len)
 {
 	char reason[DIRTY_REASON_LEN];
-	size_t i, used = 0;
+	size_t i, n = 0, used = 0;
 
 	if (why && why_len)
 		why[0] = '\0';
@@ -387,16 +453,19 @@ const struct dirty_backend *dirty_backend_auto(pid_t pid, char *why, size_t why_
 		int err = entry_probe(&backends[i], pid, reason, sizeof(reason));
 
 		if (!err && backends[i].impl) {
-			if (why && why_len > used)
-				snprintf(why + used, why_len - used, "%s: %s", backends[i].name,
-					 reason);
-			return backends[i].impl;
-		}
-		if (why && why_len > used)
+			assert(n < DIRTY_MAX_BACKENDS);
+			out[n++] = backends[i].impl;
+			if (n == 1 && why && why_len > used)
+				used += (size_t)snprintf(why + used, why_len - used, "%s: %s",
+							 backends[i].name, reason);
+		} else if (!n && why && why_len > used) {
 			used += (size_t)snprintf(why + used, why_len - used, "%s unusable (%s); ",
 						 backends[i].name, reason);
+		}
+		if (used >= why_len)
+			used = why_len;
 	}
-	return NULL;
+	return n;
 }
 
 DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, size_t why_len)
@@ -411,9 +480,9 @@ DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, 
 	if (pid && kill(pid, 0) < 0 && errno == ESRCH)
 		return dirty_reason(why, why_len, -ESRCH, "no process %d", (int)pid);
 	if (!backend || !strcmp(backend, "auto")) {
-		const struct dirty_backend *b = dirty_backend_auto(pid, why, why_len);
+		const struct dirty_backend *found[DIRTY_MAX_BACKENDS];
 
-		return b ? 0 : -EOPNOTSUPP;
+		return dirty_backend_candidates(pid, found, why, why_len) ? 0 : -EOPNOTSUPP;
 	}
 	e = entry_find(backend);
 	if (!e)

@@ -155,10 +155,11 @@ static int options_check(const struct dirty_options *opts)
 
 DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret)
 {
-	const struct dirty_backend *backend;
+	const struct dirty_backend *candidates[DIRTY_MAX_BACKENDS];
 	char why[DIRTY_REASON_LEN];
 	const char *name;
 	struct dirty_tracker *t;
+	size_t ncandidates;
 	pid_t pid;
 	int err;
 
@@ -182,8 +183,8 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 			name = NULL; /* set but empty: as if unset */
 	}
 	if (!name || !strcmp(name, "auto")) {
-		backend = dirty_backend_auto(pid, why, sizeof(why));
-		if (!backend)
+		ncandidates = dirty_backend_candidates(pid, candidates, why, sizeof(why));
+		if (!ncandidates)
 			return -EOPNOTSUPP;
 	} else {
 		err = dirty_backend_probe(name, pid, why, sizeof(why));
@@ -191,8 +192,9 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 			return err; /* no such backend; no such process */
 		if (err)
 			return -EOPNOTSUPP;
-		backend = dirty_backend_find(name);
-		assert(backend);
+		candidates[0] = dirty_backend_find(name);
+		ncandidates = 1;
+		assert(candidates[0]);
 	}
 
 	t = calloc(1, sizeof(*t));
@@ -203,7 +205,8 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		free(t);
 		return -err;
 	}
-	t->backend = backend;
+	memcpy(t->candidates, candidates, ncandidates * sizeof(candidates[0]));
+	t->ncandidates = ncandidates;
 	t->pid = pid;
 	t->flags = OPTS_GET(opts, flags, 0);
 	t->fork_generation = atomic_load(&fork_generation);
@@ -213,13 +216,15 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	t->pagemap_fd = -1;
 	t->stats.sz = sizeof(t->stats);
 
-	err = backend->open(t);
+	/* the first choice must work now; the others are opened when needed */
+	err = candidates[0]->open(t);
 	if (err) {
 		pthread_mutex_destroy(&t->lock);
 		free(t);
 		return err;
 	}
-	dirty_log(t, LOG_DEBUG, "tracker using %s (%s)", backend->name, why);
+	t->opened = 1;
+	dirty_log(t, LOG_DEBUG, "tracker using %s (%s)", candidates[0]->name, why);
 	*ret = t;
 	return 0;
 }
@@ -236,11 +241,13 @@ DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
 	 * kernel state that is already gone.
 	 */
 	for (i = 0; i < t->nregions; i++) {
-		t->backend->untrack(t, t->regions[i]);
+		t->regions[i]->backend->untrack(t, t->regions[i]);
 		free(t->regions[i]);
 	}
 	free(t->regions);
-	t->backend->close(t);
+	for (i = 0; i < t->ncandidates; i++)
+		if (t->opened & (1u << i))
+			t->candidates[i]->close(t);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return NULL;
@@ -248,7 +255,22 @@ DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
 
 DIRTY_EXPORT const char *dirty_tracker_backend(const struct dirty_tracker *t)
 {
-	return t ? t->backend->name : "none";
+	return t ? t->candidates[0]->name : "none";
+}
+
+DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr)
+{
+	const char *name = NULL;
+	size_t i;
+
+	if (!t || dirty_tracker_forked(t))
+		return NULL;
+	pthread_mutex_lock(&t->lock);
+	i = dirty_registry_lower_bound(t, (uintptr_t)addr);
+	if (i < t->nregions && t->regions[i]->start <= (uintptr_t)addr)
+		name = t->regions[i]->backend->name;
+	pthread_mutex_unlock(&t->lock);
+	return name;
 }
 
 DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)
@@ -265,8 +287,9 @@ DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats
 	stats = t->stats;
 	for (size_t i = 0; i < t->nregions; i++)
 		stats.unprotected_regions += t->regions[i]->unprotected;
-	if (t->backend->stats)
-		t->backend->stats(t, &stats);
+	for (size_t i = 0; i < t->ncandidates; i++)
+		if ((t->opened & (1u << i)) && t->candidates[i]->stats)
+			t->candidates[i]->stats(t, &stats);
 	pthread_mutex_unlock(&t->lock);
 	memcpy(ret, &stats, sz);
 	ret->sz = sz;
@@ -328,10 +351,19 @@ static int span_find(struct dirty_tracker *t, uintptr_t start, uintptr_t end, si
 
 		if ((max_addr(start, r->start) | min_addr(end, r->end)) & (r->page_size - 1))
 			return -EINVAL;
-		if (!r->gone && !t->pid && !dirty_range_mapped(r->start, r->end)) {
-			r->gone = true;
-			dirty_log(t, LOG_WARNING, "region %#lx-%#lx is no longer mapped",
-				  (unsigned long)r->start, (unsigned long)r->end);
+		if (!r->gone) {
+			if (t->pid) {
+				int mapped = dirty_range_mapped_pid(t->pid, r->start, r->end);
+
+				if (mapped == -ESRCH)
+					return -ESRCH; /* the target process is gone */
+				r->gone = mapped == -ENOMEM;
+			} else {
+				r->gone = !dirty_range_mapped(r->start, r->end);
+			}
+			if (r->gone)
+				dirty_log(t, LOG_WARNING, "region %#lx-%#lx is no longer mapped",
+					  (unsigned long)r->start, (unsigned long)r->end);
 		}
 		if (r->gone)
 			return -ESTALE;
@@ -340,6 +372,52 @@ static int span_find(struct dirty_tracker *t, uintptr_t start, uintptr_t end, si
 }
 
 /* ---- track / untrack / clean ---- */
+
+/* Is part of [start, end) tracked by a tracker of this process, of any backend? */
+static bool claimed_by_any(uintptr_t start, uintptr_t end)
+{
+	static const struct dirty_backend *const all[] = {
+		&dirty_backend_uffd_async, &dirty_backend_uffd_sync, &dirty_backend_soft_dirty,
+		&dirty_backend_mprotect,
+	};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (all[i]->claimed && all[i]->claimed(start, end))
+			return true;
+	return false;
+}
+
+/*
+ * Give r to the first candidate that takes its kind of memory.  A candidate
+ * refuses a kind it cannot track with -EOPNOTSUPP (uffd-sync: regular
+ * files; soft-dirty: hugetlb); only then is the next one tried.
+ */
+static int track_with_candidates(struct dirty_tracker *t, struct dirty_region *r)
+{
+	int err = -EOPNOTSUPP;
+
+	for (size_t i = 0; i < t->ncandidates && err == -EOPNOTSUPP; i++) {
+		const struct dirty_backend *b = t->candidates[i];
+
+		if (!(t->opened & (1u << i))) {
+			err = b->open(t);
+			if (err) {
+				dirty_log(t, LOG_WARNING, "%s: cannot open: %s", b->name,
+					  strerror(-err));
+				err = -EOPNOTSUPP;
+				continue;
+			}
+			t->opened |= 1u << i;
+		}
+		r->backend = b;
+		err = b->track(t, r);
+		if (err == -EOPNOTSUPP && i + 1 < t->ncandidates)
+			dirty_log(t, LOG_INFO, "%s cannot track %#lx-%#lx; trying %s", b->name,
+				  (unsigned long)r->start, (unsigned long)r->end,
+				  t->candidates[i + 1]->name);
+	}
+	return err;
+}
 
 DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 {
@@ -353,8 +431,7 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 		return err;
 
 	pthread_mutex_lock(&t->lock);
-	if (dirty_registry_overlaps(t, start, end) ||
-	    (t->backend->claimed && t->backend->claimed(start, end))) {
+	if (dirty_registry_overlaps(t, start, end) || claimed_by_any(start, end)) {
 		err = -EEXIST;
 		goto out;
 	}
@@ -381,14 +458,14 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 		.kind = info.kind,
 		.prot = info.mixed_prot ? -1 : info.prot,
 	};
-	err = t->backend->track(t, r);
+	err = track_with_candidates(t, r);
 	if (err) {
 		free(r);
 		goto out;
 	}
 	err = dirty_registry_insert(t, r);
 	if (err) {
-		t->backend->untrack(t, r);
+		r->backend->untrack(t, r);
 		free(r);
 		goto out;
 	}
@@ -411,8 +488,8 @@ DIRTY_EXPORT int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len)
 
 	pthread_mutex_lock(&t->lock);
 	err = span_find(t, start, end, &first, &count);
-	if (err == -ESTALE)
-		err = 0; /* forgetting a gone region is what the caller wants */
+	if (err == -ESTALE || err == -ESRCH)
+		err = 0; /* forgetting a gone region (or process) is what the caller wants */
 	if (err)
 		goto out;
 	if (t->regions[first]->start != start || t->regions[first + count - 1]->end != end) {
@@ -422,7 +499,7 @@ DIRTY_EXPORT int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len)
 	for (i = first; i < first + count; i++) {
 		struct dirty_region *r = t->regions[i];
 
-		t->backend->untrack(t, r);
+		r->backend->untrack(t, r);
 		t->stats.regions--;
 		t->stats.tracked_bytes -= r->end - r->start;
 		free(r);
@@ -449,7 +526,7 @@ DIRTY_EXPORT int dirty_clean(struct dirty_tracker *t, void *addr, size_t len)
 		struct dirty_region *r = t->regions[i];
 
 		if (!r->unprotected) /* reported whole anyway */
-			err = t->backend->clean(t, r, max_addr(start, r->start),
+			err = r->backend->clean(t, r, max_addr(start, r->start),
 						min_addr(end, r->end));
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -505,7 +582,7 @@ static void redirty_locked(struct dirty_tracker *t, uintptr_t start, uintptr_t e
 		struct dirty_region *r = t->regions[i];
 
 		if (!r->gone)
-			t->backend->redirty(t, r, max_addr(start, r->start),
+			r->backend->redirty(t, r, max_addr(start, r->start),
 					    min_addr(end, r->end));
 	}
 }
@@ -563,7 +640,7 @@ static int collect_unprotected(struct dirty_tracker *t, struct dirty_region *r, 
 	*done = end;
 	if (clean && start == r->start && end == r->end &&
 	    ++r->unprotected_collects >= ADAPTIVE_RETEST &&
-	    t->backend->clean(t, r, r->start, r->end) == 0) {
+	    r->backend->clean(t, r, r->start, r->end) == 0) {
 		/* measure it again: protected, the next collect counts its pages */
 		r->unprotected = false;
 		r->dense_streak = 0;
@@ -584,7 +661,7 @@ static void adaptive_account(struct dirty_tracker *t, struct dirty_region *r, ui
 	}
 	if (++r->dense_streak < ADAPTIVE_STREAK)
 		return;
-	t->backend->unprotect(t, r);
+	r->backend->unprotect(t, r);
 	r->unprotected = true;
 	r->unprotected_collects = 0;
 	dirty_log(t, LOG_DEBUG, "adaptive: region %#lx-%#lx is reported whole, unprotected",
@@ -620,7 +697,7 @@ static int collect_span(struct dirty_tracker *t, uintptr_t start, uintptr_t end,
 			err = collect_unprotected(t, r, seg_start, seg_end, clean, sink, &done);
 			continue;
 		}
-		err = t->backend->collect(t, r, seg_start, seg_end, clean, sink, &done);
+		err = r->backend->collect(t, r, seg_start, seg_end, clean, sink, &done);
 		if (err == -ESTALE)
 			r->gone = true;
 		if (!err && clean && (t->flags & DIRTY_TRACKER_ADAPTIVE) && seg_start == r->start &&

@@ -692,7 +692,6 @@ static int uffd_sync_open(struct dirty_tracker *t)
 		trackers_remove(s);
 		goto fail;
 	}
-	t->uffd = s->uffd;
 	if (s->user_mode_only)
 		dirty_log(t, LOG_WARNING,
 			  "uffd-sync: userfaultfd for user-mode faults only (no CAP_SYS_PTRACE, "
@@ -736,7 +735,6 @@ static void uffd_sync_close(struct dirty_tracker *t)
 	}
 	trackers_remove(s);
 	state_free(s);
-	t->uffd = -1;
 }
 
 static bool overlaps(uintptr_t start, uintptr_t end, uintptr_t lo, uintptr_t hi)
@@ -754,6 +752,8 @@ static bool holds_own_state(struct dirty_tracker *t, struct sync_tracker *s, uin
 	for (size_t i = 0; i < t->nregions; i++) {
 		struct sync_region *m = t->regions[i]->priv;
 
+		if (t->regions[i]->backend != &dirty_backend_uffd_sync)
+			continue; /* an automatic tracker's region of another backend */
 		if (overlaps(start, end, (uintptr_t)m, (uintptr_t)m + m->map_len))
 			return true;
 	}

@@ -10,6 +10,7 @@
 #endif
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -212,7 +213,7 @@ START_TEST(test_new_unknown_backend)
 END_TEST
 
 /* Backends this release knows but cannot run, whatever the kernel. */
-static const char *const unusable_backends[] = { "soft-dirty", "mapping" };
+static const char *const unusable_backends[] = { "mapping" };
 
 START_TEST(test_new_unusable_backend)
 {
@@ -750,6 +751,166 @@ START_TEST(test_stats_failed_collect)
 }
 END_TEST
 
+/* ---- fallbacks, with probes made to fail ($LIBDIRTY_PROBE_FAIL) ---- */
+
+static const char *const implemented[] = { "uffd-async", "uffd-sync", "soft-dirty", "mprotect" };
+#define NIMPLEMENTED (sizeof(implemented) / sizeof(implemented[0]))
+
+/* The implemented backends usable here, best first, with no probe made to fail. */
+static size_t usable_backends(const char **out)
+{
+	size_t n = 0;
+
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+	for (size_t i = 0; i < NIMPLEMENTED; i++)
+		if (dirty_backend_probe(implemented[i], 0, NULL, 0) == 0)
+			out[n++] = implemented[i];
+	return n;
+}
+
+/* A failed probe is reported as such, and a forced backend then refuses. */
+START_TEST(test_probe_fail_injected)
+{
+	const char *name = implemented[_i];
+	struct dirty_options opts = options_for(name);
+	struct dirty_tracker *t = SENTINEL;
+	int before = dirty_backend_probe(name, 0, NULL, 0);
+	char why[256];
+
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", "nothing,mapping,", 1), 0);
+	ck_assert_int_eq(dirty_backend_probe(name, 0, NULL, 0), before);
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", name, 1), 0);
+	ck_assert_int_eq(dirty_backend_probe(name, 0, why, sizeof(why)), -EOPNOTSUPP);
+	ck_assert_msg(strstr(why, "LIBDIRTY_PROBE_FAIL"), "reason: %s", why);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+	ck_assert_ptr_eq(t, SENTINEL);
+	ck_assert_int_eq(setenv("LIBDIRTY_BACKEND", name, 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), -EOPNOTSUPP);
+	ck_assert_ptr_eq(t, SENTINEL);
+	unsetenv("LIBDIRTY_BACKEND");
+	/* in a list, and the cache is untouched by it */
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", "mapping,", 1), 0);
+	ck_assert_int_eq(dirty_backend_probe(name, 0, NULL, 0), before);
+	snprintf(why, sizeof(why), "mapping,%s,nothing", name);
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", why, 1), 0);
+	ck_assert_int_eq(dirty_backend_probe(name, 0, NULL, 0), -EOPNOTSUPP);
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+	ck_assert_int_eq(dirty_backend_probe(name, 0, NULL, 0), before);
+}
+END_TEST
+
+/* Automatic selection takes the next usable backend each time the best one fails. */
+START_TEST(test_auto_falls_back)
+{
+	const char *usable[NIMPLEMENTED];
+	size_t n = usable_backends(usable);
+	char disabled[256] = "", why[1024];
+	struct dirty_tracker *t = SENTINEL;
+
+	ck_assert_uint_ge(n, 1); /* mprotect works everywhere */
+	ck_assert_str_eq(usable[n - 1], "mprotect");
+	for (size_t k = 0; k <= n; k++) {
+		ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", disabled, 1), 0);
+		if (k == n) {
+			ck_assert_int_eq(dirty_backend_probe(NULL, 0, why, sizeof(why)), -EOPNOTSUPP);
+			ck_assert_int_eq(dirty_tracker_new(NULL, &t), -EOPNOTSUPP);
+			ck_assert_ptr_eq(t, SENTINEL);
+			break;
+		}
+		ck_assert_int_eq(dirty_backend_probe(NULL, 0, why, sizeof(why)), 0);
+		/* the reasons of those passed over, then the choice */
+		for (size_t j = 0; j < k; j++)
+			ck_assert_msg(strstr(why, usable[j]), "%s missing from: %s", usable[j], why);
+		ck_assert_msg(strstr(why, usable[k]), "%s missing from: %s", usable[k], why);
+		ck_assert_int_eq(dirty_tracker_new(NULL, &t), 0);
+		ck_assert_str_eq(dirty_tracker_backend(t), usable[k]);
+		t = dirty_tracker_free(t);
+		t = SENTINEL;
+		snprintf(disabled + strlen(disabled), sizeof(disabled) - strlen(disabled), "%s,",
+			 usable[k]);
+	}
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+}
+END_TEST
+
+/* A MAP_SHARED regular file in the working directory (a disk file system). */
+static char *map_file_pages(size_t npages, int *ret_fd)
+{
+	char path[] = "libdirty-api-XXXXXX";
+	int fd = mkstemp(path);
+	char *mem;
+
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(npages * page_size())), 0);
+	mem = mmap(NULL, npages * page_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(mem, MAP_FAILED);
+	*ret_fd = fd;
+	return mem;
+}
+
+/* Write page index of mem, then expect exactly it from a collect-and-clean. */
+static void assert_tracks_page(struct dirty_tracker *t, char *mem, size_t npages, size_t index)
+{
+	struct dirty_range runs[4];
+
+	mem[index * page_size() + 1] ^= 1;
+	ck_assert_int_eq(dirty_collect(t, mem, npages * page_size(), DIRTY_COLLECT_CLEAN, runs, 4,
+				       NULL), 1);
+	ck_assert_ptr_eq(runs[0].start, mem + index * page_size());
+	ck_assert_uint_eq(runs[0].len, page_size());
+}
+
+/*
+ * Per memory kind: with uffd-async made to fail, uffd-sync comes first, and
+ * it cannot track a regular file; an automatic tracker gives the file to
+ * the next usable backend and keeps tracking both exactly.
+ */
+START_TEST(test_auto_per_kind)
+{
+	const char *usable[NIMPLEMENTED], *file_backend = NULL;
+	size_t n = usable_backends(usable), i;
+	struct dirty_options opts;
+	struct dirty_tracker *t;
+	char *anon = map_pages(8), *file;
+	int fd;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(usable[i], "uffd-async") && strcmp(usable[i], "uffd-sync"))
+			break;
+	file_backend = usable[i];
+	file = map_file_pages(8, &fd);
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", "uffd-async", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(NULL, &t), 0);
+	if (strcmp(dirty_tracker_backend(t), "uffd-sync")) {
+		printf("note: uffd-sync is not usable here: no kind to fall back from\n");
+	} else {
+		ck_assert_int_eq(dirty_track(t, anon, 8 * page_size()), 0);
+		ck_assert_int_eq(dirty_track(t, file, 8 * page_size()), 0);
+		ck_assert_str_eq(dirty_tracker_region_backend(t, anon + page_size()), "uffd-sync");
+		ck_assert_str_eq(dirty_tracker_region_backend(t, file + page_size()), file_backend);
+		assert_tracks_page(t, anon, 8, 3);
+		assert_tracks_page(t, file, 8, 6);
+		ck_assert_int_eq(dirty_untrack(t, file, 8 * page_size()), 0);
+		ck_assert_int_eq(dirty_untrack(t, anon, 8 * page_size()), 0);
+	}
+	ck_assert_ptr_null(dirty_tracker_region_backend(t, anon));
+	ck_assert_ptr_null(dirty_tracker_region_backend(NULL, anon));
+	dirty_tracker_free(t);
+	/* a backend named outright does not fall back: the file is refused */
+	opts = options_for("uffd-sync");
+	if (dirty_backend_probe("uffd-sync", 0, NULL, 0) == 0) {
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		ck_assert_int_eq(dirty_track(t, file, 8 * page_size()), -EOPNOTSUPP);
+		dirty_tracker_free(t);
+	}
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+	munmap(file, 8 * page_size());
+	close(fd);
+	munmap(anon, 8 * page_size());
+}
+END_TEST
+
 /* ---- the suites ---- */
 
 static Suite *options_suite(void)
@@ -811,6 +972,18 @@ static Suite *probe_suite(void)
 	return s;
 }
 
+static Suite *fallback_suite(void)
+{
+	Suite *s = suite_create("fallback");
+	TCase *tc = tcase_create("fallback");
+
+	tcase_add_loop_test(tc, test_probe_fail_injected, 0, (int)NIMPLEMENTED);
+	tcase_add_test(tc, test_auto_falls_back);
+	tcase_add_test(tc, test_auto_per_kind);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 static Suite *log_suite(void)
 {
 	Suite *s = suite_create("log");
@@ -840,6 +1013,7 @@ int main(void)
 	int failed;
 
 	srunner_add_suite(sr, probe_suite());
+	srunner_add_suite(sr, fallback_suite());
 	srunner_add_suite(sr, log_suite());
 	srunner_add_suite(sr, stats_suite());
 	srunner_run_all(sr, CK_ENV);

@@ -29,11 +29,18 @@ static const char *backend;
 /*
  * Memory a backend refuses by design, because the kernel mechanism cannot
  * track it: synchronous userfaultfd write-protection does not take regular
- * files.  Documented at dirty_track() in libdirty.h.
+ * files, soft-dirty does not work on hugetlb.  Documented at dirty_track()
+ * in libdirty.h.
  */
 static bool kind_refused(enum test_mem_kind kind)
 {
-	return !strcmp(backend, "uffd-sync") && kind == MEM_FILE;
+	return (!strcmp(backend, "uffd-sync") && kind == MEM_FILE) ||
+	       (!strcmp(backend, "soft-dirty") && kind == MEM_HUGETLB);
+}
+
+static bool is(const char *name)
+{
+	return !strcmp(backend, name);
 }
 
 /* The refusal is exact: -EOPNOTSUPP, and nothing tracked. */
@@ -43,7 +50,8 @@ START_TEST(test_refused_kind)
 	struct test_mem m;
 	char why[256];
 
-	ck_assert_msg(mem_map(&m, MEM_FILE, 8, why, sizeof(why)), "%s", why);
+	ck_assert_msg(mem_map(&m, (enum test_mem_kind)_i, _i == MEM_HUGETLB ? 1 : 8,
+			      why, sizeof(why)), "%s", why);
 	ck_assert_int_eq(dirty_track(t, m.addr, m.len), -EOPNOTSUPP);
 	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), -ENOENT);
 	dirty_tracker_free(t);
@@ -335,7 +343,7 @@ END_TEST
  * zeroes).  uffd-async reports a dropped page, because the kernel drops its
  * protection with it (an allowed false positive); mprotect cannot see a drop
  * and does not (documented in libdirty.h).  A page written and then dropped
- * stays dirty on both.
+ * stays dirty on both; under soft-dirty it is not reported (documented).
  */
 START_TEST(test_dontneed)
 {
@@ -345,13 +353,17 @@ START_TEST(test_dontneed)
 	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
 
 	ck_assert_int_eq(madvise(m.addr + 4 * m.page, m.page, MADV_DONTNEED), 0);
-	if (!strcmp(backend, "uffd-async"))
+	if (is("uffd-async"))
 		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
 	else
 		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 	write_pages(&m, (const size_t[]){ 8 }, 1);
 	ck_assert_int_eq(madvise(m.addr + 8 * m.page, m.page, MADV_DONTNEED), 0);
-	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want + 1, 1);
+	/* soft-dirty: the bit lived in the page table entry that the drop removed */
+	if (is("soft-dirty"))
+		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 0);
+	else
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want + 1, 1);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 	teardown(t, &m);
 }
@@ -480,9 +492,18 @@ START_TEST(test_stale_region_keeps_its_range)
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	ck_assert_ptr_eq(again, m.addr);
 	ck_assert_int_eq(dirty_track(t2, again, 8 * page_size), -EEXIST);
-	/* uffd-async sees the foreign vma; mprotect cannot tell (documented) */
-	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL),
-			 !strcmp(backend, "mprotect") ? 0 : -ESTALE);
+	/*
+	 * uffd-async sees the foreign vma; mprotect cannot tell (documented);
+	 * soft-dirty reports new memory dirty (the kernel marks a new vma so)
+	 */
+	if (is("soft-dirty")) {
+		ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL), 1);
+		ck_assert_ptr_eq(runs[0].start, m.addr);
+		ck_assert_uint_ge(runs[0].len, 8 * page_size);
+	} else {
+		ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL),
+				 is("mprotect") ? 0 : -ESTALE);
+	}
 	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
 	/* now both halves are free to track, by anyone */
 	ck_assert_int_eq(dirty_track(t2, m.addr, m.len), 0);
@@ -633,7 +654,8 @@ static bool thp_backed(const void *addr)
 
 START_TEST(test_thp_base_page_granularity)
 {
-	static const size_t want[][2] = { { 1000, 1001 } };
+	/* soft-dirty: the kernel marks the whole huge page (documented) */
+	static const size_t want[][2] = { { 1000, 1001 } }, want_huge[][2] = { { 512, 1024 } };
 	size_t huge = 2 * 1024 * 1024, len = 2 * huge;
 	struct dirty_range runs[8];
 	struct dirty_tracker *t = tracker_new();
@@ -651,7 +673,8 @@ START_TEST(test_thp_base_page_granularity)
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 	mem[1000 * page_size + 5] = 2;
 	/* one base page, not the 512 of its huge page */
-	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 1);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8),
+		    is("soft-dirty") ? want_huge : want, 1);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 	ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
 	dirty_tracker_free(t);
@@ -968,7 +991,7 @@ START_TEST(test_sparse_reservation)
 	mem[9 * stride] = 3;
 	ck_assert_int_eq(madvise(mem + 9 * stride, page_size, MADV_DONTNEED), 0);
 	ck_assert_int_eq(dirty_collect(t, mem, len, 0, runs, 8, NULL),
-			 !strcmp(backend, "uffd-async") ? 0 : 1);
+			 is("uffd-async") || is("soft-dirty") ? 0 : 1);
 	ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
 	dirty_tracker_free(t);
 	munmap(mem, len);
@@ -1020,6 +1043,88 @@ START_TEST(test_adaptive_dense_region)
 	ck_assert_ptr_eq(runs[0].start, m.addr + 42 * page_size);
 	ck_assert_uint_eq(runs[0].len, page_size);
 	teardown(t, &m);
+}
+END_TEST
+
+/* ---- another process ---- */
+
+/* The child: writes the page named by each index it reads, then acknowledges. */
+static void other_process_main(char *mem, int cmd, int ack)
+{
+	size_t index;
+
+	while (read(cmd, &index, sizeof(index)) == sizeof(index)) {
+		mem[index * page_size + 9] ^= 0x3c;
+		if (write(ack, "", 1) != 1)
+			break;
+	}
+	_exit(0);
+}
+
+static void other_process_write(int cmd, int ack, size_t index)
+{
+	char c;
+
+	ck_assert_int_eq(write(cmd, &index, sizeof(index)), sizeof(index));
+	ck_assert_int_eq(read(ack, &c, 1), 1);
+}
+
+/*
+ * The pid option: the child's copy of a mapping, at the same address,
+ * tracked from here.  Only soft-dirty can do that (uffd-sync and mprotect
+ * act on the calling process; uffd-async will with an injected userfaultfd).
+ */
+START_TEST(test_other_process)
+{
+	static const size_t want[][2] = { { 3, 4 }, { 10, 12 } };
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = backend };
+	struct dirty_range runs[8];
+	struct dirty_tracker *t = NULL;
+	int cmd[2], ack[2], status;
+	struct test_mem m;
+	char why[256];
+
+	ck_assert_msg(mem_map(&m, MEM_ANON, 16, why, sizeof(why)), "%s", why);
+	ck_assert_int_eq(pipe(cmd), 0);
+	ck_assert_int_eq(pipe(ack), 0);
+	opts.pid = fork();
+	ck_assert_int_ge(opts.pid, 0);
+	if (opts.pid == 0) {
+		close(cmd[1]);
+		close(ack[0]);
+		other_process_main(m.addr, cmd[0], ack[1]);
+	}
+	close(cmd[0]);
+	close(ack[1]);
+	if (!is("soft-dirty")) {
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+	} else {
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+		/* our own writes are not the child's */
+		write_pages(&m, (const size_t[]){ 5 }, 1);
+		other_process_write(cmd[1], ack[0], 3);
+		other_process_write(cmd[1], ack[0], 10);
+		other_process_write(cmd[1], ack[0], 11);
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want, 2);
+		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+		other_process_write(cmd[1], ack[0], 3);
+		assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 1);
+		ck_assert_int_eq(dirty_clean(t, m.addr, m.len), 0);
+		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	}
+	/* the child exits: the tracker says so, and forgets */
+	close(cmd[1]);
+	ck_assert_int_eq(waitpid(opts.pid, &status, 0), opts.pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	if (t) {
+		ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL), -ESRCH);
+		ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+		dirty_tracker_free(t);
+	}
+	close(ack[0]);
+	mem_unmap(&m);
 }
 END_TEST
 
@@ -1229,7 +1334,7 @@ static Suite *core_suite(void)
 	tcase_add_loop_test(kinds, test_untrack_leaves_memory_alone, MEM_ANON, end);
 	tcase_add_loop_test(kinds, test_fork, MEM_ANON, end);
 	if (kind_refused(MEM_FILE))
-		tcase_add_test(kinds, test_refused_kind);
+		tcase_add_loop_test(kinds, test_refused_kind, MEM_FILE, MEM_FILE + 1);
 	suite_add_tcase(s, kinds);
 
 	tcase_add_test(one, test_unpopulated_memory);
@@ -1244,6 +1349,7 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_threads_share_a_tracker);
 	tcase_add_test(one, test_sparse_reservation);
 	tcase_add_test(one, test_adaptive_dense_region);
+	tcase_add_test(one, test_other_process);
 	if (!strcmp(backend, "mprotect")) {
 		tcase_add_test(one, test_mprotect_chains_foreign_faults);
 		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);
@@ -1273,6 +1379,16 @@ static Suite *thp_suite(void)
 	tcase_add_test(tc, test_thp_base_page_granularity);
 	tcase_add_test(tc, test_file_huge_mapping);
 	tcase_set_timeout(tc, 30);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+static Suite *refused_hugetlb_suite(void)
+{
+	Suite *s = suite_create("hugetlb");
+	TCase *tc = tcase_create("hugetlb refused");
+
+	tcase_add_loop_test(tc, test_refused_kind, MEM_HUGETLB, MEM_HUGETLB + 1);
 	suite_add_tcase(s, tc);
 	return s;
 }
@@ -1316,6 +1432,8 @@ int main(void)
 		s = core_suite();
 	else if (!strcmp(suite, "thp"))
 		s = thp_suite();
+	else if (!strcmp(suite, "hugetlb") && kind_refused(MEM_HUGETLB))
+		s = refused_hugetlb_suite();
 	else if (!strcmp(suite, "hugetlb"))
 		s = single_test_suite("hugetlb", test_hugetlb_huge_page_granularity, 30);
 	else if (!strcmp(suite, "stress"))
