@@ -72,8 +72,10 @@ static const char *uffd_feature_name(uint64_t feature)
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	char names[160];
 	uint64_t missing;
 	int probe_fd, bit;
+	size_t used;
 
 	if (ioctl(uffd, UFFDIO_API, &api) == 0)
 		return 0;
@@ -90,12 +92,17 @@ int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
 	}
 	close(probe_fd);
 	missing = features & ~(uint64_t)api.features;
+	if (!missing)
+		return dirty_reason(why, why_len, -EOPNOTSUPP, "UFFDIO_API refused the features");
+	/* name every missing feature: "WP_UNPOPULATED (6.4), WP_ASYNC (6.7)" */
+	used = (size_t)snprintf(names, sizeof(names), "%s", "");
 	for (bit = 0; bit < 64; bit++)
-		if (missing & (UINT64_C(1) << bit))
-			return dirty_reason(why, why_len, -EOPNOTSUPP,
-					    "the kernel lacks userfaultfd feature %s",
-					    uffd_feature_name(UINT64_C(1) << bit));
-	return dirty_reason(why, why_len, -EOPNOTSUPP, "UFFDIO_API refused the features");
+		if ((missing & (UINT64_C(1) << bit)) && used < sizeof(names))
+			used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+						 used ? ", " : "",
+						 uffd_feature_name(UINT64_C(1) << bit));
+	return dirty_reason(why, why_len, -EOPNOTSUPP, "the kernel lacks userfaultfd feature%s %s",
+			    missing & (missing - 1) ? "s" : "", names);
 }
 
 static int probe_uffd_async(pid_t pid, char *why, size_t why_len)

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -150,6 +151,56 @@ static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
 	return errno == EPERM ? -ESTALE : -errno;
 }
 
+/*
+ * Some kernels (Debian's 6.12 does, 6.18 does not) map the shared zero page
+ * for a read of never-populated anonymous memory without keeping the uffd-wp
+ * marker it replaces, so PAGEMAP_SCAN calls a page that was only read
+ * written.  The zero page is never written: a write replaces it with a page
+ * of its own, unprotected.  Where the kernel does this (checked once, for
+ * real, at the first open), scans leave zero-page entries out.  The price is
+ * the kernel's fast path for a scan of exactly PAGE_IS_WRITTEN.
+ */
+static bool zero_page_unprotected;
+static bool zero_page_checked;
+static pthread_mutex_t zero_page_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void check_zero_page(struct dirty_tracker *t)
+{
+	size_t page = dirty_page_size();
+	struct page_region region;
+	struct pm_scan_arg arg;
+	volatile char *mem;
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
+
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return;
+	reg.range.start = (uintptr_t)mem;
+	reg.range.len = page;
+	arg = (struct pm_scan_arg){
+		.size = sizeof(arg),
+		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.start = (uintptr_t)mem,
+		.end = (uintptr_t)mem + page,
+		.vec = (uintptr_t)&region,
+		.vec_len = 1,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) == 0 &&
+	    ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0) {
+		(void)mem[0]; /* a read: the zero page */
+		arg.flags = 0;
+		arg.start = (uintptr_t)mem;
+		zero_page_unprotected = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg) == 1;
+		ioctl(t->uffd, UFFDIO_UNREGISTER, &reg.range);
+	}
+	munmap((void *)mem, page);
+	if (zero_page_unprotected)
+		dirty_log(t, LOG_INFO, "uffd-async: this kernel unprotects memory it maps to the "
+			  "zero page on a read; zero-page entries are left out of scans");
+}
+
 static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uintptr_t start,
 			  uintptr_t end, bool clean)
 {
@@ -169,8 +220,9 @@ static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uint
 	 * swapped) and are not the shared zero page (only read), so holes are
 	 * neither reported nor protected.
 	 */
-	if (t->flags & DIRTY_TRACKER_SPARSE) {
+	if (t->flags & DIRTY_TRACKER_SPARSE)
 		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+	if ((t->flags & DIRTY_TRACKER_SPARSE) || zero_page_unprotected) {
 		arg->category_inverted = PAGE_IS_PFNZERO;
 		arg->category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
 	}
@@ -197,6 +249,12 @@ static int uffd_async_open(struct dirty_tracker *t)
 		snprintf(why, sizeof(why), "cannot open /proc/self/pagemap");
 		goto fail;
 	}
+	pthread_mutex_lock(&zero_page_lock);
+	if (!zero_page_checked) {
+		check_zero_page(t);
+		zero_page_checked = true;
+	}
+	pthread_mutex_unlock(&zero_page_lock);
 	return 0;
 fail:
 	dirty_log(t, LOG_ERR, "uffd-async: %s", why);

@@ -142,6 +142,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <sched.h>
@@ -513,7 +514,8 @@ static void wait_for_handler(struct sync_tracker *s)
  * (the handler thread reads it independently).  Mode 0 also wakes faults
  * pending in the range.
  */
-static int write_protect(struct sync_tracker *s, uintptr_t start, uintptr_t end, bool protect)
+static int write_protect_one(struct sync_tracker *s, uintptr_t start, uintptr_t end,
+			     bool protect)
 {
 	struct uffdio_writeprotect wp = {
 		.range = { .start = start, .len = end - start },
@@ -526,6 +528,51 @@ static int write_protect(struct sync_tracker *s, uintptr_t start, uintptr_t end,
 		sched_yield();
 	}
 	return 0;
+}
+
+/*
+ * On older kernels UFFDIO_WRITEPROTECT takes a range inside one vma (6.1's
+ * mwriteprotect_range() looks up a single vma and fails with ENOENT
+ * otherwise; 6.12's walks every vma of the range), and a region spans
+ * several once part of it is mprotect()ed or was mapped separately.  Protect such a range one vma at a time; ENOENT on
+ * a single vma, or a hole, means the memory is gone.  Not on the fault
+ * path: the handler's single pages lie in one vma.
+ */
+static int write_protect_by_vma(struct sync_tracker *s, uintptr_t start, uintptr_t end,
+				bool protect)
+{
+	char *text, *line, *save = NULL;
+	uintptr_t covered = start;
+	int err;
+
+	err = dirty_read_file("/proc/self/maps", &text, NULL);
+	if (err)
+		return err;
+	err = -ENOENT;
+	for (line = strtok_r(text, "\n", &save); line && covered < end;
+	     line = strtok_r(NULL, "\n", &save)) {
+		uint64_t lo, hi;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) != 2 || hi <= covered)
+			continue;
+		if (lo > covered || (lo <= start && hi >= end))
+			break; /* a hole, or one vma: the ENOENT was real */
+		err = write_protect_one(s, covered, hi < end ? (uintptr_t)hi : end, protect);
+		if (err)
+			break;
+		covered = hi < end ? (uintptr_t)hi : end;
+	}
+	free(text);
+	return covered >= end ? 0 : err ? err : -ENOENT;
+}
+
+static int write_protect(struct sync_tracker *s, uintptr_t start, uintptr_t end, bool protect)
+{
+	int err = write_protect_one(s, start, end, protect);
+
+	if (err == -ENOENT && end - start > dirty_page_size())
+		err = write_protect_by_vma(s, start, end, protect);
+	return err;
 }
 
 /* Memory that is not registered with us any more was unmapped or replaced. */

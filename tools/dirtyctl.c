@@ -34,6 +34,84 @@ static void json_string(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* The kinds of memory automatic selection tells apart, as probe shows them. */
+enum probe_kind { KIND_ANON, KIND_SHMEM, KIND_FILE, KIND_HUGETLB, NKINDS };
+static const char *const kind_names[NKINDS] = { "anonymous", "shared-memory", "file",
+						"hugetlb" };
+
+/* A small mapping of the kind, or NULL with the reason in why. */
+static void *map_kind(enum probe_kind kind, size_t *len, int *fd, char *why, size_t why_len)
+{
+	static const char *const dirs[] = { "/var/tmp", "." };
+	int flags = MAP_SHARED;
+	void *mem;
+
+	*len = (size_t)sysconf(_SC_PAGESIZE);
+	*fd = -1;
+	if (kind == KIND_ANON)
+		flags = MAP_PRIVATE | MAP_ANONYMOUS;
+	else if (kind == KIND_SHMEM)
+		*fd = memfd_create("dirtyctl-probe", MFD_CLOEXEC);
+	else if (kind == KIND_HUGETLB)
+		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, *len = 2 * 1024 * 1024;
+	for (size_t i = 0; kind == KIND_FILE && *fd < 0 && i < 2; i++) {
+		char path[64];
+
+		/* a disk file system: /tmp is often tmpfs, which is shared memory */
+		snprintf(path, sizeof(path), "%s/dirtyctl-probe-XXXXXX", dirs[i]);
+		*fd = mkstemp(path);
+		if (*fd >= 0)
+			unlink(path);
+	}
+	if ((kind == KIND_SHMEM || kind == KIND_FILE) && (*fd < 0 || ftruncate(*fd, (off_t)*len))) {
+		snprintf(why, why_len, "cannot create a %s to map: %s", kind_names[kind],
+			 strerror(errno));
+		return NULL;
+	}
+	mem = mmap(NULL, *len, PROT_READ | PROT_WRITE, flags, *fd, 0);
+	if (mem == MAP_FAILED) {
+		snprintf(why, why_len, "cannot map %s memory: %s%s", kind_names[kind],
+			 strerror(errno), kind == KIND_HUGETLB ? " (no huge pages reserved)" : "");
+		if (*fd >= 0)
+			close(*fd);
+		return NULL;
+	}
+	return mem;
+}
+
+/*
+ * What an automatic tracker picks for each kind of memory: track a page of
+ * each and ask.  kinds[k] is the backend's name or NULL with why[k].
+ */
+static void probe_kinds(const char *kinds[NKINDS], char why[NKINDS][128])
+{
+	struct dirty_tracker *t = NULL;
+	int err = dirty_tracker_new(NULL, &t);
+
+	for (int k = 0; k < NKINDS; k++) {
+		size_t len;
+		int fd;
+		void *mem = err ? NULL : map_kind((enum probe_kind)k, &len, &fd, why[k], 128);
+
+		kinds[k] = NULL;
+		if (err)
+			snprintf(why[k], 128, "no backend is usable");
+		if (!mem)
+			continue;
+		int track_err = dirty_track(t, mem, len);
+
+		if (track_err)
+			snprintf(why[k], 128, "no usable backend tracks it: %s", strerror(-track_err));
+		else
+			kinds[k] = dirty_tracker_region_backend(t, mem);
+		dirty_untrack(t, mem, len);
+		munmap(mem, len);
+		if (fd >= 0)
+			close(fd);
+	}
+	dirty_tracker_free(t);
+}
+
 static int verb_probe(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -43,7 +121,8 @@ static int verb_probe(int argc, char **argv)
 	};
 	const char *const *names = dirty_backend_names();
 	char why[512], auto_why[1024];
-	const char *chosen = NULL;
+	const char *chosen = NULL, *kinds[NKINDS];
+	char kinds_why[NKINDS][128];
 	struct dirty_tracker *t;
 	struct utsname uts;
 	bool json = false;
@@ -69,6 +148,7 @@ static int verb_probe(int argc, char **argv)
 		dirty_tracker_free(t);
 	}
 	dirty_backend_probe("auto", 0, auto_why, sizeof(auto_why));
+	probe_kinds(kinds, kinds_why);
 
 	if (json) {
 		printf("{\"kernel\": ");
@@ -90,7 +170,20 @@ static int verb_probe(int argc, char **argv)
 			printf("null");
 		printf(", \"default_reason\": ");
 		json_string(stdout, auto_why);
-		printf("}\n");
+		printf(", \"auto_per_kind\": {");
+		for (i = 0; i < NKINDS; i++) {
+			printf("%s", i ? ", " : "");
+			json_string(stdout, kind_names[i]);
+			printf(": {\"backend\": ");
+			if (kinds[i])
+				json_string(stdout, kinds[i]);
+			else
+				printf("null");
+			printf(", \"reason\": ");
+			json_string(stdout, kinds[i] ? "" : kinds_why[i]);
+			printf("}");
+		}
+		printf("}}\n");
 		return chosen ? 0 : 1;
 	}
 	printf("kernel: %s %s\n\n", uts.sysname, uts.release);
@@ -100,6 +193,9 @@ static int verb_probe(int argc, char **argv)
 		printf("  %-11s %-8s %s\n", names[i], err ? "no" : "usable", why);
 	}
 	printf("\ndefault: %s\n  because %s\n", chosen ? chosen : "(none)", auto_why);
+	printf("\nauto, per kind of memory (a page of each, tracked):\n");
+	for (i = 0; i < NKINDS; i++)
+		printf("  %-14s %s\n", kind_names[i], kinds[i] ? kinds[i] : kinds_why[i]);
 	return chosen ? 0 : 1;
 }
 
