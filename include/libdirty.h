@@ -33,10 +33,27 @@
  *          huge page at a time: the kernel resolves a write to a protected
  *          huge mapping by dropping the mapping, and maps the page again
  *          whole and unprotected, so a write reports its whole huge page;
- *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks.
+ *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
+ *        - soft-dirty: the kernel marks a new mapping soft-dirty as a whole,
+ *          and so a mapping that grows by merging with a new neighbour (an
+ *          mmap() placed right next to a tracked private anonymous region
+ *          with the same protection): all of the tracked region then reads
+ *          dirty until the next clean;
+ *        - soft-dirty: transparent huge pages are reported a whole huge page
+ *          at a time, and pages pinned for DMA are always dirty.
  *      A page that is only read is never reported.
- *   Kernel writes (read(2) into tracked memory) are tracked by uffd-async,
- *   and by uffd-sync when the process may handle kernel-mode faults (root,
+ *   Not reported, because the kernel keeps no trace of it: under soft-dirty
+ *   and mprotect, and uffd-async with DIRTY_TRACKER_SPARSE, a page written
+ *   and then dropped (MADV_DONTNEED, MADV_FREE) before the next collect.
+ *   soft-dirty cleans with the process-wide /proc/PID/clear_refs: while it
+ *   reads and clears, the writers are stopped (the other threads of this
+ *   process by signal SIGRTMAX-4, whose handler the backend installs; a
+ *   tracked pid with ptrace), so that no write falls between the two.  A
+ *   thread that blocks SIGRTMAX-4 is not stopped (logged); a write it makes
+ *   during a clean may be lost.  Anything else in the process that writes
+ *   clear_refs (CRIU, another tracking library) makes writes be lost.
+ *   Kernel writes (read(2) into tracked memory) are tracked by uffd-async
+ *   and soft-dirty, and by uffd-sync when the process may handle kernel-mode faults (root,
  *   CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or /dev/userfaultfd);
  *   otherwise, and always under mprotect, they fail with EFAULT.
  *   4. Granularity is the base page size (sysconf(_SC_PAGESIZE)), or the huge
@@ -49,7 +66,8 @@
  *                 (as mprotect(2) says it)
  *        -EACCES  dirty_track() of memory that is not mapped writable
  *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
- *                 cannot track (uffd-sync: MAP_SHARED regular files)
+ *                 cannot track (uffd-sync: MAP_SHARED regular files;
+ *                 soft-dirty: hugetlb)
  *        -ESRCH   the target process is gone
  *        -ECHILD  the tracker was created by the parent of a fork()
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
@@ -59,10 +77,18 @@
  *      dirty.  Limits of mprotect: memory replaced in place (MAP_FIXED over
  *      it, or unmapped and mapped again at the same address) is not detected,
  *      and moved memory keeps its read-only protection; untrack first.
+ *      Under soft-dirty, replaced memory is not -ESTALE: the kernel marks
+ *      the new mapping soft-dirty, so all of it is reported dirty.
  *      After fork() the child's copy of a tracker refuses every call with
  *      -ECHILD except dirty_tracker_free(), which releases it.
  *
- * Transparent huge pages (private anonymous, every backend): tracking stays at
+ * Another process (dirty_options.pid): soft-dirty only, so far.  Its cleans
+ * stop the target's threads with ptrace for a moment (needs ptrace
+ * permission, and no other tracer); the caller must not reap the target with
+ * waitpid(-1) from another thread meanwhile.  Calls on a target that has
+ * exited return -ESRCH; dirty_untrack() still succeeds.
+ *
+ * Transparent huge pages (private anonymous, every backend but soft-dirty): tracking stays at
  * base page granularity.  A write to a write-protected THP splits the huge mapping and
  * only the written base page is reported (tests/test-conformance.c proves it).
  */

@@ -82,6 +82,20 @@ void mem_unmap(struct test_mem *m)
 	m->fd = -1;
 }
 
+char *map_isolated(size_t len)
+{
+	char *raw = mmap(NULL, len + 2 * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(raw, MAP_FAILED);
+	ck_assert_int_eq(mprotect(raw + page_size, len, PROT_READ | PROT_WRITE), 0);
+	return raw + page_size;
+}
+
+void unmap_isolated(char *mem, size_t len)
+{
+	munmap(mem - page_size, len + 2 * page_size);
+}
+
 const char *test_backend(void)
 {
 	const char *name = getenv("DIRTY_TEST_BACKEND");

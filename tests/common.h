@@ -39,6 +39,16 @@ const char *mem_kind_name(enum test_mem_kind kind);
 bool mem_map(struct test_mem *m, enum test_mem_kind kind, size_t npages, char *why, size_t len);
 void mem_unmap(struct test_mem *m);
 
+/*
+ * Private anonymous memory between two PROT_NONE guard pages, so that the
+ * kernel cannot merge it with a neighbour.  For memory mapped while other
+ * memory is tracked: under soft-dirty the kernel marks a mapping that grows
+ * by a merge soft-dirty as a whole (documented), which would make the
+ * tracked neighbour read dirty.
+ */
+char *map_isolated(size_t len);
+void unmap_isolated(char *mem, size_t len);
+
 /* The backend named by $DIRTY_TEST_BACKEND; exits 77 with the reason if unusable. */
 const char *test_backend(void);
 struct dirty_tracker *tracker_new(void);

@@ -415,15 +415,13 @@ START_TEST(test_bad_input)
 	ck_assert_int_eq(dirty_track(t, a - page_size, 2 * page_size), -EEXIST);
 	ck_assert_int_eq(dirty_untrack(t, a, page_size), -EINVAL);
 	/* memory that is not mapped, or not writable */
-	outside = mmap(NULL, 3 * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-	ck_assert_ptr_ne(outside, MAP_FAILED);
+	outside = map_isolated(3 * page_size);
 	munmap(outside + page_size, page_size);
 	ck_assert_int_eq(dirty_track(t, outside, 3 * page_size), -ENOMEM);
 	ck_assert_int_eq(dirty_track(t, outside + page_size, page_size), -ENOMEM);
 	mprotect(outside, page_size, PROT_READ);
 	ck_assert_int_eq(dirty_track(t, outside, page_size), -EACCES);
-	munmap(outside, 3 * page_size);
+	unmap_isolated(outside, 3 * page_size);
 
 	/* and nothing changed */
 	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 2);
@@ -1145,8 +1143,7 @@ static void *api_thread_main(void *p)
 	struct dirty_range runs[8];
 
 	for (int round = 0; round < 200; round++) {
-		char *mem = mmap(NULL, 8 * page_size, PROT_READ | PROT_WRITE,
-				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		char *mem = map_isolated(8 * page_size);
 		ssize_t n;
 
 		a->failures += dirty_track(a->t, mem, 8 * page_size) != 0;
@@ -1154,7 +1151,7 @@ static void *api_thread_main(void *p)
 		n = dirty_collect(a->t, mem, 8 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL);
 		a->failures += n != 1 || runs[0].start != mem + 3 * page_size;
 		a->failures += dirty_untrack(a->t, mem, 8 * page_size) != 0;
-		munmap(mem, 8 * page_size);
+		unmap_isolated(mem, 8 * page_size);
 
 		atomic_fetch_add_explicit(
 			(_Atomic char *)&a->shared->addr[(size_t)round % 16 * page_size], 1,
