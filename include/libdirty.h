@@ -28,11 +28,13 @@
  *          written and not yet cleaned stays dirty (the drop is a change of
  *          content, to zeroes);
  *        - hugetlb memory is reported a whole huge page at a time;
- *        - uffd-async: file-backed and shmem memory that the kernel maps
- *          with huge pages (large page-cache folios, shmem THP) is tracked a
- *          huge page at a time: the kernel resolves a write to a protected
- *          huge mapping by dropping the mapping, and maps the page again
- *          whole and unprotected, so a write reports its whole huge page;
+ *        - uffd-async with DIRTY_TRACKER_SPARSE: file-backed and shmem
+ *          memory that the kernel maps with huge pages (large page-cache
+ *          folios, shmem THP) is tracked a huge page at a time: the kernel
+ *          resolves a write to a protected huge mapping by dropping the
+ *          mapping, and maps the page again whole and unprotected, so a write
+ *          reports its whole huge page (without the flag, a clean splits such
+ *          mappings and tracking is exact);
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
  *        - soft-dirty: the kernel marks a new mapping soft-dirty as a whole,
  *          and so a mapping that grows by merging with a new neighbour (an

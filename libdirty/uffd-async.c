@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -151,56 +150,6 @@ static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
 	return errno == EPERM ? -ESTALE : -errno;
 }
 
-/*
- * Some kernels (Debian's 6.12 does, 6.18 does not) map the shared zero page
- * for a read of never-populated anonymous memory without keeping the uffd-wp
- * marker it replaces, so PAGEMAP_SCAN calls a page that was only read
- * written.  The zero page is never written: a write replaces it with a page
- * of its own, unprotected.  Where the kernel does this (checked once, for
- * real, at the first open), scans leave zero-page entries out.  The price is
- * the kernel's fast path for a scan of exactly PAGE_IS_WRITTEN.
- */
-static bool zero_page_unprotected;
-static bool zero_page_checked;
-static pthread_mutex_t zero_page_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void check_zero_page(struct dirty_tracker *t)
-{
-	size_t page = dirty_page_size();
-	struct page_region region;
-	struct pm_scan_arg arg;
-	volatile char *mem;
-	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
-
-	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		return;
-	reg.range.start = (uintptr_t)mem;
-	reg.range.len = page;
-	arg = (struct pm_scan_arg){
-		.size = sizeof(arg),
-		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-		.start = (uintptr_t)mem,
-		.end = (uintptr_t)mem + page,
-		.vec = (uintptr_t)&region,
-		.vec_len = 1,
-		.category_mask = PAGE_IS_WRITTEN,
-		.return_mask = PAGE_IS_WRITTEN,
-	};
-	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) == 0 &&
-	    ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0) {
-		(void)mem[0]; /* a read: the zero page */
-		arg.flags = 0;
-		arg.start = (uintptr_t)mem;
-		zero_page_unprotected = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg) == 1;
-		ioctl(t->uffd, UFFDIO_UNREGISTER, &reg.range);
-	}
-	munmap((void *)mem, page);
-	if (zero_page_unprotected)
-		dirty_log(t, LOG_INFO, "uffd-async: this kernel unprotects memory it maps to the "
-			  "zero page on a read; zero-page entries are left out of scans");
-}
-
 static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uintptr_t start,
 			  uintptr_t end, bool clean)
 {
@@ -220,9 +169,8 @@ static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uint
 	 * swapped) and are not the shared zero page (only read), so holes are
 	 * neither reported nor protected.
 	 */
-	if (t->flags & DIRTY_TRACKER_SPARSE)
+	if (t->flags & DIRTY_TRACKER_SPARSE) {
 		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-	if ((t->flags & DIRTY_TRACKER_SPARSE) || zero_page_unprotected) {
 		arg->category_inverted = PAGE_IS_PFNZERO;
 		arg->category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
 	}
@@ -249,12 +197,6 @@ static int uffd_async_open(struct dirty_tracker *t)
 		snprintf(why, sizeof(why), "cannot open /proc/self/pagemap");
 		goto fail;
 	}
-	pthread_mutex_lock(&zero_page_lock);
-	if (!zero_page_checked) {
-		check_zero_page(t);
-		zero_page_checked = true;
-	}
-	pthread_mutex_unlock(&zero_page_lock);
 	return 0;
 fail:
 	dirty_log(t, LOG_ERR, "uffd-async: %s", why);
@@ -284,10 +226,16 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 }
 
 /*
- * Write-protect every page of [start, end) that is not protected.  The
- * vector is thrown away; asking for output keeps the kernel to the pages that
- * match the scan's categories (see scan_arg_init), where its vector-less
- * "exclusive" path would protect every page regardless.
+ * Write-protect every page of [start, end).  UFFDIO_WRITEPROTECT leaves a
+ * marker on pages that have no page table entry, so that a first touch
+ * after the clean is seen, on every kernel.  A scan with PM_SCAN_WP_MATCHING
+ * does not on all of them: Debian's 6.12 matches a range without a page
+ * table only by the vma's categories, which lack PAGE_IS_WRITTEN, so it
+ * leaves such a range unprotected (a read then maps the zero page
+ * unprotected, and the page table's other holes read as written).
+ * DIRTY_TRACKER_SPARSE wants exactly that, and uses the scan: it protects
+ * only pages that exist.  A vma that is not ours (ENOENT, or EPERM from the
+ * scan) means the memory was replaced: -ESTALE.
  */
 static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end)
@@ -297,8 +245,10 @@ static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uin
 	uintptr_t resume;
 	int n;
 
-	if (r->kind == DIRTY_MEM_HUGETLB)
-		return write_protect(t, start, end, true);
+	if (r->kind == DIRTY_MEM_HUGETLB || !(t->flags & DIRTY_TRACKER_SPARSE)) {
+		n = write_protect(t, start, end, true);
+		return n == -ENOENT ? -ESTALE : n;
+	}
 	scan_arg_init(t, &arg, start, end, true);
 	arg.vec = (uintptr_t)discard;
 	arg.vec_len = SCRATCH_REGIONS;

@@ -30,9 +30,9 @@ run_build() {
 }
 
 run_build plain "" "" ""
-run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--no-suite install" \
+run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--no-suite install --no-suite vm" \
 	"UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1"
-run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench" \
+run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench --no-suite vm" \
 	"TSAN_OPTIONS=halt_on_error=1 DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200"
 
 python3 - "$status" <<'PY'

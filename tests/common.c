@@ -11,6 +11,7 @@
 #include "common.h"
 
 size_t page_size;
+bool mem_map_no_thp;
 
 const char *mem_kind_name(enum test_mem_kind kind)
 {
@@ -67,6 +68,8 @@ bool mem_map(struct test_mem *m, enum test_mem_kind kind, size_t npages, char *w
 			close(m->fd);
 		return false;
 	}
+	if (kind == MEM_ANON && mem_map_no_thp)
+		madvise(m->addr, m->len, MADV_NOHUGEPAGE);
 	for (size_t i = 0; i < m->len; i += page_size)
 		m->addr[i] = (char)(i / page_size);
 	return true;

@@ -30,6 +30,12 @@ struct test_mem {
 };
 
 extern size_t page_size;
+/*
+ * mem_map() gives private anonymous memory MADV_NOHUGEPAGE: set for backends
+ * that report transparent huge pages whole (soft-dirty), so that the tests of
+ * base-page answers test those; the thp suite tests huge pages themselves.
+ */
+extern bool mem_map_no_thp;
 
 const char *mem_kind_name(enum test_mem_kind kind);
 /*

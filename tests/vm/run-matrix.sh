@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# Run the conformance suite on Debian's own kernels, booted in qemu.
+#
+#   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm) or 6.12 (bookworm-backports)
+#
+# The host kernel (6.18, no soft-dirty) cannot show how libdirty behaves on the
+# kernels users run: 6.1 has userfaultfd write-protect but neither WP_ASYNC nor
+# PAGEMAP_SCAN (so uffd-async must be refused there, with the reason), and both
+# Debian kernels have CONFIG_MEM_SOFT_DIRTY.  For each KERNEL this script
+#   1. fetches Debian's linux-image package with apt-get download, using a private
+#      apt configuration so that this machine's apt state is not changed, and
+#      caches the .deb and its unpacked tree;
+#   2. builds an initramfs: static busybox, BUILD_DIR's test-conformance and
+#      dirtyctl with the shared libraries they load, the modules that give the
+#      guest an ext4 disk, and an /init that runs every backend x suite cell;
+#   3. boots it with qemu (TCG by default), serial console to
+#      BUILD_DIR/tests/vm/log-KERNEL.txt;
+#   4. reads the marker lines "@@LIBDIRTY ..." of the log, prints one line per
+#      cell and checks the expected matrix (see check_matrix).
+# Exit status: 0 every expected cell passed, 1 otherwise, 77 the host lacks qemu
+# or another tool and it cannot be installed (not root).
+#
+# Environment (all optional):
+#   LIBDIRTY_VM_CACHE      cache of package lists, .debs, unpacked kernels
+#                          (default /var/cache/libdirty-vm, or ~/.cache/libdirty-vm
+#                          when that is not writable); LIBDIRTY_VM_REFRESH=1 drops
+#                          the cached kernel and resolves the newest one again
+#   LIBDIRTY_VM_ACCEL      qemu accelerator, default tcg; kvm where nested KVM works
+#                          (this CI machine has /dev/kvm, but guests fail with "KVM
+#                          internal error")
+#   LIBDIRTY_VM_TIMEOUT    seconds the whole guest may run (default 1500)
+#   LIBDIRTY_VM_CELL_TIMEOUT  seconds one backend x suite run may take (default 600)
+#   LIBDIRTY_VM_STRESS_WRITES, LIBDIRTY_VM_STRESS_ROUNDS  the stress suite's
+#                          minimum writes and collect rounds (default 200000 / 200,
+#                          a sixth and a tenth of the host's: under TCG a cell runs
+#                          5-10x slower than on the host and takes 25-65 s so; still
+#                          three writer threads racing a collector on two vCPUs)
+#   LIBDIRTY_VM_BACKENDS, LIBDIRTY_VM_SUITES  run a subset (debugging)
+#   LIBDIRTY_VM_APPEND     more kernel command line (debugging, e.g. loglevel=7)
+#   LIBDIRTY_VM_EXEC       a host program (dynamically linked) to run in the
+#                          guest before the cells, its output in the log (debugging)
+set -eu
+set -o pipefail -o errtrace
+trap 'echo "vm: failed (status $?): line $LINENO: $BASH_COMMAND" >&2' ERR
+
+usage() { echo "usage: $0 BUILD_DIR KERNEL...   (KERNEL: 6.1 or 6.12)" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+build_dir=$(realpath "$1"); shift
+source_dir=$(realpath "$(dirname "$0")/../..")
+out_dir=$build_dir/tests/vm
+backends=${LIBDIRTY_VM_BACKENDS:-uffd-async uffd-sync soft-dirty mprotect}
+suites=${LIBDIRTY_VM_SUITES:-core thp hugetlb stress}
+accel=${LIBDIRTY_VM_ACCEL:-tcg}
+guest_timeout=${LIBDIRTY_VM_TIMEOUT:-1500}
+cell_timeout=${LIBDIRTY_VM_CELL_TIMEOUT:-600}
+stress_writes=${LIBDIRTY_VM_STRESS_WRITES:-200000}
+stress_rounds=${LIBDIRTY_VM_STRESS_ROUNDS:-200}
+for k in "$@"; do
+	case $k in 6.1|6.12) ;; *) usage ;; esac
+done
+for f in tests/test-conformance tests/test-api tools/dirtyctl; do
+	[ -x "$build_dir/$f" ] || { echo "vm: $build_dir/$f is not built" >&2; exit 1; }
+done
+
+# ---- host requirements ------------------------------------------------------
+# command -> Debian package; scripts/deps.sh installs the same list.
+declare -A tool_package=(
+	[qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [mkfs.ext4]=e2fsprogs
+	[xz]=xz-utils [depmod]=kmod [modprobe]=kmod [dpkg-deb]=dpkg [apt-get]=apt
+	[python3]=python3 [flock]=util-linux [timeout]=coreutils [gzip]=gzip)
+missing_tools() {
+	local t
+	for t in "${!tool_package[@]}"; do
+		PATH=$PATH:/usr/sbin:/sbin command -v "$t" >/dev/null || echo "$t"
+	done
+	# a dynamically linked busybox would need its libraries in the guest
+	[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || echo busybox-static
+}
+if [ -n "$(missing_tools)" ]; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "vm: missing $(missing_tools | tr '\n' ' '); running scripts/deps.sh"
+		bash "$source_dir/scripts/deps.sh"
+	fi
+	if [ -n "$(missing_tools)" ]; then
+		echo "SKIP: missing host tools: $(missing_tools | tr '\n' ' ')(run scripts/deps.sh as root)"
+		exit 77
+	fi
+fi
+export PATH=$PATH:/usr/sbin:/sbin    # depmod, mkfs.ext4 for a non-root user
+
+cache=${LIBDIRTY_VM_CACHE:-/var/cache/libdirty-vm}
+if [ -z "${LIBDIRTY_VM_CACHE:-}" ] && ! mkdir -p "$cache" 2>/dev/null; then
+	cache=${XDG_CACHE_HOME:-$HOME/.cache}/libdirty-vm
+fi
+mkdir -p "$cache" "$out_dir"
+
+# ---- 1. the kernel package ---------------------------------------------------
+# Each kernel has its own apt configuration under $cache/KERNEL/apt: only its
+# suites are in the source list, lists and package caches are private, and the
+# system's sources, lists and dpkg database are never written.
+apt_suites() {
+	local deb="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org"
+	case $1 in
+	6.1)  printf '%s\n' "$deb/debian bookworm main" "$deb/debian bookworm-updates main" \
+	              "$deb/debian-security bookworm-security main" ;;
+	6.12) printf '%s\n' "$deb/debian bookworm-backports main" ;;
+	esac
+}
+
+# Sets kernel_root (the unpacked package), kernel_release (uname -r),
+# kernel_package and kernel_version.  Downloads only what is not cached.
+fetch_kernel() {
+	local k=$1 dir=$cache/$1 pkg p deb
+	local -a apt_opts
+	mkdir -p "$dir"
+	exec 9>"$dir/lock"
+	flock 9                        # two runs share the cache safely
+	[ "${LIBDIRTY_VM_REFRESH:-0}" = 1 ] && rm -rf "$dir/kernel.env" "$dir/root" "$dir"/*.deb
+	if [ ! -f "$dir/kernel.env" ]; then
+		mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial"
+		apt_suites "$k" > "$dir/apt/sources.list"
+		apt_opts=(-o "Dir::Etc::SourceList=$dir/apt/sources.list"
+			-o Dir::Etc::SourceParts=/dev/null
+			-o "Dir::State::Lists=$dir/apt/lists"
+			-o "Dir::Cache=$dir/apt/cache")
+		# as root apt drops to _apt for downloads, which cannot write here
+		[ "$(id -u)" = 0 ] && apt_opts+=(-o APT::Sandbox::User=root)
+		echo "vm $k: refreshing the package lists of: $(apt_suites "$k" | cut -d' ' -f4 | tr '\n' ' ')"
+		apt-get "${apt_opts[@]}" -qq update
+		# linux-image-amd64 depends on the current ABI's signed image,
+		# e.g. linux-image-6.1.0-57-amd64 or linux-image-6.12.95+deb12-amd64
+		pkg=$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 |
+			awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+		case $pkg in
+		linux-image-"$k".*-amd64) ;;
+		*) echo "vm $k: linux-image-amd64 resolves to '$pkg', not a $k kernel" >&2; return 1 ;;
+		esac
+		# the signed image carries the modules too; -unsigned is the same build
+		rm -f "$dir"/*.deb
+		for p in "$pkg" "$pkg-unsigned"; do
+			kernel_version=$(apt-cache "${apt_opts[@]}" policy "$p" |
+				awk '$1 == "Candidate:" { print $2 }')
+			case $kernel_version in ''|'(none)') continue ;; esac
+			echo "vm $k: downloading $p $kernel_version"
+			if (cd "$dir" && apt-get "${apt_opts[@]}" -qq download "$p=$kernel_version"); then
+				kernel_package=$p
+				break
+			fi
+		done
+		deb=$(find "$dir" -maxdepth 1 -name '*.deb' | head -n1)
+		[ -n "$deb" ] || { echo "vm $k: cannot download $pkg" >&2; return 1; }
+		rm -rf "$dir/root" "$dir/root.new"
+		dpkg-deb -x "$deb" "$dir/root.new"
+		kernel_release=$(ls "$dir/root.new/lib/modules")
+		# the .deb has no modules.dep (the postinst makes it): make it here,
+		# so that modprobe --show-depends can order the guest's insmods
+		depmod -b "$dir/root.new" "$kernel_release"
+		mv "$dir/root.new" "$dir/root"
+		printf 'kernel_package=%s\nkernel_version=%s\nkernel_release=%s\n' \
+			"$kernel_package" "$kernel_version" "$kernel_release" > "$dir/kernel.env.new"
+		mv "$dir/kernel.env.new" "$dir/kernel.env"
+	fi
+	# shellcheck disable=SC1091
+	. "$dir/kernel.env"
+	kernel_root=$dir/root
+	exec 9>&-
+	[ -f "$kernel_root/boot/vmlinuz-$kernel_release" ] ||
+		{ echo "vm $k: no vmlinuz in the cache; rerun with LIBDIRTY_VM_REFRESH=1" >&2; return 1; }
+}
+
+# ---- 2. the initramfs -----------------------------------------------------
+# The binaries are BUILD_DIR's own, dynamically linked, with the libraries ldd
+# resolves for them: the guest runs exactly what the host's suite runs, and no
+# second (static) configuration of the build, of check and of libsubunit is
+# needed.  Debian's ld.so searches /lib/x86_64-linux-gnu without ld.so.cache.
+guest_modules=(virtio_pci virtio_blk ext4)
+
+build_initramfs() {
+	local k=$1 stage=$2 initrd=$3 bin lib m
+	mkdir -p "$stage"/{bin,dev,proc,sys,tmp,mnt,etc,opt/libdirty,lib/x86_64-linux-gnu,lib64,lib/modules}
+	cp /bin/busybox "$stage/bin/busybox"
+	for bin in "$build_dir/tests/test-conformance" "$build_dir/tests/test-api" \
+		   "$build_dir/tools/dirtyctl" ${LIBDIRTY_VM_EXEC:+"$LIBDIRTY_VM_EXEC"}; do
+		cp "$bin" "$stage/opt/libdirty/"
+		ldd "$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
+		while read -r lib; do
+			case $lib in
+			/lib64/*|/lib/*|/usr/lib/*) mkdir -p "$stage$(dirname "$lib")"
+				cp -L "$lib" "$stage$lib" ;;
+			*) cp -L "$lib" "$stage/lib/x86_64-linux-gnu/" ;;  # libdirty.so.0
+			esac
+		done
+	done
+	# virtio disk and ext4 for the working directory; modprobe resolves the
+	# order, the hard dependencies and the softdeps (crc32c); builtins print
+	# "builtin" and are left out.  6.12 ships .ko.xz: decompress here, busybox
+	# insmod in the guest takes plain .ko only.
+	modprobe -d "$kernel_root" -S "$kernel_release" --show-depends -a "${guest_modules[@]}" |
+	awk '$1 == "insmod" && !seen[$2]++ { print $2 }' |
+	while read -r m; do
+		local name=${m##*/}
+		name=${name%.xz}
+		case $m in
+		*.xz) xz -dc "$m" > "$stage/lib/modules/$name" ;;
+		*) cp "$m" "$stage/lib/modules/$name" ;;
+		esac
+		echo "$name" >> "$stage/lib/modules/order"
+	done
+	cat > "$stage/etc/vm.conf" <<-EOF
+	backends="$backends"
+	suites="$suites"
+	cell_timeout=$cell_timeout
+	exec_debug="${LIBDIRTY_VM_EXEC:+/opt/libdirty/${LIBDIRTY_VM_EXEC##*/}}"
+	stress_writes=$stress_writes
+	stress_rounds=$stress_rounds
+	EOF
+	write_init > "$stage/init"
+	chmod 755 "$stage/init"
+	(cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$initrd"
+}
+
+# The guest's PID 1.  Output goes to the serial console; every line the host
+# reads starts with @@LIBDIRTY.  No set -e: one failing step must not stop the
+# other cells.
+write_init() {
+	cat <<-'EOF'
+	#!/bin/busybox sh
+	/bin/busybox --install -s /bin
+	export PATH=/bin
+	. /etc/vm.conf
+	mark() { echo "@@LIBDIRTY $*"; }
+	now() { cut -d' ' -f1 /proc/uptime; }
+	mount -t proc proc /proc
+	mount -t sysfs sysfs /sys
+	mount -t devtmpfs devtmpfs /dev
+	mount -t tmpfs tmpfs /tmp
+	mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
+	mark "boot uptime=$(now) kernel=$(uname -r)"
+
+	# the "file" memory kind needs a disk file system: ext4 on the virtio disk
+	for m in $(cat /lib/modules/order); do
+		insmod /lib/modules/$m 2>/dev/null && continue
+		case $m in
+		crc32c-intel.ko) ;;  # needs SSE4.2, which qemu's TCG CPU lacks: crc32c_generic serves
+		*) echo "insmod $m failed" ;;
+		esac
+	done
+	i=0
+	while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+	mkdir -p /mnt/disk
+	if mount -t ext4 /dev/vda /mnt/disk && mkdir -p /mnt/disk/work; then
+		cd /mnt/disk/work
+		mark "workdir fs=ext4 dev=/dev/vda"
+	else
+		mkdir -p /tmp/work && cd /tmp/work
+		mark "workdir fs=tmpfs"
+		echo "WARNING: no ext4 disk: the file memory kind is shmem-backed (tmpfs) in this guest"
+	fi
+
+	echo 16 > /proc/sys/vm/nr_hugepages
+	mark "hugepages=$(cat /proc/sys/vm/nr_hugepages)"
+	mark "thp=$(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
+	mark "cpus=$(grep -c ^processor /proc/cpuinfo) mem=$(awk '/MemTotal/ { print $2 $3 }' /proc/meminfo)"
+
+	/opt/libdirty/dirtyctl probe
+	mark "probe-json $(/opt/libdirty/dirtyctl probe --json)"
+	[ -n "$exec_debug" ] && $exec_debug
+
+	# the API suite: probing and the fallback paths, on this kernel
+	mark "begin cell=api"
+	timeout -s KILL $cell_timeout /opt/libdirty/test-api
+	mark "cell=api rc=$? secs=0"
+
+	# Check's per-test timeouts are set for the host; TCG is far slower.
+	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
+	export DIRTY_TEST_STRESS_WRITES=$stress_writes DIRTY_TEST_STRESS_ROUNDS=$stress_rounds
+	for b in $backends; do
+		for s in $suites; do
+			mark "begin cell=$b-$s"
+			t0=$(now)
+			DIRTY_TEST_BACKEND=$b DIRTY_TEST_SUITE=$s \
+				timeout -s KILL $cell_timeout /opt/libdirty/test-conformance
+			rc=$?
+			# a killed run leaves its forked test process behind
+			kill -KILL -1 2>/dev/null
+			mark "cell=$b-$s rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+		done
+	done
+	mark "done uptime=$(now)"
+	cd /
+	umount /mnt/disk 2>/dev/null
+	poweroff -f
+	EOF
+}
+
+# ---- 4. the expected matrix ------------------------------------------------
+# Reads the log; prints one line per cell; exits 1 if the matrix is not met.
+check_matrix() {
+	python3 - "$@" <<-'PY'
+	import json, re, sys
+	kernel, log, backends, suites = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+	qemu_rc = int(sys.argv[5])
+	# Every backend must be usable, except these: backend -> a pattern the probe's
+	# reason must match, naming a feature the kernel lacks.  6.1 has none of the
+	# userfaultfd features WP_UNPOPULATED (6.4), WP_ASYNC (6.7) and of PAGEMAP_SCAN (6.7).
+	unusable = {"6.1": {"uffd-async": r"WP_ASYNC|PAGEMAP_SCAN|WP_UNPOPULATED"}, "6.12": {}}[kernel]
+	lines = [l.rstrip("\r\n").replace("\r", "") for l in open(log, errors="replace")]
+	probe, cells, output, current, info = None, {}, {}, None, {}
+	for l in lines:
+	    m = re.search(r"@@LIBDIRTY (.*)$", l)
+	    if not m:
+	        if current:
+	            output[current].append(l)
+	        continue
+	    word = m.group(1)
+	    if word.startswith("probe-json "):
+	        try:
+	            probe = {b["name"]: b for b in json.loads(word[len("probe-json "):])["backends"]}
+	        except (ValueError, KeyError) as e:
+	            print(f"probe: cannot parse dirtyctl probe --json: {e}")
+	    elif word.startswith("begin cell="):
+	        current = word.split("=", 1)[1]
+	        output[current] = []
+	    elif (c := re.match(r"cell=(\S+) rc=(\d+) secs=(\S+)", word)):
+	        cells[c.group(1)] = (int(c.group(2)), c.group(3))
+	        current = None
+	    else:
+	        key, _, value = word.partition("=")
+	        info[key.split()[0]] = word
+	problems, notes = [], []
+	if qemu_rc == 124:
+	    problems.append("the guest did not power off in time (LIBDIRTY_VM_TIMEOUT)")
+	elif qemu_rc:
+	    problems.append(f"qemu exited with status {qemu_rc}")
+	for k in ("boot", "workdir", "hugepages", "thp", "cpus", "done"):
+	    print(f"  {info.get(k, k + ': (missing)')}")
+	if "workdir" in info and "ext4" not in info["workdir"]:
+	    notes.append("the working directory is tmpfs: the file memory kind was shmem-backed")
+	if probe is None:
+	    problems.append("no probe output from dirtyctl")
+	else:
+	    for b in backends:
+	        p = probe.get(b)
+	        if p is None:
+	            problems.append(f"probe: {b} missing from dirtyctl probe --json")
+	            continue
+	        print(f"  probe {b:<11} {'usable' if p['usable'] else 'no':<7} {p['reason']}")
+	        if b in unusable:
+	            if p["usable"]:
+	                problems.append(f"probe: {b} must not be usable on {kernel}")
+	            elif not re.search(unusable[b], p["reason"]):
+	                problems.append(f"probe: {b}'s reason does not name the missing feature ({unusable[b]}): {p['reason']}")
+	        elif not p["usable"]:
+	            problems.append(f"probe: {b} must be usable on {kernel}: {p['reason']}")
+	for b in backends:
+	    for s in suites:
+	        cell = f"{b}-{s}"
+	        if cell not in cells:
+	            if cell in output:
+	                print(f"{cell:<22} FAIL: did not finish (the guest stopped while it ran)")
+	                for l in output[cell][-20:]:
+	                    print(f"    | {l}")
+	            else:
+	                print(f"{cell:<22} FAIL: not run (the guest stopped before it)")
+	            problems.append(f"{cell}: did not finish" if cell in output else f"{cell}: not run")
+	            continue
+	        rc, secs = cells[cell]
+	        skip = next((l.split("SKIP: ", 1)[1] for l in output[cell] if "SKIP: " in l), "")
+	        whole_backend = "is not usable here" in skip
+	        if rc == 0:
+	            verdict = "PASS"
+	            if b in unusable:
+	                problems.append(f"{cell}: ran, but {b} must be unusable on {kernel}")
+	        elif rc == 77:
+	            verdict = f"SKIP: {skip}"
+	            if b in unusable and whole_backend:
+	                verdict += " (expected)"
+	            elif whole_backend:
+	                problems.append(f"{cell}: {b} must be usable on {kernel}: {skip}")
+	            else:
+	                notes.append(f"{cell} skipped: {skip}")
+	        else:
+	            verdict = "FAIL" + (" (killed: cell timeout)" if rc == 137 else f" (exit {rc})")
+	            problems.append(f"{cell}: {verdict}")
+	        print(f"{cell:<22} {verdict}   [{secs} s]")
+	        if rc not in (0, 77):
+	            for l in output[cell]:
+	                print(f"    | {l}")
+	api = cells.get("api")
+	print(f"{'api':<22} {'PASS' if api and api[0] == 0 else 'FAIL'}")
+	if not api or api[0] != 0:
+	    problems.append("api: the API and fallback suite " + ("did not finish" if not api else f"failed (exit {api[0]})"))
+	    for l in output.get("api", [])[-30:]:
+	        print(f"    | {l}")
+	for n in notes:
+	    print(f"note: {n}")
+	for p in problems:
+	    print(f"MATRIX: {p}")
+	print(f"vm {kernel}: matrix {'FAILED' if problems else 'OK'}")
+	sys.exit(1 if problems else 0)
+	PY
+}
+
+# ---- 3. boot ---------------------------------------------------------------
+run_kernel() {
+	local k=$1 stage initrd disk log start qemu_pid qemu_rc=0 matrix_rc=0
+	local -a qemu_accel=(-accel "$accel")
+	fetch_kernel "$k"
+	echo "vm $k: $kernel_package $kernel_version (uname -r $kernel_release)"
+	rm -rf "$out_dir/initramfs-$k".*   # left by a run that failed
+	stage=$(mktemp -d "$out_dir/initramfs-$k.XXXXXX")
+	initrd=$out_dir/initrd-$k.gz
+	disk=$out_dir/disk-$k.img
+	log=$out_dir/log-$k.txt
+	build_initramfs "$k" "$stage" "$initrd"
+	rm -rf "$stage"
+	# a fresh scratch file system each run; inode tables and journal are
+	# written here, so that the guest's ext4 has no lazy-init work to do
+	rm -f "$disk"
+	truncate -s 256M "$disk"
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$disk"
+	echo "vm $k: booting ($accel, 2 vCPUs, 2 GiB; at most $guest_timeout s); serial log: $log"
+	start=$(date +%s)
+	: > "$log"
+	# Debian's kernel defaults otherwise (mitigations=off measured no faster)
+	timeout -k 10 "$guest_timeout" qemu-system-x86_64 "${qemu_accel[@]}" -smp 2 -m 2048 \
+		-nographic -no-reboot \
+		-kernel "$kernel_root/boot/vmlinuz-$kernel_release" -initrd "$initrd" \
+		-drive "file=$disk,format=raw,if=virtio,cache=unsafe" -nic none \
+		-append "console=ttyS0 panic=-1 loglevel=4 ${LIBDIRTY_VM_APPEND:-}" \
+		</dev/null >"$log" 2>&1 &
+	qemu_pid=$!
+	# progress: one line per finished cell, while the guest runs
+	tail -n +1 -f --pid=$qemu_pid "$log" 2>/dev/null |
+		sed -un 's/\r//; s/.*@@LIBDIRTY \(cell=.*\)/  \1/p' || true
+	wait $qemu_pid || qemu_rc=$?
+	echo "vm $k: guest ran $(( $(date +%s) - start )) s (qemu exit $qemu_rc$([ $qemu_rc = 124 ] && echo ', timed out'))"
+	rm -f "$disk"
+	check_matrix "$k" "$log" "$backends" "$suites" "$qemu_rc" || matrix_rc=1
+	return $matrix_rc
+}
+
+status=0
+for k in "$@"; do
+	t0=$(date +%s)
+	# in a subshell of its own: set -e does not act inside a function called
+	# from a || list, so "run_kernel || status=1" would carry on past errors
+	( run_kernel "$k" ) &
+	wait $! || status=1
+	echo "vm $k: total $(( $(date +%s) - t0 )) s"
+done
+exit $status
