@@ -84,11 +84,20 @@
  *      After fork() the child's copy of a tracker refuses every call with
  *      -ECHILD except dirty_tracker_free(), which releases it.
  *
- * Another process (dirty_options.pid): soft-dirty only, so far.  Its cleans
- * stop the target's threads with ptrace for a moment (needs ptrace
- * permission, and no other tracer); the caller must not reap the target with
- * waitpid(-1) from another thread meanwhile.  Calls on a target that has
- * exited return -ESRCH; dirty_untrack() still succeeds.
+ * Another process (dirty_options.pid): uffd-async and soft-dirty.  Both need
+ * ptrace permission over the target (PTRACE_MODE_ATTACH) and a target that
+ * no one else traces, and the caller must not reap the target with
+ * waitpid(-1) from another thread while a call is under way.
+ *   - uffd-async: dirty_tracker_new() makes the target create a userfaultfd
+ *     (ptrace seizes its main thread, runs userfaultfd(2) and close(2) at a
+ *     system call instruction of its own, restores every register, detaches)
+ *     and keeps the only descriptor of it; tracking then acts on the
+ *     target's memory from here.  The target keeps running throughout.
+ *     x86-64 only.
+ *   - soft-dirty: each clean stops the target's threads with ptrace for a
+ *     moment.
+ * Addresses are the target's.  Calls on a target that has exited return
+ * -ESRCH; dirty_untrack() still succeeds.
  *
  * Transparent huge pages (private anonymous, every backend but soft-dirty): tracking stays at
  * base page granularity.  A write to a write-protected THP splits the huge mapping and

@@ -181,6 +181,14 @@ bool dirty_range_mapped(uintptr_t start, uintptr_t end);
 /* The same for another process, from /proc/PID/maps: 0, -ENOMEM or -ESRCH. */
 int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end);
 
+/* remote.c */
+/*
+ * Make process pid create a userfaultfd (flags as for userfaultfd(2)) and
+ * put a descriptor of it in *ret_fd; the target keeps none.  Uses ptrace on
+ * the target's main thread for a moment.  -errno and a reason in why.
+ */
+int dirty_remote_userfaultfd(pid_t pid, int flags, int *ret_fd, char *why, size_t why_len);
+
 /* soft-dirty.c */
 /* 0 if this process may ptrace pid (seize and detach at once), else -errno. */
 int dirty_ptrace_check(pid_t pid);

@@ -113,10 +113,22 @@ static int probe_uffd_async(pid_t pid, char *why, size_t why_len)
 	size_t page = dirty_page_size();
 	char *mem;
 
-	if (pid)
-		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    "tracking another process needs a userfaultfd created inside "
-				    "it; this version of libdirty does not do that yet");
+	if (pid) {
+		/* the kernel's features, as this process sees them, then the target */
+		err = probe_uffd_async(0, why, why_len);
+		if (err)
+			return err;
+		err = dirty_ptrace_check(pid);
+		if (err)
+			return dirty_reason(why, why_len, err,
+					    "cannot ptrace process %d to make it create a "
+					    "userfaultfd: %s%s", (int)pid, strerror(-err),
+					    err == -EPERM ? " (traced by another process, or Yama "
+							    "ptrace_scope, or another user)" : "");
+		return dirty_reason(why, why_len, 0,
+				    "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+); "
+				    "process %d can be made to create a userfaultfd", (int)pid);
+	}
 	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
 	if (uffd < 0)
 		return uffd;

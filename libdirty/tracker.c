@@ -431,7 +431,7 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 		return err;
 
 	pthread_mutex_lock(&t->lock);
-	if (dirty_registry_overlaps(t, start, end) || claimed_by_any(start, end)) {
+	if (dirty_registry_overlaps(t, start, end) || (!t->pid && claimed_by_any(start, end))) {
 		err = -EEXIST;
 		goto out;
 	}

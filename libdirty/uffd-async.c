@@ -179,30 +179,41 @@ static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uint
 static int uffd_async_open(struct dirty_tracker *t)
 {
 	static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
-	char why[DIRTY_REASON_LEN];
+	char why[DIRTY_REASON_LEN], path[64];
 	int err;
 
 	pthread_once(&claims_once, claims_init);
-	t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
-	if (t->uffd < 0) {
-		err = t->uffd;
+	snprintf(path, sizeof(path), t->pid ? "/proc/%d/pagemap" : "/proc/self/pagemap",
+		 (int)t->pid);
+	t->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (t->pagemap_fd < 0) {
+		err = errno == ENOENT ? -ESRCH : -errno;
+		snprintf(why, sizeof(why), "cannot open %s: %s", path, strerror(errno));
 		goto fail;
 	}
+	/*
+	 * For another process, a userfaultfd made by the target (remote.c):
+	 * every ioctl on it then acts on the target's memory, and the
+	 * PAGEMAP_SCANs go to its pagemap.  The target holds no descriptor.
+	 */
+	if (t->pid)
+		err = dirty_remote_userfaultfd(t->pid, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY,
+					       &t->uffd, why, sizeof(why));
+	else
+		err = t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
+	if (err < 0)
+		goto fail;
 	err = dirty_uffd_api(t->uffd, DIRTY_UFFD_ASYNC_FEATURES, why, sizeof(why));
 	if (err)
 		goto fail;
-	t->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (t->pagemap_fd < 0) {
-		err = -errno;
-		snprintf(why, sizeof(why), "cannot open /proc/self/pagemap");
-		goto fail;
-	}
 	return 0;
 fail:
 	dirty_log(t, LOG_ERR, "uffd-async: %s", why);
 	if (t->uffd >= 0)
 		close(t->uffd);
-	t->uffd = -1;
+	if (t->pagemap_fd >= 0)
+		close(t->pagemap_fd);
+	t->uffd = t->pagemap_fd = -1;
 	return err;
 }
 
@@ -281,7 +292,7 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		return err == -EBUSY ? -EEXIST : err;
 	}
 	err = uffd_async_clean(t, r, r->start, r->end);
-	if (!err)
+	if (!err && !t->pid) /* claims are of this process's addresses */
 		err = claim(r->start, r->end);
 	if (err)
 		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
@@ -306,7 +317,8 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 	 */
 	if (ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0 && !r->gone)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
-	unclaim(r->start);
+	if (!t->pid)
+		unclaim(r->start);
 }
 
 static void prefault(uintptr_t start, size_t len)

@@ -6,6 +6,7 @@
  * of memory this machine lacks exits 77 (skip) with the reason printed.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -1060,6 +1061,37 @@ static void other_process_main(char *mem, int cmd, int ack)
 	_exit(0);
 }
 
+/* The number of descriptors process pid has open, and its tracer's pid. */
+static int fd_count(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+static int tracer_pid(pid_t pid)
+{
+	char path[64], line[256];
+	int tracer = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		sscanf(line, "TracerPid: %d", &tracer);
+	fclose(f);
+	return tracer;
+}
+
 static void other_process_write(int cmd, int ack, size_t index)
 {
 	char c;
@@ -1070,8 +1102,9 @@ static void other_process_write(int cmd, int ack, size_t index)
 
 /*
  * The pid option: the child's copy of a mapping, at the same address,
- * tracked from here.  Only soft-dirty can do that (uffd-sync and mprotect
- * act on the calling process; uffd-async will with an injected userfaultfd).
+ * tracked from here, while the child waits in read(2).  soft-dirty reads
+ * the child's /proc files; uffd-async makes the child create a userfaultfd
+ * (remote.c).  uffd-sync and mprotect act on the calling process only.
  */
 START_TEST(test_other_process)
 {
@@ -1095,10 +1128,15 @@ START_TEST(test_other_process)
 	}
 	close(cmd[0]);
 	close(ack[1]);
-	if (!is("soft-dirty")) {
+	if (!is("soft-dirty") && !is("uffd-async")) {
 		ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
 	} else {
+		int fds = fd_count(opts.pid);
+
 		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		/* left as it was: no descriptor of ours, not traced */
+		ck_assert_int_eq(fd_count(opts.pid), fds);
+		ck_assert_int_eq(tracer_pid(opts.pid), 0);
 		ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
 		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 		/* our own writes are not the child's */
