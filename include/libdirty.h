@@ -96,8 +96,10 @@
  *     x86-64 only.
  *   - soft-dirty: each clean stops the target's threads with ptrace for a
  *     moment.
- * Addresses are the target's.  Calls on a target that has exited return
- * -ESRCH; dirty_untrack() still succeeds.
+ * Addresses are the target's.  A tracker follows one address space: once
+ * the target has exited, or replaced its program with execve(2), calls
+ * return -ESRCH (dirty_untrack() still succeeds); make a new tracker to go
+ * on with the new program.
  *
  * Transparent huge pages (private anonymous, every backend but soft-dirty): tracking stays at
  * base page granularity.  A write to a write-protected THP splits the huge mapping and

@@ -180,6 +180,11 @@ int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end,
 bool dirty_range_mapped(uintptr_t start, uintptr_t end);
 /* The same for another process, from /proc/PID/maps: 0, -ENOMEM or -ESRCH. */
 int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end);
+/*
+ * 0 while the address space a /proc/PID/pagemap descriptor was opened on
+ * lives; -ESRCH once the process has exited or exec'ed.
+ */
+int dirty_pagemap_alive(int pagemap_fd);
 
 /* remote.c */
 /*

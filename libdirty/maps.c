@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "libdirty-int.h"
@@ -131,4 +132,21 @@ int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end)
 	free(text);
 	/* an empty maps file: the process is a zombie, its memory gone */
 	return covered >= end ? 0 : -ENOMEM;
+}
+
+int dirty_pagemap_alive(int pagemap_fd)
+{
+	uint64_t entry;
+	ssize_t n;
+
+	/*
+	 * The file holds the address space it was opened on.  Once that is
+	 * gone (the process exited, or execve() gave it a new one), a read
+	 * returns nothing, and PAGEMAP_SCAN finds no memory and says so
+	 * without an error.
+	 */
+	do
+		n = pread(pagemap_fd, &entry, sizeof(entry), 0);
+	while (n < 0 && errno == EINTR);
+	return n == sizeof(entry) ? 0 : -ESRCH;
 }

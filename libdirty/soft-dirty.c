@@ -505,6 +505,9 @@ static int read_bits(struct soft_dirty_target *sd, uintptr_t base, uintptr_t sta
 /* Fold the current bits of every region of sd into their pending bitmaps. */
 static int fold_all(struct soft_dirty_target *sd)
 {
+	/* a scan of a gone address space finds nothing and says nothing */
+	if (sd->pid && dirty_pagemap_alive(sd->pagemap_fd))
+		return -ESRCH;
 	for (size_t i = 0; i < sd->nregions; i++) {
 		struct sd_region *m = sd->regions[i];
 		int err = read_bits(sd, m->start, m->start, m->end, m->pending);
@@ -839,7 +842,10 @@ static int soft_dirty_collect(struct dirty_tracker *t, struct dirty_region *r, u
 	int err;
 
 	pthread_mutex_lock(&world_lock);
-	err = clean ? fold_and_clear(t, sd) : read_bits(sd, m->start, start, end, m->pending);
+	err = clean ? fold_and_clear(t, sd)
+		    : sd->pid && dirty_pagemap_alive(sd->pagemap_fd)
+		    ? -ESRCH
+		    : read_bits(sd, m->start, start, end, m->pending);
 	if (!err)
 		dirty_page_bits_collect(m->pending, m->start, dirty_page_size(), start, end, clean,
 					sink, done, no_reprotect, NULL);

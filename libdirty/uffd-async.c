@@ -142,6 +142,9 @@ static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
 {
 	int n;
 
+	/* another process's memory may be gone: exited, or exec'ed (a new mm) */
+	if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+		return -ESRCH;
 	do
 		n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, arg);
 	while (n < 0 && errno == EINTR);
@@ -257,6 +260,8 @@ static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uin
 	int n;
 
 	if (r->kind == DIRTY_MEM_HUGETLB || !(t->flags & DIRTY_TRACKER_SPARSE)) {
+		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+			return -ESRCH;
 		n = write_protect(t, start, end, true);
 		return n == -ENOENT ? -ESTALE : n;
 	}
@@ -286,6 +291,8 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 
 	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		err = -errno;
+		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+			return -ESRCH; /* the target exec'ed: our userfaultfd is of its old mm */
 		/* EBUSY: registered with another userfaultfd, such as another tracker */
 		dirty_log(t, LOG_ERR, "uffd-async: UFFDIO_REGISTER %#lx-%#lx: %s",
 			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err));
