@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* dirtyctl: see which pages programs write.  A thin user of the public API. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,28 +12,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "libdirty.h"
-
-enum { EXIT_USAGE = 2 };
-
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
+#include "watch.h"
 
 /* The kinds of memory automatic selection tells apart, as probe shows them. */
 enum probe_kind { KIND_ANON, KIND_SHMEM, KIND_FILE, KIND_HUGETLB, NKINDS };
@@ -371,12 +356,234 @@ static int verb_demo(int argc, char **argv)
 	return rc;
 }
 
+/* ---- run, attach, heatmap ---- */
+
+enum watch_verb { VERB_RUN, VERB_ATTACH, VERB_HEATMAP };
+
+static const char watch_usage[] =
+	"usage: dirtyctl run [options] -- CMD [ARGS...]\n"
+	"       dirtyctl attach PID [options]\n"
+	"       dirtyctl heatmap --svg FILE [options] (-- CMD [ARGS...] | PID)\n"
+	"Report every interval the pages a process dirtied: total, MiB/s, per mapping.\n"
+	"  --interval SECONDS   between reports (default 1)\n"
+	"  --duration SECONDS   stop after this long (default: until it exits, or Ctrl-C)\n"
+	"  --top N              mappings listed per interval (default 10)\n"
+	"  --backend NAME       force a backend (default: automatic)\n"
+	"  --json               one JSON object per line (see dirtyctl(1))\n"
+	"  --runs               with --json: the dirty runs of each mapping\n"
+	"  --svg FILE           write a heatmap of the whole run\n"
+	"  --output FILE        the report goes to FILE, not standard output\n";
+
+/* Start argv; returns its pid once it has exec'ed, or -1 (message printed). */
+static pid_t start_command(char **argv)
+{
+	int pipefd[2], err = 0;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		close(pipefd[0]);
+		execvp(argv[0], argv);
+		err = errno;
+		if (write(pipefd[1], &err, sizeof(err)) < 0)
+			_exit(127);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	/* end of file: exec succeeded (the pipe is close-on-exec) */
+	while ((n = read(pipefd[0], &err, sizeof(err))) < 0 && errno == EINTR)
+		;
+	close(pipefd[0]);
+	if (n == sizeof(err)) {
+		waitpid(pid, NULL, 0);
+		fprintf(stderr, "dirtyctl: cannot run %s: %s\n", argv[0], strerror(err));
+		return -1;
+	}
+	return pid;
+}
+
+/* The command line of pid, its arguments joined by spaces ("process N" if unknown). */
+static void command_line(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	if (n <= 0) {
+		snprintf(buf, len, "process %d", (int)pid);
+		return;
+	}
+	for (ssize_t i = 0; i < n; i++)
+		if (!buf[i])
+			buf[i] = ' ';
+	while (n > 0 && buf[n - 1] == ' ')
+		n--;
+	buf[n] = '\0';
+}
+
+static bool parse_seconds(const char *s, double *ret)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end || !(v > 0) || v > 1e6)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static int verb_watch(int argc, char **argv, enum watch_verb verb)
+{
+	static const struct option longopts[] = {
+		{ "interval", required_argument, NULL, 'i' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "top", required_argument, NULL, 't' },
+		{ "backend", required_argument, NULL, 'b' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "runs", no_argument, NULL, 'r' },
+		{ "svg", required_argument, NULL, 's' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct watch_options o = { .interval = 1, .top = 10, .out = stdout };
+	const char *output = NULL;
+	char label[512] = "", *end;
+	int opt, rc, exit_status;
+	bool child = false;
+	pid_t pid = 0;
+	long top;
+
+	/* options may follow a PID; "--" ends them, so CMD's options stay CMD's */
+	while ((opt = getopt_long(argc, argv, "i:d:t:b:jrs:o:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'i':
+			if (!parse_seconds(optarg, &o.interval))
+				goto bad_value;
+			break;
+		case 'd':
+			if (!parse_seconds(optarg, &o.duration))
+				goto bad_value;
+			break;
+		case 't':
+			top = strtol(optarg, &end, 10);
+			if (*end || top < 0 || top > 100000)
+				goto bad_value;
+			o.top = (unsigned)top;
+			break;
+		case 'b':
+			o.backend = optarg;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 'r':
+			o.runs = true;
+			break;
+		case 's':
+			o.svg = optarg;
+			break;
+		case 'o':
+			output = optarg;
+			break;
+		case 'h':
+			fputs(watch_usage, stdout);
+			return 0;
+		default:
+			fprintf(stderr, "dirtyctl: bad option (see dirtyctl %s --help)\n",
+				verb == VERB_RUN ? "run" : verb == VERB_ATTACH ? "attach" : "heatmap");
+			return EXIT_USAGE;
+		}
+	}
+	if (verb == VERB_HEATMAP && !o.svg) {
+		fprintf(stderr, "dirtyctl: heatmap needs --svg FILE\n");
+		return EXIT_USAGE;
+	}
+	if (o.runs && !o.json) {
+		fprintf(stderr, "dirtyctl: --runs goes with --json\n");
+		return EXIT_USAGE;
+	}
+	/* run: the command after "--"; attach: a pid; heatmap: either */
+	if (optind < argc && !strcmp(argv[optind - 1], "--") && verb != VERB_ATTACH) {
+		child = true;
+	} else if (optind + 1 == argc && verb != VERB_RUN) {
+		long v = strtol(argv[optind], &end, 10);
+
+		if (*end || v <= 0 || v > INT32_MAX) {
+			fprintf(stderr, "dirtyctl: not a process id: %s\n", argv[optind]);
+			return EXIT_USAGE;
+		}
+		pid = (pid_t)v;
+		command_line(pid, label, sizeof(label));
+	} else {
+		fprintf(stderr, "dirtyctl: %s\n", verb == VERB_RUN ? "run needs -- CMD [ARGS...]"
+				 : verb == VERB_ATTACH ? "attach needs one PID"
+				 : "heatmap needs -- CMD [ARGS...] or one PID");
+		fputs(watch_usage, stderr);
+		return EXIT_USAGE;
+	}
+	for (int i = optind; child && i < argc; i++)
+		snprintf(label + strlen(label), sizeof(label) - strlen(label), "%s%s", i > optind ? " " : "",
+			 argv[i]);
+	for (char *c = label; *c; c++)
+		if ((unsigned char)*c < ' ')
+			*c = ' '; /* one line: newlines of a -c script */
+	o.label = label;
+	if (output) {
+		o.out = fopen(output, "w");
+		if (!o.out) {
+			fprintf(stderr, "dirtyctl: cannot open %s: %s\n", output, strerror(errno));
+			return EXIT_USAGE;
+		}
+	}
+	if (child) {
+		pid = start_command(argv + optind);
+		if (pid < 0) {
+			if (output)
+				fclose(o.out);
+			return 127;
+		}
+	}
+	rc = watch_process(pid, child, &o, &exit_status);
+	if (child && rc && exit_status < 0) {
+		/* could not watch it: it runs on; its status is still ours */
+		int status;
+
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (output && fclose(o.out) && !rc)
+		rc = EXIT_TRACKING;
+	if (child && !rc)
+		return exit_status;
+	return rc;
+bad_value:
+	fprintf(stderr, "dirtyctl: bad value for --%s: %s\n",
+		opt == 'i' ? "interval" : opt == 'd' ? "duration" : "top", optarg);
+	return EXIT_USAGE;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dirtyctl VERB [options]\n\n"
 		   "verbs:\n"
-		   "  probe [--json]   kernel release and which backends can run here\n"
-		   "  demo [options]   watch a buffer of this process being written, live\n");
+		   "  probe [--json]                 kernel release and which backends can run here\n"
+		   "  run [options] -- CMD [ARGS]    start CMD and report the pages it dirties\n"
+		   "  attach PID [options]           the same for a running process\n"
+		   "  heatmap --svg FILE [options] (-- CMD [ARGS] | PID)   and draw a heatmap\n"
+		   "  demo [options]                 watch a buffer of this process being written\n"
+		   "`dirtyctl VERB --help` for a verb's options; dirtyctl(1) for all of it.\n");
 }
 
 int main(int argc, char **argv)
@@ -387,6 +594,12 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "probe"))
 		return verb_probe(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "run"))
+		return verb_watch(argc - 1, argv + 1, VERB_RUN);
+	if (!strcmp(argv[1], "attach"))
+		return verb_watch(argc - 1, argv + 1, VERB_ATTACH);
+	if (!strcmp(argv[1], "heatmap"))
+		return verb_watch(argc - 1, argv + 1, VERB_HEATMAP);
 	if (!strcmp(argv[1], "demo"))
 		return verb_demo(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

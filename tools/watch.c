@@ -1,0 +1,661 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dirtyctl run / attach / heatmap: which pages does another process write?
+ *
+ * A tracker on the target's pid (uffd-async through a userfaultfd the target
+ * is made to create, or soft-dirty), one region per writable mapping of its
+ * /proc/PID/maps.  Each interval: collect-and-clean every region, report,
+ * then read the maps again: regions whose memory is gone are untracked, new
+ * writable memory (a new mapping, a grown heap) is tracked as new regions.
+ * A region is never re-tracked while its memory stays, so growing a mapping
+ * loses nothing of what was tracked; memory that appears is tracked from the
+ * next interval on (its writes before that are not seen).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libdirty.h"
+#include "heatmap.h"
+#include "watch.h"
+
+#define PAGE 4096u
+#define COLLECT_RUNS 256
+
+enum mapping_kind { KIND_HEAP, KIND_STACK, KIND_ANON, KIND_FILE_PRIVATE, KIND_SHARED };
+static const char *const kind_names[] = { "heap", "stack", "anonymous", "file-private", "shared" };
+
+/* A writable mapping, as long as it has been seen; totals for the summary. */
+struct mapping {
+	uintptr_t start, end;
+	char name[256];
+	enum mapping_kind kind;
+	int heat;              /* heatmap id, or -1 */
+	uint64_t pages, total; /* this interval, all of them */
+	struct dirty_range *runs;
+	size_t nruns, runs_cap; /* this interval, with --runs */
+};
+
+/* A tracked range, inside one mapping. */
+struct region {
+	uintptr_t start, end;
+	size_t mapping;
+	bool keep; /* still inside a writable mapping */
+};
+
+struct watch {
+	const struct watch_options *o;
+	pid_t pid;
+	struct dirty_tracker *t;
+	struct mapping *maps;
+	size_t nmaps, maps_cap;
+	struct region *regions;
+	size_t nregions, regions_cap;
+	struct heatmap *heat;
+	double start, last;
+	unsigned intervals;
+	uint64_t pages;
+	unsigned report_lines; /* of the last report, to redraw it on a terminal */
+	bool tty;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+void json_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static bool grow(void **array, size_t *cap, size_t n, size_t size)
+{
+	void *grown;
+
+	if (n < *cap)
+		return true;
+	grown = realloc(*array, (*cap ? 2 * *cap : 64) * size);
+	if (!grown)
+		return false;
+	*array = grown;
+	*cap = *cap ? 2 * *cap : 64;
+	return true;
+}
+
+/* ---- the target ---- */
+
+/* Is pid a process we can watch?  A dirtyctl exit status and a message if not. */
+static int check_target(pid_t pid)
+{
+	char path[64], buf[4096], *p;
+	unsigned long flags = 0;
+	int tracer = 0, field;
+	FILE *f;
+	char state = '?';
+
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+		fprintf(stderr, "dirtyctl: no process %d\n", (int)pid);
+		return EXIT_NO_PROCESS;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f || !fgets(buf, sizeof(buf), f)) {
+		if (f)
+			fclose(f);
+		fprintf(stderr, "dirtyctl: cannot read %s: %s\n", path, strerror(errno));
+		return EXIT_NO_PROCESS;
+	}
+	fclose(f);
+	p = strrchr(buf, ')'); /* the command name may hold anything */
+	if (p && sscanf(p + 1, " %c", &state) == 1) {
+		for (field = 3, p = p + 2; p && field < 9; field++)
+			p = strchr(p + 1, ' ');
+		if (p)
+			sscanf(p + 1, "%lu", &flags);
+	}
+	if (state == 'Z' || state == 'X') {
+		fprintf(stderr, "dirtyctl: process %d is a zombie: it has exited, its memory is gone\n",
+			(int)pid);
+		return EXIT_NO_PROCESS;
+	}
+	if (flags & 0x00200000) { /* PF_KTHREAD */
+		fprintf(stderr, "dirtyctl: process %d is a kernel thread: it has no user memory\n",
+			(int)pid);
+		return EXIT_NO_PROCESS;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	while (f && fgets(buf, sizeof(buf), f))
+		sscanf(buf, "TracerPid: %d", &tracer);
+	if (f)
+		fclose(f);
+	if (tracer) {
+		fprintf(stderr, "dirtyctl: process %d is traced by process %d (a debugger or strace?); "
+			"detach it first\n", (int)pid, tracer);
+		return EXIT_REFUSED;
+	}
+	return 0;
+}
+
+static enum mapping_kind kind_of(const char *perms, const char *name)
+{
+	if (perms[3] == 's')
+		return KIND_SHARED;
+	if (!strcmp(name, "[heap]"))
+		return KIND_HEAP;
+	if (!strncmp(name, "[stack", 6))
+		return KIND_STACK;
+	if (name[0] && name[0] != '[')
+		return KIND_FILE_PRIVATE;
+	return KIND_ANON;
+}
+
+/* The mapping [start, end) named name, added to the known ones if new. */
+static int mapping_find(struct watch *w, uintptr_t start, uintptr_t end, const char *name,
+			enum mapping_kind kind, size_t *ret)
+{
+	const char *shown = name[0] ? name : kind == KIND_SHARED ? "[shared anon]" : "[anon]";
+	struct mapping *m;
+	size_t i;
+
+	for (i = 0; i < w->nmaps; i++) {
+		m = &w->maps[i];
+		if (m->start == start && !strncmp(m->name, shown, sizeof(m->name) - 1)) {
+			if (end > m->end) {
+				m->end = end; /* a grown heap stays one mapping */
+				if (w->heat)
+					heatmap_mapping(w->heat, m->name, m->start, m->end - m->start);
+			}
+			*ret = i;
+			return 0;
+		}
+	}
+	if (!grow((void **)&w->maps, &w->maps_cap, w->nmaps, sizeof(*w->maps)))
+		return -ENOMEM;
+	m = &w->maps[w->nmaps];
+	*m = (struct mapping){ .start = start, .end = end, .kind = kind, .heat = -1 };
+	snprintf(m->name, sizeof(m->name), "%.*s", (int)sizeof(m->name) - 1, shown);
+	if (w->heat)
+		m->heat = heatmap_mapping(w->heat, m->name, m->start, m->end - m->start);
+	*ret = w->nmaps++;
+	return 0;
+}
+
+static int region_cmp(const void *a, const void *b)
+{
+	const struct region *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t mapping)
+{
+	int err;
+
+	if (!grow((void **)&w->regions, &w->regions_cap, w->nregions, sizeof(*w->regions)))
+		return -ENOMEM;
+	err = dirty_track(w->t, (void *)start, end - start);
+	if (err)
+		return err; /* memory the backend cannot take (a device mapping), gone meanwhile,
+			       or -ESRCH: the target exec'ed */ /* memory the backend cannot take (a device mapping), or gone meanwhile */
+	w->regions[w->nregions++] = (struct region){ .start = start, .end = end,
+						     .mapping = mapping, .keep = true };
+	return 0;
+}
+
+/*
+ * Read the maps again: untrack regions whose memory is no longer a writable
+ * mapping, track what is writable and not yet tracked.  Returns -ESRCH when
+ * the target is gone.
+ */
+static int reconcile(struct watch *w)
+{
+	char path[64], line[4600];
+	size_t i, before = w->nregions;
+	bool gone = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)w->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -ESRCH;
+	for (i = 0; i < w->nregions; i++)
+		w->regions[i].keep = false;
+	while (fgets(line, sizeof(line), f)) {
+		char perms[5], name[4096] = "";
+		uint64_t lo, hi;
+		size_t mapping, r;
+		uintptr_t cur;
+
+		if (gone)
+			break;
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*s %*s %*s %4095[^\n]", &lo, &hi,
+			   perms, name) < 3 || perms[1] != 'w')
+			continue;
+		if (!strcmp(name, "[vvar]") || !strcmp(name, "[vsyscall]"))
+			continue;
+		if (mapping_find(w, lo, hi, name, kind_of(perms, name), &mapping))
+			break;
+		/* the regions inside it stay; the gaps between them are new */
+		cur = lo;
+		for (r = 0; r < before; r++) {
+			struct region *g = &w->regions[r];
+
+			if (g->start < lo || g->end > hi)
+				continue;
+			g->keep = true;
+			g->mapping = mapping;
+			if (g->start > cur && track_piece(w, cur, g->start, mapping) == -ESRCH)
+				gone = true;
+			if (g->end > cur)
+				cur = g->end;
+		}
+		if (cur < hi && track_piece(w, cur, hi, mapping) == -ESRCH)
+			gone = true;
+	}
+	fclose(f);
+	for (i = 0; i < before; i++)
+		if (!w->regions[i].keep)
+			dirty_untrack(w->t, (void *)w->regions[i].start,
+				      w->regions[i].end - w->regions[i].start);
+	for (i = 0, before = 0; i < w->nregions; i++)
+		if (w->regions[i].keep)
+			w->regions[before++] = w->regions[i];
+	w->nregions = before;
+	qsort(w->regions, w->nregions, sizeof(*w->regions), region_cmp);
+	return gone ? -ESRCH : 0;
+}
+
+/* ---- collecting and reporting ---- */
+
+static void record_run(struct watch *w, struct mapping *m, const struct dirty_range *run)
+{
+	uintptr_t start = (uintptr_t)run->start;
+
+	m->pages += run->len / PAGE;
+	if (w->heat && m->heat >= 0)
+		heatmap_add(w->heat, m->heat, (start - m->start) / PAGE, run->len / PAGE);
+	if (!w->o->runs)
+		return;
+	if (m->nruns && (uintptr_t)m->runs[m->nruns - 1].start + m->runs[m->nruns - 1].len == start) {
+		m->runs[m->nruns - 1].len += run->len;
+		return;
+	}
+	if (grow((void **)&m->runs, &m->runs_cap, m->nruns, sizeof(*m->runs)))
+		m->runs[m->nruns++] = *run;
+}
+
+/* Collect-and-clean every region.  -ESRCH when the target is gone. */
+static int collect_all(struct watch *w)
+{
+	struct dirty_range runs[COLLECT_RUNS];
+
+	for (size_t i = 0; i < w->nregions; i++) {
+		struct region *g = &w->regions[i];
+		char *cur = (char *)g->start, *end = (char *)g->end;
+
+		while (cur < end) {
+			void *next;
+			ssize_t n = dirty_collect(w->t, cur, (size_t)(end - cur), DIRTY_COLLECT_CLEAN,
+						  runs, COLLECT_RUNS, &next);
+
+			if (n == -ESRCH)
+				return -ESRCH;
+			if (n < 0)
+				break; /* -ESTALE: gone; reconcile() forgets it */
+			for (ssize_t k = 0; k < n; k++)
+				record_run(w, &w->maps[g->mapping], &runs[k]);
+			cur = next;
+		}
+	}
+	return 0;
+}
+
+static int by_pages(const void *a, const void *b, void *maps)
+{
+	const struct mapping *m = maps;
+	uint64_t x = m[*(const size_t *)a].pages, y = m[*(const size_t *)b].pages;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static double mib_per_s(uint64_t pages, double seconds)
+{
+	return seconds > 0 ? pages * (double)PAGE / (1 << 20) / seconds : 0;
+}
+
+static void json_mapping(struct watch *w, const struct mapping *m, uint64_t pages, double secs,
+			 bool with_runs)
+{
+	FILE *f = w->o->out;
+
+	fprintf(f, "{\"name\": ");
+	json_string(f, m->name);
+	fprintf(f, ", \"kind\": \"%s\", \"start\": \"%#" PRIxPTR "\", \"end\": \"%#" PRIxPTR "\", "
+		   "\"pages\": %" PRIu64 ", \"mib_per_s\": %.3f", kind_names[m->kind], m->start,
+		m->end, pages, mib_per_s(pages, secs));
+	if (with_runs) {
+		fprintf(f, ", \"runs\": [");
+		for (size_t r = 0; r < m->nruns; r++)
+			fprintf(f, "%s[\"%p\", \"%#zx\"]", r ? ", " : "", m->runs[r].start,
+				m->runs[r].len);
+		fprintf(f, "]");
+	}
+	fprintf(f, "}");
+}
+
+/* Mapping indexes sorted by the pages of this interval (total: of all of them). */
+static size_t *sorted_mappings(struct watch *w, bool total)
+{
+	size_t *order = malloc((w->nmaps + 1) * sizeof(*order));
+
+	if (!order)
+		return NULL;
+	for (size_t i = 0; i < w->nmaps; i++) {
+		order[i] = i;
+		if (total) /* sort by totals: borrow the interval field */
+			w->maps[i].pages = w->maps[i].total;
+	}
+	qsort_r(order, w->nmaps, sizeof(*order), by_pages, w->maps);
+	return order;
+}
+
+static void report_interval(struct watch *w, double t, double secs)
+{
+	FILE *f = w->o->out;
+	uint64_t pages = 0;
+	size_t *order, shown = 0;
+
+	for (size_t i = 0; i < w->nmaps; i++)
+		pages += w->maps[i].pages;
+	w->pages += pages;
+	w->intervals++;
+	order = sorted_mappings(w, false);
+	if (w->o->json) {
+		fprintf(f, "{\"type\": \"interval\", \"t\": %.3f, \"interval\": %.3f, \"pid\": %d, "
+			   "\"backend\": ", t, secs, (int)w->pid);
+		json_string(f, dirty_tracker_backend(w->t));
+		fprintf(f, ", \"pages\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"mib_per_s\": %.3f, "
+			   "\"mappings\": [", pages, pages * PAGE, mib_per_s(pages, secs));
+		for (size_t i = 0; order && i < w->nmaps && w->maps[order[i]].pages; i++) {
+			if (i)
+				fprintf(f, ", ");
+			json_mapping(w, &w->maps[order[i]], w->maps[order[i]].pages, secs, w->o->runs);
+		}
+		fprintf(f, "]}\n");
+	} else {
+		if (w->tty && w->report_lines)
+			fprintf(f, "\033[%uA\033[J", w->report_lines);
+		fprintf(f, "%7.1f s  %9" PRIu64 " pages  %9.2f MiB/s  (%zu regions tracked)\n", t,
+			pages, mib_per_s(pages, secs), w->nregions);
+		w->report_lines = 1;
+		for (size_t i = 0; order && i < w->nmaps && shown < w->o->top; i++) {
+			const struct mapping *m = &w->maps[order[i]];
+
+			if (!m->pages)
+				break;
+			fprintf(f, "           %9" PRIu64 " pages  %9.2f MiB/s  %-12s %#" PRIxPTR
+				   "-%#" PRIxPTR " %s\n", m->pages, mib_per_s(m->pages, secs),
+				kind_names[m->kind], m->start, m->end, m->name);
+			shown++;
+			w->report_lines++;
+		}
+	}
+	fflush(f);
+	free(order);
+	for (size_t i = 0; i < w->nmaps; i++) {
+		w->maps[i].total += w->maps[i].pages;
+		w->maps[i].pages = 0;
+		w->maps[i].nruns = 0;
+	}
+}
+
+static void report_summary(struct watch *w, int exit_status)
+{
+	double secs = w->last - w->start;
+	size_t *order = sorted_mappings(w, true), shown = 0;
+	FILE *f = w->o->out;
+
+	if (w->o->json) {
+		fprintf(f, "{\"type\": \"summary\", \"pid\": %d, \"duration\": %.3f, \"intervals\": %u, "
+			   "\"pages\": %" PRIu64 ", \"exit_status\": ", (int)w->pid, secs, w->intervals,
+			w->pages);
+		if (exit_status >= 0)
+			fprintf(f, "%d", exit_status);
+		else
+			fprintf(f, "null");
+		fprintf(f, ", \"mappings\": [");
+		for (size_t i = 0; order && i < w->nmaps && w->maps[order[i]].total; i++) {
+			if (i)
+				fprintf(f, ", ");
+			json_mapping(w, &w->maps[order[i]], w->maps[order[i]].total, secs, false);
+		}
+		fprintf(f, "]}\n");
+	} else {
+		fprintf(f, "summary: %.1f s, %u intervals, %" PRIu64 " pages (%.1f MiB) dirtied, "
+			   "%.2f MiB/s on average\n", secs, w->intervals, w->pages,
+			w->pages * (double)PAGE / (1 << 20), mib_per_s(w->pages, secs));
+		for (size_t i = 0; order && i < w->nmaps && shown < w->o->top; i++) {
+			const struct mapping *m = &w->maps[order[i]];
+
+			if (!m->total)
+				break;
+			fprintf(f, "  %9" PRIu64 " pages  %-12s %#" PRIxPTR "-%#" PRIxPTR " %s\n",
+				m->total, kind_names[m->kind], m->start, m->end, m->name);
+			shown++;
+		}
+		if (exit_status >= 0)
+			fprintf(f, "exit status: %d\n", exit_status);
+	}
+	fflush(f);
+	free(order);
+}
+
+/* ---- the loop ---- */
+
+/* Has the target ended?  For our child, reap it and keep its status. */
+static bool target_ended(struct watch *w, bool child, int *status)
+{
+	char path[64], buf[512], *p, state = '?';
+	FILE *f;
+
+	if (child)
+		return waitpid(w->pid, status, WNOHANG) == w->pid;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)w->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
+		sscanf(p + 1, " %c", &state);
+	fclose(f);
+	return state == 'Z' || state == 'X';
+}
+
+/* Sleep until t, waking early for a signal or the target's end. */
+static bool sleep_until(struct watch *w, double t, bool child, int *status)
+{
+	while (!stop_requested) {
+		double left = t - now();
+		struct timespec ts;
+
+		if (target_ended(w, child, status))
+			return false;
+		if (left <= 0)
+			return true;
+		if (left > 0.05)
+			left = 0.05;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(left * 1e9);
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+static int open_tracker(struct watch *w)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = w->o->backend,
+				      .pid = w->pid };
+	char why[1024];
+	int err = dirty_tracker_new(&opts, &w->t);
+
+	if (!err)
+		return 0;
+	if (err == -ESRCH) {
+		fprintf(stderr, "dirtyctl: no process %d\n", (int)w->pid);
+		return EXIT_NO_PROCESS;
+	}
+	if (err == -EINVAL) {
+		fprintf(stderr, "dirtyctl: no backend named \"%s\"\n", w->o->backend);
+		return EXIT_USAGE;
+	}
+	dirty_backend_probe(w->o->backend, w->pid, why, sizeof(why));
+	fprintf(stderr, "dirtyctl: cannot track process %d: %s\n", (int)w->pid,
+		err == -EOPNOTSUPP ? why : strerror(-err));
+	return err == -EOPNOTSUPP || err == -EPERM ? EXIT_REFUSED : EXIT_TRACKING;
+}
+
+/*
+ * The tracker's address space is gone.  If the process lives on, it has
+ * exec'ed: watch its new program with a new tracker.  0, or -ESRCH.
+ */
+static int reattach(struct watch *w, bool child, int *status)
+{
+	if (target_ended(w, child, status))
+		return -ESRCH;
+	w->t = dirty_tracker_free(w->t);
+	w->nregions = 0;
+	if (open_tracker(w))
+		return -ESRCH;
+	if (!w->o->json)
+		fprintf(w->o->out, "dirtyctl: process %d exec'ed a new program: watching it\n",
+			(int)w->pid);
+	return reconcile(w);
+}
+
+int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status)
+{
+	struct sigaction sa = { .sa_handler = on_stop_signal }, old_int, old_term;
+	struct watch w = { .o = o, .pid = pid };
+	int status = -1, rc;
+
+	*exit_status = -1;
+	rc = check_target(pid);
+	if (rc)
+		return rc;
+	rc = open_tracker(&w);
+	if (rc)
+		return rc;
+	if (o->svg) {
+		char title[600];
+
+		snprintf(title, sizeof(title), "%s (pid %d), %s, every %.2g s", o->label,
+			 (int)pid, dirty_tracker_backend(w.t), o->interval);
+		w.heat = heatmap_new(title);
+	}
+	w.tty = !o->json && isatty(fileno(o->out));
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+
+	w.start = w.last = now();
+	if (reconcile(&w) < 0 && reattach(&w, child, &status) < 0) {
+		fprintf(stderr, "dirtyctl: process %d is gone\n", (int)pid);
+		rc = EXIT_NO_PROCESS;
+		goto out;
+	}
+	if (o->json) {
+		fprintf(o->out, "{\"type\": \"attached\", \"pid\": %d, \"backend\": ", (int)pid);
+		json_string(o->out, dirty_tracker_backend(w.t));
+		fprintf(o->out, ", \"regions\": %zu}\n", w.nregions);
+	} else {
+		fprintf(o->out, "dirtyctl: watching %s (pid %d) with %s: %zu writable regions; "
+			"every %.2g s\n", o->label, (int)pid, dirty_tracker_backend(w.t), w.nregions,
+			o->interval);
+	}
+	fflush(o->out);
+	for (;;) {
+		double t = w.last + o->interval;
+		bool last;
+
+		if (o->duration > 0 && t > w.start + o->duration)
+			t = w.start + o->duration;
+		last = !sleep_until(&w, t, child, &status);
+		if (last && !stop_requested)
+			break; /* the target ended: its memory is gone, nothing to collect */
+		/* on time, or on a signal: one last collect while the memory is there */
+		t = now();
+		if (w.heat)
+			heatmap_interval(w.heat, w.last - w.start, t - w.start);
+		if (collect_all(&w) == -ESRCH && (stop_requested || reattach(&w, child, &status)))
+			last = true;
+		report_interval(&w, t - w.start, t - w.last);
+		w.last = t;
+		if (last || (o->duration > 0 && t - w.start >= o->duration - 1e-6))
+			break;
+		if (reconcile(&w) == -ESRCH && reattach(&w, child, &status))
+			break;
+	}
+	rc = 0;
+out:
+	/* detach: freeing the tracker unregisters everything and closes the userfaultfd */
+	w.t = dirty_tracker_free(w.t);
+	if (child && status == -1) {
+		/* stopped watching before it ended: wait for it, its status is ours */
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (status != -1)
+		*exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	if (!rc)
+		report_summary(&w, *exit_status);
+	if (w.heat && !rc) {
+		FILE *f = fopen(o->svg, "w");
+		int err = f ? heatmap_write_svg(w.heat, f) : -errno;
+
+		if (f && fclose(f) && !err)
+			err = -EIO;
+		if (err) {
+			fprintf(stderr, "dirtyctl: cannot write %s: %s\n", o->svg, strerror(-err));
+			rc = EXIT_TRACKING;
+		}
+	}
+	heatmap_free(w.heat);
+	for (size_t i = 0; i < w.nmaps; i++)
+		free(w.maps[i].runs);
+	free(w.maps);
+	free(w.regions);
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	return rc;
+}
