@@ -17,6 +17,12 @@
  */
 #define MAX_BUCKETS 128
 #define ROW_BUDGET 240
+/*
+ * Time is kept in at most this many epochs of 2^shift intervals each, one
+ * column each: when the intervals would fill one more, neighbouring epochs
+ * merge in pairs.  So memory does not grow with the length of the run, and
+ * past COLUMN_BUDGET intervals there are between half and all of it.
+ */
 #define COLUMN_BUDGET 480
 
 /* Geometry of the drawing, in pixels. */
@@ -33,10 +39,13 @@
 #define NAME_TWO_LINES 56	/* code points of a name on a line of its own */
 #define NAME_ONE_LINE 28	/* ... when the address range shares its line */
 
-/* Pages dirtied in one bucket of one mapping in one interval. */
+/*
+ * Pages dirtied in one bucket of one mapping in one epoch.  A mapping's
+ * cells are in epoch order, and within an epoch in bucket order.
+ */
 struct cell {
-	uint32_t interval;
-	uint32_t bucket;
+	uint16_t epoch;
+	uint16_t bucket;
 	uint32_t pages;		/* more than UINT32_MAX: several cells, same key */
 };
 
@@ -47,12 +56,13 @@ struct mapping {
 	uint64_t pages;		/* the same in pages, rounded up */
 	unsigned bucket_shift;	/* a bucket is 2^bucket_shift pages */
 	uint64_t dirtied;	/* pages added, all intervals */
-	struct cell *cells;	/* the finished intervals, in interval order */
+	struct cell *cells;	/* the finished intervals */
 	size_t cell_count, cell_capacity;
 	int slot;		/* its counts in the current interval's scratch, or -1 */
 };
 
-struct interval {
+/* From the start of its first interval to the end of its last. */
+struct epoch {
 	double t0, t1;
 };
 
@@ -62,8 +72,11 @@ struct heatmap {
 	size_t mapping_count, mapping_capacity;
 	int *by_start;		/* mapping ids in ascending start order */
 	size_t by_start_capacity;
-	struct interval *intervals;
-	size_t interval_count, interval_capacity;
+	struct epoch epochs[COLUMN_BUDGET];
+	size_t epoch_count;
+	unsigned epoch_shift;	/* an epoch is 2^epoch_shift intervals */
+	size_t interval_count;
+	double last_t0;
 	/*
 	 * The current interval's counts, MAX_BUCKETS per mapping written in it,
 	 * dense so that an add is a loop over buckets; moved into each
@@ -101,6 +114,31 @@ static int reserve(void **array, size_t *capacity, size_t need, size_t size)
 	return 0;
 }
 
+/* The cells that @counts makes, in bucket order. */
+static size_t cells_needed(const uint64_t *counts, size_t buckets)
+{
+	size_t n = 0;
+
+	for (size_t b = 0; b < buckets; b++)
+		n += (size_t)(counts[b] / UINT32_MAX + (counts[b] % UINT32_MAX != 0));
+	return n;
+}
+
+/* Append @counts as cells of @epoch; the room was reserved. */
+static void append_cells(struct mapping *m, unsigned epoch, const uint64_t *counts,
+			 size_t buckets)
+{
+	for (size_t b = 0; b < buckets; b++) {
+		for (uint64_t left = counts[b]; left; ) {
+			uint32_t pages = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+
+			assert(m->cell_count < m->cell_capacity);
+			m->cells[m->cell_count++] = (struct cell){ (uint16_t)epoch, (uint16_t)b, pages };
+			left -= pages;
+		}
+	}
+}
+
 struct heatmap *heatmap_new(const char *title)
 {
 	struct heatmap *h = calloc(1, sizeof(*h));
@@ -127,7 +165,6 @@ void heatmap_free(struct heatmap *h)
 	}
 	free(h->mappings);
 	free(h->by_start);
-	free(h->intervals);
 	free(h->scratch);
 	free(h->slot_mapping);
 	free(h->title);
@@ -152,8 +189,8 @@ static size_t find_start(const struct heatmap *h, uint64_t start)
 
 /*
  * Coarsen @m's buckets by @shift more bits: its stored cells and its counts
- * in the current interval.  Cells of one interval stay in bucket order, so
- * the ones that now share a bucket are neighbours and merge.
+ * in the current interval.  Cells of one epoch stay in bucket order, so the
+ * ones that now share a bucket are neighbours and merge.
  */
 static void coarsen(struct heatmap *h, struct mapping *m, unsigned shift)
 {
@@ -162,8 +199,8 @@ static void coarsen(struct heatmap *h, struct mapping *m, unsigned shift)
 	for (size_t i = 0; i < m->cell_count; i++) {
 		struct cell c = m->cells[i];
 
-		c.bucket >>= shift;
-		if (kept && m->cells[kept - 1].interval == c.interval &&
+		c.bucket = (uint16_t)(c.bucket >> shift);
+		if (kept && m->cells[kept - 1].epoch == c.epoch &&
 		    m->cells[kept - 1].bucket == c.bucket &&
 		    m->cells[kept - 1].pages <= UINT32_MAX - c.pages)
 			m->cells[kept - 1].pages += c.pages;
@@ -198,21 +235,18 @@ int heatmap_mapping(struct heatmap *h, const char *name, uint64_t start, uint64_
 		return -EINVAL;
 	if (len - 1 > UINT64_MAX - start)
 		return -ERANGE;
-	if (name && *name) {
-		copy = strdup(name);
-		if (!copy)
-			return -ENOMEM;
-	}
 	at = find_start(h, start);
 	if (at < h->mapping_count && h->mappings[h->by_start[at]].start == start) {
 		unsigned shift = 0;
 
 		m = &h->mappings[h->by_start[at]];
-		if (copy && m->name && !strcmp(copy, m->name)) {
-			free(copy);
-			copy = m->name;
-		}
-		if (copy != m->name) {
+		/* dirtyctl declares every mapping every interval: copy only a new name */
+		if (!(name && *name ? m->name && !strcmp(name, m->name) : !m->name)) {
+			if (name && *name) {
+				copy = strdup(name);
+				if (!copy)
+					return -ENOMEM;
+			}
 			free(m->name);
 			m->name = copy;
 		}
@@ -227,18 +261,22 @@ int heatmap_mapping(struct heatmap *h, const char *name, uint64_t start, uint64_
 		return h->by_start[at];
 	}
 
-	if (h->mapping_count >= INT_MAX) {
-		err = -ENOSPC;
-		goto fail;
+	if (h->mapping_count >= INT_MAX)
+		return -ENOSPC;
+	if (name && *name) {
+		copy = strdup(name);
+		if (!copy)
+			return -ENOMEM;
 	}
 	err = reserve((void **)&h->mappings, &h->mapping_capacity, h->mapping_count + 1,
 		      sizeof(*h->mappings));
-	if (err)
-		goto fail;
-	err = reserve((void **)&h->by_start, &h->by_start_capacity, h->mapping_count + 1,
-		      sizeof(*h->by_start));
-	if (err)
-		goto fail;
+	if (!err)
+		err = reserve((void **)&h->by_start, &h->by_start_capacity, h->mapping_count + 1,
+			      sizeof(*h->by_start));
+	if (err) {
+		free(copy);
+		return err;
+	}
 	m = &h->mappings[h->mapping_count];
 	*m = (struct mapping){ .name = copy, .start = start, .len = len, .pages = pages,
 			       .slot = -1 };
@@ -248,67 +286,93 @@ int heatmap_mapping(struct heatmap *h, const char *name, uint64_t start, uint64_
 		(h->mapping_count - at) * sizeof(*h->by_start));
 	h->by_start[at] = (int)h->mapping_count;
 	return (int)h->mapping_count++;
-fail:
-	free(copy);
-	return err;
 }
 
-/* Move the current interval's counts into each written mapping's cells. */
+/*
+ * Move the current interval's counts into each written mapping's cells, of
+ * the epoch the interval is in, merging with that epoch's cells so far.
+ */
 static int finish_interval(struct heatmap *h)
 {
-	uint32_t interval = (uint32_t)(h->interval_count - 1);
+	unsigned epoch = (unsigned)((h->interval_count - 1) >> h->epoch_shift);
 
 	/* reserve everything first: a failure leaves the interval as it was */
 	for (size_t s = 0; s < h->slot_count; s++) {
 		struct mapping *m = &h->mappings[h->slot_mapping[s]];
-		const uint64_t *counts = h->scratch + s * MAX_BUCKETS;
-		size_t need = m->cell_count;
+		size_t need = cells_needed(h->scratch + s * MAX_BUCKETS, bucket_count(m));
 		int err;
 
-		for (size_t b = 0; b < bucket_count(m); b++)
-			need += (size_t)(counts[b] / UINT32_MAX + (counts[b] % UINT32_MAX != 0));
-		err = reserve((void **)&m->cells, &m->cell_capacity, need, sizeof(*m->cells));
+		/* merged with the epoch's cells, they need no more than both apart */
+		err = reserve((void **)&m->cells, &m->cell_capacity, m->cell_count + need,
+			      sizeof(*m->cells));
 		if (err)
 			return err;
 	}
 	for (size_t s = 0; s < h->slot_count; s++) {
 		struct mapping *m = &h->mappings[h->slot_mapping[s]];
-		const uint64_t *counts = h->scratch + s * MAX_BUCKETS;
+		uint64_t *counts = h->scratch + s * MAX_BUCKETS;
 
-		for (size_t b = 0; b < bucket_count(m); b++) {
-			for (uint64_t left = counts[b]; left; ) {
-				uint32_t pages = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
-
-				m->cells[m->cell_count++] = (struct cell){ interval, (uint32_t)b, pages };
-				left -= pages;
-			}
+		while (m->cell_count && m->cells[m->cell_count - 1].epoch == epoch) {
+			m->cell_count--;
+			counts[m->cells[m->cell_count].bucket] += m->cells[m->cell_count].pages;
 		}
+		append_cells(m, epoch, counts, bucket_count(m));
 		m->slot = -1;
 	}
 	h->slot_count = 0;
 	return 0;
 }
 
+/* Halve the epochs: each pair becomes one, in the cells of every mapping. */
+static void merge_epochs(struct heatmap *h)
+{
+	for (size_t i = 0; i < h->mapping_count; i++) {
+		struct mapping *m = &h->mappings[i];
+		size_t read = 0, count = m->cell_count;
+
+		/* a pair's cells make no more cells merged: writing never passes reading */
+		m->cell_count = 0;
+		while (read < count) {
+			unsigned epoch = m->cells[read].epoch >> 1;
+			uint64_t counts[MAX_BUCKETS] = { 0 };
+
+			for (; read < count && m->cells[read].epoch >> 1 == epoch; read++)
+				counts[m->cells[read].bucket] += m->cells[read].pages;
+			append_cells(m, epoch, counts, bucket_count(m));
+		}
+	}
+	for (size_t e = 0; e < h->epoch_count; e += 2)
+		h->epochs[e / 2] = (struct epoch){ h->epochs[e].t0,
+			e + 1 < h->epoch_count ? h->epochs[e + 1].t1 : h->epochs[e].t1 };
+	h->epoch_count = (h->epoch_count + 1) / 2;
+	h->epoch_shift++;
+}
+
 int heatmap_interval(struct heatmap *h, double t0, double t1)
 {
+	size_t epoch;
 	int err;
 
 	if (!h || !isfinite(t0) || !isfinite(t1) || t0 < 0 || t1 <= t0)
 		return -EINVAL;
-	if (h->interval_count && t0 < h->intervals[h->interval_count - 1].t0)
+	if (h->interval_count && t0 < h->last_t0)
 		return -EINVAL;
-	if (h->interval_count >= UINT32_MAX)
-		return -ENOMEM;
-	err = reserve((void **)&h->intervals, &h->interval_capacity, h->interval_count + 1,
-		      sizeof(*h->intervals));
-	if (err)
-		return err;
 	if (h->interval_count) {
 		err = finish_interval(h);
 		if (err)
 			return err;
 	}
-	h->intervals[h->interval_count++] = (struct interval){ t0, t1 };
+	epoch = h->interval_count >> h->epoch_shift;
+	if (epoch == COLUMN_BUDGET) {
+		merge_epochs(h);
+		epoch = h->interval_count >> h->epoch_shift;
+	}
+	if (epoch == h->epoch_count)
+		h->epochs[h->epoch_count++] = (struct epoch){ t0, t1 };
+	else
+		h->epochs[epoch].t1 = t1;
+	h->interval_count++;
+	h->last_t0 = t0;
 	return 0;
 }
 
@@ -324,13 +388,13 @@ int heatmap_add(struct heatmap *h, int mapping, uint64_t page_index, uint64_t np
 		return -ERANGE;
 	if (!npages)
 		return 0;
+	/* the total bounds every count: none can overflow once it does not */
 	if (npages > UINT64_MAX - h->total_pages)
 		return -ERANGE;
 	if (m->slot < 0) {
-		int err;
-
 		if (h->slot_count >= h->slot_capacity) {
 			size_t capacity = h->slot_capacity;
+			int err;
 			void *p;
 
 			err = reserve((void **)&h->slot_mapping, &capacity, h->slot_count + 1,
@@ -370,17 +434,31 @@ int heatmap_add(struct heatmap *h, int mapping, uint64_t page_index, uint64_t np
 
 /* ---- drawing ---- */
 
+/* The byte offset of code point @index of valid UTF-8 @s. */
+static size_t code_point_offset(const char *s, size_t index)
+{
+	size_t at = 0;
+
+	while (index--) {
+		at++;
+		while (((unsigned char)s[at] & 0xc0) == 0x80)
+			at++;
+	}
+	return at;
+}
+
 /*
  * A copy of @s that is valid XML character data once escaped: invalid UTF-8
  * becomes U+FFFD and control characters '?' (paths may hold any byte).  When
- * it has more than @max code points, the start is cut and replaced by "…":
- * the end of a path says most.  NULL on ENOMEM.
+ * it has more than @max code points, the middle is cut and replaced by "…",
+ * keeping the first @head code points and as many of the last as fit (for a
+ * path, head 0: its end says most).  NULL on ENOMEM.
  */
-static char *clean_text(const char *s, size_t max)
+static char *clean_text(const char *s, size_t max, size_t head)
 {
 	static const char replacement[] = "\xef\xbf\xbd", ellipsis[] = "\xe2\x80\xa6";
-	size_t len = strlen(s), n = 0, points = 0, skip;
-	char *out = malloc(3 * len + sizeof(ellipsis)), *p, *q;
+	size_t len = strlen(s), n = 0, points = 0, cut_from, cut_to;
+	char *out = malloc(3 * len + sizeof(ellipsis));
 
 	if (!out)
 		return NULL;
@@ -388,6 +466,7 @@ static char *clean_text(const char *s, size_t max)
 		size_t more = 0;
 		unsigned lead = *u;
 		unsigned char low = 0x80, high = 0xbf;
+		bool valid;
 
 		if (lead < 0x80) {
 			out[n++] = lead < 0x20 || lead == 0x7f ? '?' : (char)lead;
@@ -401,8 +480,8 @@ static char *clean_text(const char *s, size_t max)
 			more = 2, low = lead == 0xe0 ? 0xa0 : 0x80, high = lead == 0xed ? 0x9f : 0xbf;
 		else if (lead >= 0xf0 && lead <= 0xf4)
 			more = 3, low = lead == 0xf0 ? 0x90 : 0x80, high = lead == 0xf4 ? 0x8f : 0xbf;
-		bool valid = more > 0 && u[1] >= low && u[1] <= high;
-
+		/* no overlong forms, no surrogates, nothing past U+10FFFF */
+		valid = more > 0 && u[1] >= low && u[1] <= high;
 		for (size_t i = 2; valid && i <= more; i++)
 			valid = u[i] >= 0x80 && u[i] <= 0xbf;
 		/* U+FFFE and U+FFFF are not XML characters */
@@ -420,17 +499,13 @@ static char *clean_text(const char *s, size_t max)
 		points++;
 	}
 	out[n] = '\0';
-	if (points <= max || max < 2)
+	if (points <= max || max < 2 || head > max - 2)
 		return out;
-	/* keep the last max - 1 code points after the ellipsis */
-	for (p = out, skip = points - (max - 1); skip; skip--) {
-		p++;
-		while (((unsigned char)*p & 0xc0) == 0x80)
-			p++;
-	}
-	q = out + strlen(ellipsis);
-	memmove(q, p, strlen(p) + 1);
-	memcpy(out, ellipsis, strlen(ellipsis));
+	/* at least two code points go: the gap holds the ellipsis but for one byte */
+	cut_from = code_point_offset(out, head);
+	cut_to = code_point_offset(out, points - (max - 1 - head));
+	memmove(out + cut_from + strlen(ellipsis), out + cut_to, n - cut_to + 1);
+	memcpy(out + cut_from, ellipsis, strlen(ellipsis));
 	return out;
 }
 
@@ -546,7 +621,7 @@ struct group {
 
 struct layout {
 	size_t columns;
-	size_t per_column;	/* intervals per column */
+	size_t per_column;	/* intervals per column: per epoch */
 	int cell_width;
 	int plot_width, plot_height, bottom;
 	int decimals;		/* of the times in tooltips */
@@ -555,6 +630,8 @@ struct layout {
 	size_t other_count;	/* mappings never written, in the band */
 	uint64_t other_bytes;
 	uint64_t max_pages;	/* the largest cell */
+	char *title;		/* clean, whole */
+	char *title_shown;	/* clean, cut to the width */
 };
 
 /* The address of page @page of @m, or of its end when that is sooner. */
@@ -591,11 +668,11 @@ static uint64_t group_values(const struct heatmap *h, const struct layout *l,
 	for (size_t i = 0; i < g->m->cell_count; i++) {
 		const struct cell *c = &g->m->cells[i];
 
-		values[c->interval / l->per_column * g->rows + (c->bucket >> g->row_shift)] += c->pages;
+		values[c->epoch * g->rows + (c->bucket >> g->row_shift)] += c->pages;
 	}
 	if (g->m->slot >= 0) {
 		const uint64_t *counts = h->scratch + (size_t)g->m->slot * MAX_BUCKETS;
-		size_t column = (h->interval_count - 1) / l->per_column;
+		size_t column = (h->interval_count - 1) >> h->epoch_shift;
 
 		for (size_t b = 0; b < bucket_count(g->m); b++)
 			values[column * g->rows + (b >> g->row_shift)] += counts[b];
@@ -610,11 +687,13 @@ static uint64_t group_values(const struct heatmap *h, const struct layout *l,
  * Rows for each mapping ever written: one each, then, while the budget
  * lasts, halve the rows of the mapping with the most pages per row.  That
  * shares rows in proportion to size, and gives the rows a small mapping
- * cannot use (one per bucket at most) to the others.
+ * cannot use (one per bucket at most) to the others.  With more mappings
+ * than the budget, a quarter of it is still shared, so the largest ones
+ * keep some detail.
  */
 static void share_rows(struct group *groups, size_t count)
 {
-	size_t left = count < ROW_BUDGET ? ROW_BUDGET - count : 0;
+	size_t left = count + ROW_BUDGET / 4 < ROW_BUDGET ? ROW_BUDGET - count : ROW_BUDGET / 4;
 
 	for (size_t i = 0; i < count; i++) {
 		groups[i].row_shift = 0;
@@ -680,6 +759,8 @@ static void free_layout(struct layout *l)
 		free(l->groups[i].label_long);
 	}
 	free(l->groups);
+	free(l->title);
+	free(l->title_shown);
 }
 
 static int make_layout(const struct heatmap *h, struct layout *l, uint64_t **ret_values)
@@ -689,10 +770,7 @@ static int make_layout(const struct heatmap *h, struct layout *l, uint64_t **ret
 	size_t max_rows = 1;
 	uint64_t *values;
 
-	*l = (struct layout){ .per_column = 1 };
-	if (h->interval_count > COLUMN_BUDGET)
-		l->per_column = (h->interval_count + COLUMN_BUDGET - 1) / COLUMN_BUDGET;
-	l->columns = (h->interval_count + l->per_column - 1) / l->per_column;
+	*l = (struct layout){ .per_column = (size_t)1 << h->epoch_shift, .columns = h->epoch_count };
 	l->cell_width = l->columns ? PLOT_WIDTH / (int)l->columns : PLOT_WIDTH;
 	l->plot_width = l->columns ? l->cell_width * (int)l->columns : PLOT_WIDTH;
 
@@ -727,9 +805,9 @@ static int make_layout(const struct heatmap *h, struct layout *l, uint64_t **ret
 		y += g->height;
 		if (g->rows > max_rows)
 			max_rows = g->rows;
-		g->name = clean_text(name, SIZE_MAX);
-		g->label = clean_text(name, NAME_ONE_LINE);
-		g->label_long = clean_text(name, NAME_TWO_LINES);
+		g->name = clean_text(name, SIZE_MAX, 0);
+		g->label = clean_text(name, NAME_ONE_LINE, 0);
+		g->label_long = clean_text(name, NAME_TWO_LINES, 0);
 		if (!g->name || !g->label || !g->label_long)
 			return -ENOMEM;
 	}
@@ -741,16 +819,9 @@ static int make_layout(const struct heatmap *h, struct layout *l, uint64_t **ret
 	l->bottom = PLOT_TOP + l->plot_height;
 
 	/* enough decimals that a column spans at least 5 in the last digit */
-	for (size_t c = 0; c < l->columns; c++) {
-		size_t last = (c + 1) * l->per_column - 1;
-		double length;
-
-		if (last >= h->interval_count)
-			last = h->interval_count - 1;
-		length = h->intervals[last].t1 - h->intervals[c * l->per_column].t0;
-		if (length < shortest)
-			shortest = length;
-	}
+	for (size_t c = 0; c < l->columns; c++)
+		if (h->epochs[c].t1 - h->epochs[c].t0 < shortest)
+			shortest = h->epochs[c].t1 - h->epochs[c].t0;
 	l->decimals = 1;
 	while (l->decimals < 3 && shortest < 5 * pow(10, -l->decimals) * (1 - 1e-9))
 		l->decimals++;
@@ -768,17 +839,6 @@ static int make_layout(const struct heatmap *h, struct layout *l, uint64_t **ret
 	return 0;
 }
 
-static void column_times(const struct heatmap *h, const struct layout *l, size_t column,
-			 double *t0, double *t1)
-{
-	size_t last = (column + 1) * l->per_column - 1;
-
-	if (last >= h->interval_count)
-		last = h->interval_count - 1;
-	*t0 = h->intervals[column * l->per_column].t0;
-	*t1 = h->intervals[last].t1;
-}
-
 static void write_header(const struct heatmap *h, const struct layout *l, FILE *f, int width,
 			 int height)
 {
@@ -792,16 +852,16 @@ static void write_header(const struct heatmap *h, const struct layout *l, FILE *
 		"viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Verdana, sans-serif\" "
 		"font-size=\"11\" data-total-pages=\"%" PRIu64 "\">\n<title>",
 		width, height, width, height, h->total_pages);
-	xml_text(f, h->title);
+	xml_text(f, l->title);
 	fputs("</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
 	      "<text x=\"12\" y=\"26\" font-size=\"16\" font-weight=\"bold\">", f);
-	xml_text(f, h->title);
+	xml_text(f, l->title_shown);
 	fprintf(f, "</text>\n<text x=\"12\" y=\"46\" font-size=\"12\" fill=\"#444\">%s page%s "
 		"(%s) dirtied", pages, h->total_pages == 1 ? "" : "s", bytes);
 	if (h->interval_count)
 		fprintf(f, " in %zu interval%s, %.*f to %.*f s", h->interval_count,
-			h->interval_count == 1 ? "" : "s", l->decimals, h->intervals[0].t0,
-			l->decimals, h->intervals[h->interval_count - 1].t1);
+			h->interval_count == 1 ? "" : "s", l->decimals, h->epochs[0].t0,
+			l->decimals, h->epochs[h->epoch_count - 1].t1);
 	fprintf(f, "; %zu of %zu mapping%s written</text>\n", written, h->mapping_count,
 		h->mapping_count == 1 ? "" : "s");
 	fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" font-weight=\"bold\" "
@@ -906,13 +966,13 @@ static int time_position(const struct heatmap *h, const struct layout *l, double
 	while (high - low > 1) {
 		size_t mid = low + (high - low) / 2;
 
-		column_times(h, l, mid, &t0, &t1);
-		if (t0 <= t)
+		if (h->epochs[mid].t0 <= t)
 			low = mid;
 		else
 			high = mid;
 	}
-	column_times(h, l, low, &t0, &t1);
+	t0 = h->epochs[low].t0;
+	t1 = h->epochs[low].t1;
 	if (t < t0 || t > t1)
 		return -1;
 	return PLOT_LEFT + (int)low * l->cell_width + (int)lround((t - t0) / (t1 - t0) * l->cell_width);
@@ -928,8 +988,8 @@ static void write_time_axis(const struct heatmap *h, const struct layout *l, FIL
 		"start, s</text>\n", PLOT_LEFT + l->plot_width / 2, l->bottom + 34);
 	if (!l->columns)
 		return;
-	first = h->intervals[0].t0;
-	last = h->intervals[h->interval_count - 1].t1;
+	first = h->epochs[0].t0;
+	last = h->epochs[h->epoch_count - 1].t1;
 	raw = (last - first) / 8;
 	magnitude = pow(10, floor(log10(raw)));
 	step = magnitude * (raw <= magnitude ? 1 : raw <= 2 * magnitude ? 2 :
@@ -987,9 +1047,10 @@ static void write_legend(const struct layout *l, FILE *f)
 			"<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
 			x, y + 12, x, y + 16, x, y + 26, label);
 	}
-	format_count(max, sizeof(max), l->max_pages ? l->max_pages : 1);
-	fprintf(f, "<text x=\"%d\" y=\"%d\">%s page%s: the fullest cell</text>\n",
-		bar_x + LEGEND_BAR_WIDTH + 10, y + 10, max, l->max_pages == 1 ? "" : "s");
+	format_count(max, sizeof(max), l->max_pages);
+	if (l->max_pages)
+		fprintf(f, "<text x=\"%d\" y=\"%d\">%s page%s: the fullest cell</text>\n",
+			bar_x + LEGEND_BAR_WIDTH + 10, y + 10, max, l->max_pages == 1 ? "" : "s");
 	fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"#666\">Each row is an equal share of its "
 		"mapping's pages (mappings ever written get rows by size, at least one); "
 		"hover a cell for its range and count.</text>\n", 12, y + 50);
@@ -1011,7 +1072,8 @@ static void write_cells(const struct heatmap *h, const struct layout *l, const s
 
 			if (!pages)
 				continue;
-			column_times(h, l, column, &t0, &t1);
+			t0 = h->epochs[column].t0;
+			t1 = h->epochs[column].t1;
 			fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#%06" PRIx32
 				"\" data-pages=\"%" PRIu64 "\"><title>", PLOT_LEFT + (int)column * l->cell_width,
 				y, l->cell_width, g->row_height,
@@ -1040,6 +1102,13 @@ int heatmap_write_svg(const struct heatmap *h, FILE *f)
 	if (width < PLOT_LEFT + LEGEND_BAR_WIDTH + 300)
 		width = PLOT_LEFT + LEGEND_BAR_WIDTH + 300;
 	height = l.bottom + 120;
+	/* about 10 pixels a character in the bold title; keep its start and end */
+	l.title = clean_text(h->title, SIZE_MAX, 0);
+	l.title_shown = clean_text(h->title, (size_t)(width - 24) / 10, (size_t)(width - 24) / 20);
+	if (!l.title || !l.title_shown) {
+		err = -ENOMEM;
+		goto out;
+	}
 
 	write_header(h, &l, f, width, height);
 	write_bands(&l, f);

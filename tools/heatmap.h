@@ -5,17 +5,21 @@
  * the colour of a cell is the number of pages dirtied in it (log scale).
  *
  * It only records and draws what it is given; it measures nothing.  Memory
- * stays small for long runs of large processes: per interval, only the
- * buckets (at most 128 per mapping, each a power-of-two number of pages)
- * that were dirtied in it are kept, 12 bytes each, and adding a run costs
- * O(buckets it spans), not O(pages).
+ * stays small for long runs of large processes: a mapping's pages are
+ * counted in at most 128 buckets (each a power-of-two number of pages,
+ * coarsened as the mapping grows), and time in at most 480 epochs (one
+ * interval each, then 2, 4, 8 ... as the run goes on: neighbours merge in
+ * pairs).  Only the buckets dirtied in an epoch are kept, 8 bytes each, so
+ * memory is bounded whatever the length of the run, and adding a run of
+ * pages costs O(buckets it spans), not O(pages).
  *
- * The drawing keeps to a budget so that it opens in any browser: about 240
- * rows in all, shared between the mappings that were ever dirtied in
- * proportion to their size (at least one row each, at most one per bucket),
- * and at most 480 columns (past 480 intervals a column covers several
- * consecutive intervals).  Mappings never dirtied are folded into one band
- * at the bottom, "N mappings never written".
+ * The drawing keeps to a budget so that it opens in any browser: one column
+ * per epoch (so per interval up to 480 of them), and about 240 rows in all,
+ * shared between the mappings that were ever dirtied in proportion to their
+ * size (at least one row each, at most one per bucket; a row is a
+ * power-of-two number of buckets, so a mapping's rows are equal shares of
+ * it).  Mappings never dirtied are folded into one band at the bottom,
+ * "other: N mappings never written".
  */
 #ifndef DIRTYCTL_HEATMAP_H
 #define DIRTYCTL_HEATMAP_H
