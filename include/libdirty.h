@@ -285,6 +285,131 @@ struct dirty_stats {
 
 int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret);
 
+/* ---- images: the dirty pages' contents, written to a file or socket ---- */
+
+/*
+ * The image format (version 1), all integers little-endian; every section
+ * starts on a 4096-byte boundary, so that an image can be written with
+ * O_DIRECT:
+ *   header   struct dirty_image_header, zero-padded to 4096 bytes
+ *   regions  nregions x struct dirty_image_region (what was tracked), padded
+ *   runs     nruns x struct dirty_image_run, in address order, padded
+ *   data     the pages of the runs, in run order, page_size bytes each
+ *   trailer  struct dirty_image_trailer, zero-padded to 4096 bytes
+ * Offsets are from the image's first byte.  The header's crc covers its
+ * header_size bytes with crc = 0; the trailer's crc covers every byte before
+ * the trailer.  CRC-32C (Castagnoli).  Regions are sorted and do not overlap;
+ * runs are sorted, do not overlap, and lie inside the regions.
+ */
+#define DIRTY_IMAGE_MAGIC "LDIRTYIM"
+#define DIRTY_IMAGE_TRAILER_MAGIC "LDIRTYEN"
+#define DIRTY_IMAGE_VERSION 1
+#define DIRTY_IMAGE_ALIGN 4096
+
+struct dirty_image_header {
+	char magic[8];          /* DIRTY_IMAGE_MAGIC */
+	uint32_t version;       /* DIRTY_IMAGE_VERSION */
+	uint32_t header_size;   /* sizeof(struct dirty_image_header) */
+	uint32_t page_size;
+	uint32_t flags;         /* DIRTY_IMAGE_BASE: every page of the regions */
+	uint64_t sequence;      /* its place in a chain: 0 = the base image */
+	uint64_t pid;           /* the process, 0 = unknown */
+	uint64_t time_ns;       /* CLOCK_REALTIME when the collect began */
+	uint64_t nregions, nruns, npages;
+	uint64_t regions_offset, runs_offset, data_offset, trailer_offset;
+	uint32_t crc;
+	uint32_t reserved;
+};
+#define DIRTY_IMAGE_BASE 0x1u
+
+struct dirty_image_region {
+	uint64_t start, end;    /* a tracked range */
+	char name[112];         /* what it is (a path, [heap]), NUL-padded */
+};
+
+struct dirty_image_run {
+	uint64_t start;         /* address of the first page */
+	uint64_t npages;
+};
+
+struct dirty_image_trailer {
+	char magic[8];          /* DIRTY_IMAGE_TRAILER_MAGIC */
+	uint64_t total_size;    /* of the whole image, trailer block included */
+	uint32_t crc;
+	uint32_t reserved;
+};
+
+/* What to write (dirty_image_write()). */
+struct dirty_image_options {
+	size_t sz;              /* sizeof(struct dirty_image_options) */
+	unsigned flags;         /* DIRTY_IMAGE_* below */
+	uint64_t sequence;      /* recorded in the header */
+	unsigned queue_depth;   /* io_uring submissions in flight; 0 = 64 */
+};
+#define DIRTY_IMAGE_CLEAN 0x1u   /* collect with DIRTY_COLLECT_CLEAN */
+#define DIRTY_IMAGE_ALL 0x2u     /* every page of the regions: a base image */
+#define DIRTY_IMAGE_PWRITEV 0x4u /* do not use io_uring */
+#define DIRTY_IMAGE_DIRECT 0x8u  /* fd was opened with O_DIRECT: aligned buffers only */
+
+struct dirty_image_stats {
+	size_t sz;
+	uint64_t runs, pages, bytes;
+	const char *method;     /* "io_uring" or "pwritev" (and why, if io_uring was
+	                           refused): a static string */
+};
+
+/*
+ * Collect the regions (each a tracked range of t; names may be NULL) and write
+ * one image of the pages reported, contents included, to fd at its current
+ * offset, which is advanced.  Pages of this process are written from memory,
+ * those of another process read with process_vm_readv(2); a page's content is
+ * from collect time or later (for an exact image, stop the target first).
+ * Regions must be sorted and must not overlap (-EINVAL).  With
+ * DIRTY_IMAGE_DIRECT (or an fd opened O_DIRECT) fd must be seekable, not
+ * O_APPEND, at a 4096-aligned offset (-EINVAL).  Pages of this process that
+ * are written while the image is written are staged and written again, so
+ * that the image's checksums hold; a pipe, a socket or O_APPEND is written
+ * in order from copies.  With DIRTY_IMAGE_CLEAN, a failure marks all the
+ * image's pages dirty again (an image without its trailer is refused whole).
+ * Errors: those of dirty_collect() (-ESTALE, -ESRCH), -EINVAL bad options,
+ * -EFAULT memory gone meanwhile, and the errno of a failed write; the image
+ * is then incomplete: its trailer is missing and readers refuse it.
+ */
+int dirty_image_write(struct dirty_tracker *t, const struct dirty_range *regions,
+		      const char *const *names, size_t nregions,
+		      const struct dirty_image_options *opts, int fd,
+		      struct dirty_image_stats *ret);
+
+/*
+ * Check an image at fd's current offset (a file of images one after the
+ * other is read in turn): magic, version, sizes, order of the runs, both
+ * CRCs.  Fills *ret (may be NULL) and leaves fd after the image.  Errors:
+ * -EBADMSG a corrupt image (bad checksum, runs out of order or outside the
+ * regions), -EPROTO an unknown version, -ENODATA a truncated one.
+ */
+int dirty_image_verify(int fd, struct dirty_image_header *ret);
+
+/* ---- NUMA: on which node do the dirty pages live? ---- */
+
+#define DIRTY_NUMA_MAX_NODES 64
+
+struct dirty_numa_counts {
+	size_t sz;              /* sizeof(struct dirty_numa_counts) */
+	int available;          /* 1 if nodes were counted; 0 and a reason if not */
+	unsigned nnodes;        /* nodes of the machine */
+	uint64_t pages[DIRTY_NUMA_MAX_NODES]; /* per node */
+	uint64_t unknown;       /* pages not present (or not queryable) */
+	char reason[128];       /* with available == 0: single node, no libnuma, ... */
+};
+
+/*
+ * Count the pages of runs (of t's process) by the node that holds them
+ * (move_pages(2) status queries, batched).  On a machine with one node, or
+ * without NUMA support, it returns 0 with available = 0 and the reason.
+ */
+int dirty_numa_count(struct dirty_tracker *t, const struct dirty_range *runs, size_t nruns,
+		     struct dirty_numa_counts *ret);
+
 #ifdef __cplusplus
 }
 #endif

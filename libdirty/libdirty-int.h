@@ -194,6 +194,27 @@ int dirty_pagemap_alive(int pagemap_fd);
  */
 int dirty_remote_userfaultfd(pid_t pid, int flags, int *ret_fd, char *why, size_t why_len);
 
+/* image.c: the image format (writer.c writes it) */
+/* CRC-32C of buf, continuing crc (0 to start): crc32c("123456789") = 0xE3069283. */
+uint32_t dirty_crc32c(uint32_t crc, const void *buf, size_t len);
+/*
+ * Zero *h, then set its magic, version, sizes, counts and section offsets.
+ * -EOVERFLOW if the image would not fit in an off_t.
+ */
+int dirty_image_layout(struct dirty_image_header *h, uint32_t page_size, uint64_t nregions,
+		       uint64_t nruns, uint64_t npages);
+/* The crc field's value for *h: the CRC of the header with crc = 0. */
+uint32_t dirty_image_header_crc(const struct dirty_image_header *h);
+
+/* numa.c */
+/*
+ * A staging buffer of len bytes on the NUMA node of the calling CPU
+ * (numa_alloc_onnode), or from mmap where there is no NUMA (one node, no
+ * libnuma).  NULL on failure.  Free with dirty_numa_free(p, len).
+ */
+void *dirty_numa_alloc_local(size_t len);
+void dirty_numa_free(void *p, size_t len);
+
 /* soft-dirty.c */
 /* 0 if this process may ptrace pid (seize and detach at once), else -errno. */
 int dirty_ptrace_check(pid_t pid);
@@ -221,6 +242,11 @@ int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
 /* tracker.c */
 /* True in the child of a fork(): the kernel state behind t is the parent's. */
 bool dirty_tracker_forked(const struct dirty_tracker *t);
+/*
+ * Mark runs dirty again (a collect-and-clean whose pages could not be
+ * delivered).  Takes the lock; parts no longer tracked are skipped.
+ */
+void dirty_redirty_runs(struct dirty_tracker *t, const struct dirty_range *runs, size_t n);
 void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 size_t dirty_page_size(void);

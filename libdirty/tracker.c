@@ -587,7 +587,7 @@ static void redirty_locked(struct dirty_tracker *t, uintptr_t start, uintptr_t e
 	}
 }
 
-static void redirty_runs(struct dirty_tracker *t, const struct dirty_range *runs, size_t n)
+void dirty_redirty_runs(struct dirty_tracker *t, const struct dirty_range *runs, size_t n)
 {
 	size_t i;
 
@@ -795,7 +795,7 @@ DIRTY_EXPORT int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t 
 			if (err) {
 				/* the undelivered rest of this batch was cleaned: give it back */
 				if (flags & DIRTY_COLLECT_CLEAN)
-					redirty_runs(t, runs + i + 1, (size_t)(n - i - 1));
+					dirty_redirty_runs(t, runs + i + 1, (size_t)(n - i - 1));
 				return err;
 			}
 		}

@@ -1053,6 +1053,9 @@ static void other_process_main(char *mem, int cmd, int ack)
 {
 	size_t index;
 
+	/* ready: its descriptors are as they stay (the parent counts them now) */
+	if (write(ack, "", 1) != 1)
+		_exit(1);
 	while (read(cmd, &index, sizeof(index)) == sizeof(index)) {
 		mem[index * page_size + 9] ^= 0x3c;
 		if (write(ack, "", 1) != 1)
@@ -1128,6 +1131,7 @@ START_TEST(test_other_process)
 	}
 	close(cmd[0]);
 	close(ack[1]);
+	ck_assert_int_eq(read(ack[0], &(char){ 0 }, 1), 1);
 	if (!is("soft-dirty") && !is("uffd-async")) {
 		ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
 	} else {

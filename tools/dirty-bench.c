@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-dump.h"
 #include "bench-report.h"
 #include "libdirty.h"
 #include "linux-compat.h"
@@ -1165,8 +1166,11 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: dirty-bench [--quick] [--json FILE] [--svg FILE] [--method SUBSTRING]\n"
 		   "                   [--dir DIR] [--budget MS] [--max-cycles N]\n"
+		   "       dirty-bench --dump [--dump-size MiB] [--dir DIR] [--json FILE] [--quick]\n"
 		   "Measure every usable libdirty backend, the raw kernel primitives and\n"
-		   "snapshot+memcmp on the same workloads; check every answer.\n");
+		   "snapshot+memcmp on the same workloads; check every answer.  --dump: write\n"
+		   "1/10/100 %% scattered dirty pages (of 1 GiB) to tmpfs and to DIR with\n"
+		   "io_uring, pwritev and a pwrite loop.\n");
 }
 
 static bool same_case(const struct bench_case *a, const struct bench_case *b)
@@ -1303,6 +1307,7 @@ int main(int argc, char **argv)
 		{ "svg", required_argument, NULL, 's' }, { "method", required_argument, NULL, 'm' },
 		{ "dir", required_argument, NULL, 'd' }, { "budget", required_argument, NULL, 'b' },
 		{ "max-cycles", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
+		{ "dump", no_argument, NULL, 'D' }, { "dump-size", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct options o = { .budget_ms = 1000, .max_cycles = MAX_CYCLES - 1, .dir = "." };
@@ -1311,10 +1316,12 @@ int main(int argc, char **argv)
 	struct bench_result *results;
 	size_t nresults = 0, total, done = 0;
 	double started = now_ms();
+	unsigned long dump_mib = 1024;
+	bool dump = false;
 	int opt;
 
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:hDS:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'q':
 			o.quick = true;
@@ -1337,6 +1344,12 @@ int main(int argc, char **argv)
 		case 'c':
 			o.max_cycles = atoi(optarg);
 			break;
+		case 'D':
+			dump = true;
+			break;
+		case 'S':
+			dump_mib = strtoul(optarg, NULL, 10);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1344,6 +1357,19 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (dump) {
+		FILE *json = json_path ? fopen(json_path, "w") : NULL;
+		int rc;
+
+		if (json_path && !json) {
+			fprintf(stderr, "dirty-bench: %s: %s\n", json_path, strerror(errno));
+			return 1;
+		}
+		rc = bench_dump_main((o.quick ? 64 : dump_mib) << 20, o.dir, o.quick ? 1 : 5, json);
+		if (json && fclose(json))
+			rc = 1;
+		return rc;
 	}
 	if (o.max_cycles < 1 || o.max_cycles >= MAX_CYCLES) {
 		fprintf(stderr, "dirty-bench: --max-cycles must be 1..%d\n", MAX_CYCLES - 1);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -358,12 +359,13 @@ static int verb_demo(int argc, char **argv)
 
 /* ---- run, attach, heatmap ---- */
 
-enum watch_verb { VERB_RUN, VERB_ATTACH, VERB_HEATMAP };
+enum watch_verb { VERB_RUN, VERB_ATTACH, VERB_HEATMAP, VERB_DUMP };
 
 static const char watch_usage[] =
 	"usage: dirtyctl run [options] -- CMD [ARGS...]\n"
 	"       dirtyctl attach PID [options]\n"
 	"       dirtyctl heatmap --svg FILE [options] (-- CMD [ARGS...] | PID)\n"
+	"       dirtyctl dump --dir DIR [--count N] [--pwritev] [options] (-- CMD [ARGS...] | PID)\n"
 	"Report every interval the pages a process dirtied: total, MiB/s, per mapping.\n"
 	"  --interval SECONDS   between reports (default 1)\n"
 	"  --duration SECONDS   stop after this long (default: until it exits, or Ctrl-C)\n"
@@ -372,7 +374,12 @@ static const char watch_usage[] =
 	"  --json               one JSON object per line (see dirtyctl(1))\n"
 	"  --runs               with --json: the dirty runs of each mapping\n"
 	"  --svg FILE           write a heatmap of the whole run\n"
-	"  --output FILE        the report goes to FILE, not standard output\n";
+	"  --output FILE        the report goes to FILE, not standard output\n"
+	"  --numa               per NUMA node: where the dirty pages live\n"
+	"  --dir DIR            dump: a base image, then one image of the pages dirtied\n"
+	"                       since the previous one, each interval (DIR/000000.img, ...)\n"
+	"  --count N            dump: stop after N images, the base one included\n"
+	"  --pwritev            dump: write with pwritev(2), not io_uring\n";
 
 /* Start argv; returns its pid once it has exec'ed, or -1 (message printed). */
 static pid_t start_command(char **argv)
@@ -454,6 +461,10 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 		{ "runs", no_argument, NULL, 'r' },
 		{ "svg", required_argument, NULL, 's' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "dir", required_argument, NULL, 'D' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "pwritev", no_argument, NULL, 'P' },
+		{ "numa", no_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -466,7 +477,7 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 	long top;
 
 	/* options may follow a PID; "--" ends them, so CMD's options stay CMD's */
-	while ((opt = getopt_long(argc, argv, "i:d:t:b:jrs:o:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "i:d:t:b:jrs:o:D:c:PNh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'i':
 			if (!parse_seconds(optarg, &o.interval))
@@ -497,6 +508,21 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 		case 'o':
 			output = optarg;
 			break;
+		case 'D':
+			o.dump_dir = optarg;
+			break;
+		case 'c':
+			top = strtol(optarg, &end, 10);
+			if (*end || top <= 0 || top > 1000000)
+				goto bad_value;
+			o.count = (unsigned)top;
+			break;
+		case 'P':
+			o.pwritev = true;
+			break;
+		case 'N':
+			o.numa = true;
+			break;
 		case 'h':
 			fputs(watch_usage, stdout);
 			return 0;
@@ -508,6 +534,15 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 	}
 	if (verb == VERB_HEATMAP && !o.svg) {
 		fprintf(stderr, "dirtyctl: heatmap needs --svg FILE\n");
+		return EXIT_USAGE;
+	}
+	if ((verb == VERB_DUMP) != !!o.dump_dir || (verb != VERB_DUMP && (o.count || o.pwritev))) {
+		fprintf(stderr, "dirtyctl: --dir (and --count, --pwritev) go with dump, which needs "
+			"--dir\n");
+		return EXIT_USAGE;
+	}
+	if (o.dump_dir && mkdir(o.dump_dir, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "dirtyctl: cannot create %s: %s\n", o.dump_dir, strerror(errno));
 		return EXIT_USAGE;
 	}
 	if (o.runs && !o.json) {
@@ -529,7 +564,7 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 	} else {
 		fprintf(stderr, "dirtyctl: %s\n", verb == VERB_RUN ? "run needs -- CMD [ARGS...]"
 				 : verb == VERB_ATTACH ? "attach needs one PID"
-				 : "heatmap needs -- CMD [ARGS...] or one PID");
+				 : "heatmap and dump need -- CMD [ARGS...] or one PID");
 		fputs(watch_usage, stderr);
 		return EXIT_USAGE;
 	}
@@ -570,7 +605,8 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 	return rc;
 bad_value:
 	fprintf(stderr, "dirtyctl: bad value for --%s: %s\n",
-		opt == 'i' ? "interval" : opt == 'd' ? "duration" : "top", optarg);
+		opt == 'i' ? "interval" : opt == 'd' ? "duration" : opt == 'c' ? "count" : "top",
+		optarg);
 	return EXIT_USAGE;
 }
 
@@ -582,6 +618,8 @@ static void usage(FILE *f)
 		   "  run [options] -- CMD [ARGS]    start CMD and report the pages it dirties\n"
 		   "  attach PID [options]           the same for a running process\n"
 		   "  heatmap --svg FILE [options] (-- CMD [ARGS] | PID)   and draw a heatmap\n"
+		   "  dump --dir DIR [options] (-- CMD [ARGS] | PID)   incremental images\n"
+		   "  image info|verify|apply ...    show, check, rebuild an image chain\n"
 		   "  demo [options]                 watch a buffer of this process being written\n"
 		   "`dirtyctl VERB --help` for a verb's options; dirtyctl(1) for all of it.\n");
 }
@@ -600,6 +638,10 @@ int main(int argc, char **argv)
 		return verb_watch(argc - 1, argv + 1, VERB_ATTACH);
 	if (!strcmp(argv[1], "heatmap"))
 		return verb_watch(argc - 1, argv + 1, VERB_HEATMAP);
+	if (!strcmp(argv[1], "dump"))
+		return verb_watch(argc - 1, argv + 1, VERB_DUMP);
+	if (!strcmp(argv[1], "image"))
+		return verb_image(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "demo"))
 		return verb_demo(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

@@ -12,6 +12,7 @@
  * next interval on (its writes before that are not seen).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -47,7 +48,8 @@ struct mapping {
 struct region {
 	uintptr_t start, end;
 	size_t mapping;
-	bool keep; /* still inside a writable mapping */
+	bool keep;   /* still inside a writable mapping */
+	bool imaged; /* dump: its whole content is in an image already */
 };
 
 struct watch {
@@ -64,6 +66,11 @@ struct watch {
 	uint64_t pages;
 	unsigned report_lines; /* of the last report, to redraw it on a terminal */
 	uint64_t skipped_bytes; /* writable memory left untracked (too large) */
+	unsigned heat_errors;   /* runs the heatmap could not take */
+	/* --numa, this interval */
+	unsigned numa_nodes;    /* 0: not counted (numa_reason says why) */
+	uint64_t numa_pages[DIRTY_NUMA_MAX_NODES], numa_unknown;
+	char numa_reason[128];
 	bool tty;
 };
 
@@ -208,6 +215,8 @@ static int mapping_find(struct watch *w, uintptr_t start, uintptr_t end, const c
 	snprintf(m->name, sizeof(m->name), "%.*s", (int)sizeof(m->name) - 1, shown);
 	if (w->heat)
 		m->heat = heatmap_mapping(w->heat, m->name, m->start, m->end - m->start);
+	if (w->heat && m->heat < 0)
+		w->heat_errors++;
 	*ret = w->nmaps++;
 	return 0;
 }
@@ -241,7 +250,7 @@ static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t m
 	err = dirty_track(w->t, (void *)start, end - start);
 	if (err)
 		return err; /* memory the backend cannot take (a device mapping), gone meanwhile,
-			       or -ESRCH: the target exec'ed */ /* memory the backend cannot take (a device mapping), or gone meanwhile */
+			       or -ESRCH: the target exec'ed */
 	w->regions[w->nregions++] = (struct region){ .start = start, .end = end,
 						     .mapping = mapping, .keep = true };
 	return 0;
@@ -318,8 +327,9 @@ static void record_run(struct watch *w, struct mapping *m, const struct dirty_ra
 	uintptr_t start = (uintptr_t)run->start;
 
 	m->pages += run->len / PAGE;
-	if (w->heat && m->heat >= 0)
-		heatmap_add(w->heat, m->heat, (start - m->start) / PAGE, run->len / PAGE);
+	if (w->heat && m->heat >= 0 &&
+	    heatmap_add(w->heat, m->heat, (start - m->start) / PAGE, run->len / PAGE))
+		w->heat_errors++;
 	if (!w->o->runs)
 		return;
 	if (m->nruns && (uintptr_t)m->runs[m->nruns - 1].start + m->runs[m->nruns - 1].len == start) {
@@ -331,6 +341,23 @@ static void record_run(struct watch *w, struct mapping *m, const struct dirty_ra
 }
 
 /* Collect-and-clean every region.  -ESRCH when the target is gone. */
+/* --numa: which node holds the pages just collected (their node at this moment). */
+static void numa_account(struct watch *w, const struct dirty_range *runs, size_t n)
+{
+	struct dirty_numa_counts c = { .sz = sizeof(c) };
+
+	if (dirty_numa_count(w->t, runs, n, &c))
+		return;
+	if (!c.available) {
+		snprintf(w->numa_reason, sizeof(w->numa_reason), "%s", c.reason);
+		return;
+	}
+	w->numa_nodes = c.nnodes < DIRTY_NUMA_MAX_NODES ? c.nnodes : DIRTY_NUMA_MAX_NODES;
+	for (unsigned i = 0; i < w->numa_nodes; i++)
+		w->numa_pages[i] += c.pages[i];
+	w->numa_unknown += c.unknown;
+}
+
 static int collect_all(struct watch *w)
 {
 	struct dirty_range runs[COLLECT_RUNS];
@@ -350,6 +377,8 @@ static int collect_all(struct watch *w)
 				break; /* -ESTALE: gone; reconcile() forgets it */
 			for (ssize_t k = 0; k < n; k++)
 				record_run(w, &w->maps[g->mapping], &runs[k]);
+			if (w->o->numa && n > 0)
+				numa_account(w, runs, (size_t)n);
 			cur = next;
 		}
 	}
@@ -427,13 +456,34 @@ static void report_interval(struct watch *w, double t, double secs)
 				fprintf(f, ", ");
 			json_mapping(w, &w->maps[order[i]], w->maps[order[i]].pages, secs, w->o->runs);
 		}
-		fprintf(f, "]}\n");
+		fprintf(f, "]");
+		if (w->o->numa) {
+			fprintf(f, ", \"numa\": {\"available\": %s, \"nodes\": [",
+				w->numa_nodes ? "true" : "false");
+			for (unsigned i = 0; i < w->numa_nodes; i++)
+				fprintf(f, "%s%" PRIu64, i ? ", " : "", w->numa_pages[i]);
+			fprintf(f, "], \"unknown\": %" PRIu64 ", \"reason\": ", w->numa_unknown);
+			json_string(f, w->numa_nodes ? "" : w->numa_reason);
+			fprintf(f, "}");
+		}
+		fprintf(f, "}\n");
 	} else {
 		if (w->tty && w->report_lines)
 			fprintf(f, "\033[%uA\033[J", w->report_lines);
 		fprintf(f, "%7.1f s  %9" PRIu64 " pages  %9.2f MiB/s  (%zu regions tracked)\n", t,
 			pages, mib_per_s(pages, secs), w->nregions);
 		w->report_lines = 1;
+		if (w->o->numa) {
+			fprintf(f, "           per node:");
+			for (unsigned i = 0; i < w->numa_nodes; i++)
+				fprintf(f, "  node%u %" PRIu64, i, w->numa_pages[i]);
+			if (w->numa_nodes)
+				fprintf(f, "  not present %" PRIu64 "\n", w->numa_unknown);
+			else
+				fprintf(f, " not counted: %s\n", w->numa_reason[0] ? w->numa_reason
+										      : "no pages");
+			w->report_lines++;
+		}
 		for (size_t i = 0; order && i < w->nmaps && shown < w->o->top; i++) {
 			const struct mapping *m = &w->maps[order[i]];
 
@@ -453,6 +503,8 @@ static void report_interval(struct watch *w, double t, double secs)
 		w->maps[i].pages = 0;
 		w->maps[i].nruns = 0;
 	}
+	memset(w->numa_pages, 0, sizeof(w->numa_pages));
+	w->numa_unknown = 0;
 }
 
 static void report_summary(struct watch *w, int exit_status)
@@ -494,6 +546,89 @@ static void report_summary(struct watch *w, int exit_status)
 	}
 	fflush(f);
 	free(order);
+}
+
+/* ---- dump: an image per interval ---- */
+
+/*
+ * Write image number seq: the whole content of regions that no image has
+ * yet (all of them in the first, the base), then the dirty pages of the
+ * others, as two images one after the other in one file.  Pages are written
+ * and cleaned by the same collect (DIRTY_IMAGE_CLEAN), so the chain misses
+ * no write.  -ESRCH when the target is gone.
+ */
+static int dump_image(struct watch *w, unsigned seq, double t)
+{
+	const struct dirty_range none = { 0 };
+	struct dirty_range *ranges = calloc(w->nregions + 1, sizeof(*ranges));
+	const char **names = calloc(w->nregions + 1, sizeof(*names));
+	struct dirty_image_stats total = { .sz = sizeof(total) }, st;
+	char path[4200];
+	int fd = -1, err = 0;
+
+	if (!ranges || !names) {
+		err = -ENOMEM;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/%06u.img", w->o->dump_dir, seq);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		err = -errno;
+		fprintf(stderr, "dirtyctl: cannot create %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		struct dirty_image_options opts = {
+			.sz = sizeof(opts), .sequence = seq,
+			.flags = DIRTY_IMAGE_CLEAN | (pass ? 0 : DIRTY_IMAGE_ALL) |
+				 (w->o->pwritev ? DIRTY_IMAGE_PWRITEV : 0),
+		};
+		size_t n = 0;
+
+		for (size_t i = 0; i < w->nregions; i++) {
+			if (w->regions[i].imaged == !pass)
+				continue;
+			ranges[n] = (struct dirty_range){ (void *)w->regions[i].start,
+							  w->regions[i].end - w->regions[i].start };
+			names[n++] = w->maps[w->regions[i].mapping].name;
+		}
+		/* the base pass always writes an image, so that every file starts with one */
+		if (!n && pass)
+			continue;
+		st = (struct dirty_image_stats){ .sz = sizeof(st) };
+		err = dirty_image_write(w->t, n ? ranges : &none, names, n, &opts, fd, &st);
+		total.pages += st.pages;
+		total.bytes += st.bytes;
+		total.method = st.method;
+	}
+	for (size_t i = 0; !err && i < w->nregions; i++)
+		w->regions[i].imaged = true;
+	if (err && err != -ESRCH)
+		fprintf(stderr, "dirtyctl: writing %s: %s\n", path, strerror(-err));
+	if (fsync(fd) < 0 && !err)
+		err = -errno;
+	w->pages += total.pages;
+	w->intervals++;
+	if (w->o->json) {
+		fprintf(w->o->out, "{\"type\": \"image\", \"t\": %.3f, \"sequence\": %u, \"file\": ",
+			t, seq);
+		json_string(w->o->out, path);
+		fprintf(w->o->out, ", \"pages\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"method\": ",
+			total.pages, total.bytes);
+		json_string(w->o->out, total.method ? total.method : "none");
+		fprintf(w->o->out, ", \"error\": %d}\n", err);
+	} else {
+		fprintf(w->o->out, "%7.1f s  image %u: %9" PRIu64 " pages, %.2f MiB  %s%s%s\n", t,
+			seq, total.pages, total.bytes / (double)(1 << 20), path,
+			total.method ? "  via " : "", total.method ? total.method : "");
+	}
+	fflush(w->o->out);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(ranges);
+	free(names);
+	return err;
 }
 
 /* ---- the loop ---- */
@@ -589,7 +724,7 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 {
 	struct sigaction sa = { .sa_handler = on_stop_signal }, old_int, old_term;
 	struct watch w = { .o = o, .pid = pid };
-	int status = -1, rc;
+	int status = -1, rc, err;
 
 	*exit_status = -1;
 	rc = check_target(pid);
@@ -631,6 +766,17 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 				w.skipped_bytes / (double)(1 << 30));
 	}
 	fflush(o->out);
+	rc = 0;
+	if (o->dump_dir) {
+		/* the base image, at once: everything from here on is incremental */
+		err = dump_image(&w, 0, now() - w.start);
+		if (err)
+			rc = err == -ESRCH ? EXIT_NO_PROCESS : EXIT_TRACKING;
+		if (err || (o->count && w.intervals >= o->count))
+			goto out;
+		if (reconcile(&w) == -ESRCH)
+			goto out;
+	}
 	for (;;) {
 		double t = w.last + o->interval;
 		bool last;
@@ -642,18 +788,29 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 			break; /* the target ended: its memory is gone, nothing to collect */
 		/* on time, or on a signal: one last collect while the memory is there */
 		t = now();
-		if (w.heat)
-			heatmap_interval(w.heat, w.last - w.start, t - w.start);
-		if (collect_all(&w) == -ESRCH && (stop_requested || reattach(&w, child, &status)))
-			last = true;
-		report_interval(&w, t - w.start, t - w.last);
+		if (w.heat && heatmap_interval(w.heat, w.last - w.start, t - w.start))
+			w.heat_errors++;
+		if (o->dump_dir) {
+			err = dump_image(&w, w.intervals, t - w.start);
+			if (err == -ESRCH)
+				last = true;
+			else if (err)
+				rc = EXIT_TRACKING, last = true;
+			if (o->count && w.intervals >= o->count)
+				last = true;
+		} else {
+			if (collect_all(&w) == -ESRCH &&
+			    (stop_requested || reattach(&w, child, &status)))
+				last = true;
+			report_interval(&w, t - w.start, t - w.last);
+		}
 		w.last = t;
 		if (last || (o->duration > 0 && t - w.start >= o->duration - 1e-6))
 			break;
-		if (reconcile(&w) == -ESRCH && reattach(&w, child, &status))
+		/* a dump cannot follow an exec: the new program's memory is not the chain's */
+		if (reconcile(&w) == -ESRCH && (o->dump_dir || reattach(&w, child, &status)))
 			break;
 	}
-	rc = 0;
 out:
 	/* detach: freeing the tracker unregisters everything and closes the userfaultfd */
 	w.t = dirty_tracker_free(w.t);
@@ -664,14 +821,16 @@ out:
 	}
 	if (status != -1)
 		*exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	if (!rc)
+	if (!rc && !o->dump_dir)
 		report_summary(&w, *exit_status);
 	if (w.heat && !rc) {
 		FILE *f = fopen(o->svg, "w");
-		int err = f ? heatmap_write_svg(w.heat, f) : -errno;
-
+		err = f ? heatmap_write_svg(w.heat, f) : -errno;
 		if (f && fclose(f) && !err)
 			err = -EIO;
+		if (!err && w.heat_errors)
+			fprintf(stderr, "dirtyctl: %u updates of the heatmap failed: its cells add up "
+				"to less than the report\n", w.heat_errors);
 		if (err) {
 			fprintf(stderr, "dirtyctl: cannot write %s: %s\n", o->svg, strerror(-err));
 			rc = EXIT_TRACKING;

@@ -21,9 +21,13 @@ struct watch_options {
 	unsigned top;        /* mappings shown per interval */
 	const char *backend; /* NULL = automatic */
 	bool json, runs;
+	bool numa;           /* per-node counts of the dirty pages */
 	FILE *out;           /* the report */
 	const char *svg;     /* heatmap file, or NULL */
 	const char *label;   /* what is watched, for titles: the command line */
+	const char *dump_dir; /* dump: write an image per interval here */
+	unsigned count;      /* dump: stop after this many images (0 = no limit) */
+	bool pwritev;        /* dump: do not use io_uring */
 };
 
 /* Write s as a JSON string. */
@@ -35,5 +39,8 @@ void json_string(FILE *f, const char *s);
  * its wait status (else -1).  Returns a dirtyctl exit status.
  */
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status);
+
+/* dirtyctl image info|verify|apply (tools/image.c). */
+int verb_image(int argc, char **argv);
 
 #endif

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Run the conformance suite on Debian's own kernels, booted in qemu.
+# Run the conformance suite on Debian's own kernels, booted in qemu, and the
+# NUMA suite on a guest with two NUMA nodes.
 #
 #   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm) or 6.12 (bookworm-backports)
 #
 # The host kernel (6.18, no soft-dirty) cannot show how libdirty behaves on the
 # kernels users run: 6.1 has userfaultfd write-protect but neither WP_ASYNC nor
 # PAGEMAP_SCAN (so uffd-async must be refused there, with the reason), and both
-# Debian kernels have CONFIG_MEM_SOFT_DIRTY.  For each KERNEL this script
+# Debian kernels have CONFIG_MEM_SOFT_DIRTY.  The host also has a single NUMA
+# node, so every guest has two (one vCPU and 1 GiB each; both Debian kernels have
+# CONFIG_NUMA): there test-numa checks exact per-node counts of dirty pages.
+# For each KERNEL this script
 #   1. fetches Debian's linux-image package with apt-get download, using a private
 #      apt configuration so that this machine's apt state is not changed, and
 #      caches the .deb and its unpacked tree;
-#   2. builds an initramfs: static busybox, BUILD_DIR's test-conformance and
-#      dirtyctl with the shared libraries they load, the modules that give the
-#      guest an ext4 disk, and an /init that runs every backend x suite cell;
-#   3. boots it with qemu (TCG by default), serial console to
-#      BUILD_DIR/tests/vm/log-KERNEL.txt;
+#   2. builds an initramfs: static busybox, BUILD_DIR's test-conformance,
+#      test-api, test-numa and dirtyctl with the shared libraries they load
+#      (libnuma among them), the modules that give the guest an ext4 disk, and
+#      an /init that runs the cells: api, numa (test-numa with
+#      DIRTY_TEST_NUMA_NODES=2, so that it fails rather than skips if the
+#      guest does not have the two nodes) and every backend x suite;
+#   3. boots it with qemu (TCG by default; 2 vCPUs, 2 GiB, as two NUMA nodes),
+#      serial console to BUILD_DIR/tests/vm/log-KERNEL.txt;
 #   4. reads the marker lines "@@LIBDIRTY ..." of the log, prints one line per
 #      cell and checks the expected matrix (see check_matrix).
 # Exit status: 0 every expected cell passed, 1 otherwise, 77 the host lacks qemu
@@ -58,7 +65,7 @@ stress_rounds=${LIBDIRTY_VM_STRESS_ROUNDS:-200}
 for k in "$@"; do
 	case $k in 6.1|6.12) ;; *) usage ;; esac
 done
-for f in tests/test-conformance tests/test-api tools/dirtyctl; do
+for f in tests/test-conformance tests/test-api tests/test-numa tests/test-image tools/dirtyctl; do
 	[ -x "$build_dir/$f" ] || { echo "vm: $build_dir/$f is not built" >&2; exit 1; }
 done
 
@@ -180,7 +187,9 @@ build_initramfs() {
 	mkdir -p "$stage"/{bin,dev,proc,sys,tmp,mnt,etc,opt/libdirty,lib/x86_64-linux-gnu,lib64,lib/modules}
 	cp /bin/busybox "$stage/bin/busybox"
 	for bin in "$build_dir/tests/test-conformance" "$build_dir/tests/test-api" \
-		   "$build_dir/tools/dirtyctl" ${LIBDIRTY_VM_EXEC:+"$LIBDIRTY_VM_EXEC"}; do
+		   "$build_dir/tests/test-image" \
+		   "$build_dir/tests/test-numa" "$build_dir/tools/dirtyctl" \
+		   ${LIBDIRTY_VM_EXEC:+"$LIBDIRTY_VM_EXEC"}; do
 		cp "$bin" "$stage/opt/libdirty/"
 		ldd "$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
 		while read -r lib; do
@@ -261,6 +270,8 @@ write_init() {
 	mark "hugepages=$(cat /proc/sys/vm/nr_hugepages)"
 	mark "thp=$(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
 	mark "cpus=$(grep -c ^processor /proc/cpuinfo) mem=$(awk '/MemTotal/ { print $2 $3 }' /proc/meminfo)"
+	mark "numa nodes=$(cat /sys/devices/system/node/online 2>/dev/null) $(for n in /sys/devices/system/node/node[0-9]*; do
+		printf '%s:cpus=%s,%s ' ${n##*/} $(cat $n/cpulist) $(awk '/MemTotal/ { print $4 $5 }' $n/meminfo); done)"
 
 	/opt/libdirty/dirtyctl probe
 	mark "probe-json $(/opt/libdirty/dirtyctl probe --json)"
@@ -271,8 +282,22 @@ write_init() {
 	timeout -s KILL $cell_timeout /opt/libdirty/test-api
 	mark "cell=api rc=$? secs=0"
 
+	# images: the writer on this kernel (and CRC-32C from tables: TCG has no SSE4.2)
+	mark "begin cell=image"
+	timeout -s KILL $cell_timeout /opt/libdirty/test-image
+	mark "cell=image rc=$? secs=0"
+
 	# Check's per-test timeouts are set for the host; TCG is far slower.
 	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
+
+	# NUMA: exact per-node counts on this guest's two nodes
+	mark "begin cell=numa"
+	t0=$(now)
+	DIRTY_TEST_NUMA_NODES=2 timeout -s KILL $cell_timeout /opt/libdirty/test-numa
+	rc=$?
+	kill -KILL -1 2>/dev/null
+	mark "cell=numa rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+
 	export DIRTY_TEST_STRESS_WRITES=$stress_writes DIRTY_TEST_STRESS_ROUNDS=$stress_rounds
 	for b in $backends; do
 		for s in $suites; do
@@ -332,7 +357,7 @@ check_matrix() {
 	    problems.append("the guest did not power off in time (LIBDIRTY_VM_TIMEOUT)")
 	elif qemu_rc:
 	    problems.append(f"qemu exited with status {qemu_rc}")
-	for k in ("boot", "workdir", "hugepages", "thp", "cpus", "done"):
+	for k in ("boot", "workdir", "hugepages", "thp", "cpus", "numa", "done"):
 	    print(f"  {info.get(k, k + ': (missing)')}")
 	if "workdir" in info and "ext4" not in info["workdir"]:
 	    notes.append("the working directory is tmpfs: the file memory kind was shmem-backed")
@@ -386,11 +411,19 @@ check_matrix() {
 	        if rc not in (0, 77):
 	            for l in output[cell]:
 	                print(f"    | {l}")
-	api = cells.get("api")
-	print(f"{'api':<22} {'PASS' if api and api[0] == 0 else 'FAIL'}")
-	if not api or api[0] != 0:
-	    problems.append("api: the API and fallback suite " + ("did not finish" if not api else f"failed (exit {api[0]})"))
-	    for l in output.get("api", [])[-30:]:
+	for name, what in (("api", "the API and fallback suite"), ("image", "the image writer")):
+	    cell = cells.get(name)
+	    print(f"{name:<22} {'PASS' if cell and cell[0] == 0 else 'FAIL'}")
+	    if not cell or cell[0] != 0:
+	        problems.append(f"{name}: {what} " + ("did not finish" if not cell else f"failed (exit {cell[0]})"))
+	        for l in output.get(name, [])[-30:]:
+	            print(f"    | {l}")
+	# the guest has two NUMA nodes: test-numa must count on them, not skip
+	numa = cells.get("numa")
+	print(f"{'numa':<22} {'PASS' if numa and numa[0] == 0 else 'FAIL'}" + (f"   [{numa[1]} s]" if numa else ""))
+	if not numa or numa[0] != 0:
+	    problems.append("numa: per-node counts on two nodes " + ("did not finish" if not numa else f"failed (exit {numa[0]})"))
+	    for l in output.get("numa", [])[-30:]:
 	        print(f"    | {l}")
 	for n in notes:
 	    print(f"note: {n}")
@@ -419,11 +452,14 @@ run_kernel() {
 	rm -f "$disk"
 	truncate -s 256M "$disk"
 	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$disk"
-	echo "vm $k: booting ($accel, 2 vCPUs, 2 GiB; at most $guest_timeout s); serial log: $log"
+	echo "vm $k: booting ($accel, 2 vCPUs, 2 GiB, 2 NUMA nodes; at most $guest_timeout s); serial log: $log"
 	start=$(date +%s)
 	: > "$log"
 	# Debian's kernel defaults otherwise (mitigations=off measured no faster)
+	# two NUMA nodes, each one vCPU and 1 GiB of the 2 GiB (test-numa)
 	timeout -k 10 "$guest_timeout" qemu-system-x86_64 "${qemu_accel[@]}" -smp 2 -m 2048 \
+		-object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G \
+		-numa node,nodeid=0,cpus=0,memdev=m0 -numa node,nodeid=1,cpus=1,memdev=m1 \
 		-nographic -no-reboot \
 		-kernel "$kernel_root/boot/vmlinuz-$kernel_release" -initrd "$initrd" \
 		-drive "file=$disk,format=raw,if=virtio,cache=unsafe" -nic none \
