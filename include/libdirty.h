@@ -344,7 +344,7 @@ struct dirty_image_options {
 	size_t sz;              /* sizeof(struct dirty_image_options) */
 	unsigned flags;         /* DIRTY_IMAGE_* below */
 	uint64_t sequence;      /* recorded in the header */
-	unsigned queue_depth;   /* io_uring submissions in flight; 0 = 64 */
+	unsigned queue_depth;   /* io_uring submissions in flight (up to 2 MiB each); 0 = 8 */
 };
 #define DIRTY_IMAGE_CLEAN 0x1u   /* collect with DIRTY_COLLECT_CLEAN */
 #define DIRTY_IMAGE_ALL 0x2u     /* every page of the regions: a base image */
