@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: install, build with -Werror, run every suite, then again
-# under ASan+UBSan and under TSan.  Ends with one line "N passed, N failed,
+# under ASan+UBSan, under TSan, and without liburing and libnuma.  Ends with one line "N passed, N failed,
 # N skipped" counting meson tests over the three builds; exits non-zero if any
 # test failed.
 set -u
@@ -34,6 +34,9 @@ run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--no-suite ins
 	"UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1"
 run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench --no-suite vm" \
 	"TSAN_OPTIONS=halt_on_error=1 DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200"
+# without liburing and libnuma: images through pwritev only, NUMA an explicit no-op
+run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
+	"--no-suite install --no-suite bench --no-suite vm --no-suite stress" ""
 
 python3 - "$status" <<'PY'
 import json, sys, glob
