@@ -56,6 +56,11 @@ struct watch {
 	const struct watch_options *o;
 	pid_t pid;
 	struct dirty_tracker *t;
+	/*
+	 * Its backend's name (a static string): reports still name it after a
+	 * failed re-attach has freed the tracker.
+	 */
+	const char *backend;
 	struct mapping *maps;
 	size_t nmaps, maps_cap;
 	struct region *regions;
@@ -452,7 +457,7 @@ static void report_interval(struct watch *w, double t, double secs)
 	if (w->o->json) {
 		fprintf(f, "{\"type\": \"interval\", \"t\": %.3f, \"interval\": %.3f, \"pid\": %d, "
 			   "\"backend\": ", t, secs, (int)w->pid);
-		json_string(f, dirty_tracker_backend(w->t));
+		json_string(f, w->backend);
 		fprintf(f, ", \"pages\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"mib_per_s\": %.3f, "
 			   "\"mappings\": [", pages, pages * PAGE, mib_per_s(pages, secs));
 		for (size_t i = 0; order && i < w->nmaps && w->maps[order[i]].pages; i++) {
@@ -690,8 +695,10 @@ static int open_tracker(struct watch *w)
 	char why[1024];
 	int err = dirty_tracker_new(&opts, &w->t);
 
-	if (!err)
+	if (!err) {
+		w->backend = dirty_tracker_backend(w->t);
 		return 0;
+	}
 	if (err == -ESRCH) {
 		fprintf(stderr, "dirtyctl: no process %d\n", (int)w->pid);
 		return EXIT_NO_PROCESS;
