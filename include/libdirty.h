@@ -158,6 +158,16 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  */
 #define DIRTY_TRACKER_SPARSE 0x1u
 #define DIRTY_TRACKER_ADAPTIVE 0x2u
+/*
+ * DIRTY_TRACKER_GIVEN_UFFD: cooperative tracking of another process
+ *   (uffd-async, opts->pid set): opts->uffd is a userfaultfd that the target
+ *   itself created (dirty_userfaultfd_share()) and passed here, for example
+ *   over a Unix socket with SCM_RIGHTS.  The tracker uses a duplicate of it
+ *   (the caller keeps opts->uffd) instead of making the target create one
+ *   with ptrace, so no ptrace permission over a running target is needed,
+ *   only the right to read its /proc/PID/pagemap.
+ */
+#define DIRTY_TRACKER_GIVEN_UFFD 0x4u
 
 /* Tracker options.  Pass NULL for the defaults: this process, automatic backend. */
 struct dirty_options {
@@ -168,7 +178,17 @@ struct dirty_options {
 	unsigned flags;      /* DIRTY_TRACKER_* */
 	dirty_log_fn log;    /* NULL = silent */
 	void *log_userdata;
+	int uffd;            /* with DIRTY_TRACKER_GIVEN_UFFD: the target's userfaultfd */
 };
+
+/*
+ * A new userfaultfd of this process, for a tracker in another process to
+ * track this process's memory cooperatively (DIRTY_TRACKER_GIVEN_UFFD): pass
+ * it over a Unix socket, then close it here.  Nothing is registered until
+ * that tracker tracks a range.  Returns the descriptor (close-on-exec) or
+ * -errno (-ENOSYS, -EPERM: see vm.unprivileged_userfaultfd).
+ */
+int dirty_userfaultfd_share(void);
 
 /*
  * Create a tracker.  The backend is chosen as follows: opts->backend if set,
@@ -266,6 +286,49 @@ int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsign
 typedef int (*dirty_run_fn)(void *start, size_t len, void *userdata);
 int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 		       dirty_run_fn fn, void *userdata);
+
+/* ---- shared buffers, tracked in every process that maps them ---- */
+
+/*
+ * The "mapping" backend (the kernel addition in kernel/: /dev/dirtymap)
+ * tracks a range of a shared-memory file (memfd, a file in /dev/shm or
+ * another tmpfs, shared anonymous memory) through every shared mapping of it
+ * in every process: a page is dirty when any process wrote it through a
+ * mapping.  Ranges are file offsets in bytes, page aligned; fd must be open
+ * for writing (-EBADF) on a shmem file (-EOPNOTSUPP for any other kind).  The
+ * tracker keeps its own descriptor of the file: the caller may close fd.  A
+ * file is identified by its device and inode: another descriptor of the same
+ * file names the same tracked ranges.  Only a tracker of the "mapping"
+ * backend (opts->backend, or auto when the kernel addition is present)
+ * tracks files (-EOPNOTSUPP otherwise).
+ *
+ * Not seen, because no page-table entry records them: writes made with
+ * write(2) and friends, and writes through a mapping that is unmapped
+ * (munmap(2), the process exits) or whose page the kernel reclaims (swap)
+ * before the next collect: the kernel moves the dirty bit to the page and
+ * drops the page-table entry.  A user that must not miss those (a producer
+ * that goes away) treats the whole range as dirty once.  Huge pages: see
+ * DIRTYMAP_IOC_CLEAN_RECORD in kernel/include/uapi/linux/dirtymap.h.
+ *
+ * dirty_track() of an address range of shared memory under the mapping
+ * backend tracks the file range behind it; collects then report addresses
+ * of this mapping for writes made through any mapping of those pages.
+ */
+struct dirty_file_range {
+	uint64_t offset;
+	uint64_t len;
+};
+
+/* The same contract as dirty_track() and friends, in file offsets. */
+int dirty_track_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len);
+int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len);
+int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len);
+/* *next: the offset to resume at (offset + len when the whole range was covered). */
+ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
+			   unsigned flags, struct dirty_file_range *out, size_t max,
+			   uint64_t *next);
+int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
+			      unsigned flags, uint64_t *bitmap);
 
 /* Counters of a tracker, since it was created. */
 struct dirty_stats {

@@ -115,8 +115,9 @@ extern const struct dirty_backend dirty_backend_uffd_async;
 extern const struct dirty_backend dirty_backend_uffd_sync;
 extern const struct dirty_backend dirty_backend_soft_dirty;
 extern const struct dirty_backend dirty_backend_mprotect;
+extern const struct dirty_backend dirty_backend_mapping;
 
-/* The most backends one tracker can use: every implemented one. */
+/* The most backends one tracker can use: every one automatic selection may pick. */
 #define DIRTY_MAX_BACKENDS 4
 
 struct dirty_tracker {
@@ -144,7 +145,12 @@ struct dirty_tracker {
 
 	/* backend state; each backend has fields of its own, so that they can share a tracker */
 	int uffd;           /* uffd-async */
+	int given_uffd;     /* DIRTY_TRACKER_GIVEN_UFFD: the caller's, not ours; else -1 */
 	int pagemap_fd;     /* uffd-async */
+	int mapping_fd;     /* mapping: /dev/dirtymap */
+	uint64_t mapping_max_pages;          /* mapping: pages one ioctl covers */
+	struct mapping_files *mapping_files; /* mapping: dirty_track_file()'s ranges */
+	bool automatic;     /* "auto": files may be tracked when the kernel can */
 	struct soft_dirty_target *soft_dirty; /* soft-dirty */
 };
 
@@ -214,6 +220,12 @@ uint32_t dirty_image_header_crc(const struct dirty_image_header *h);
  */
 void *dirty_numa_alloc_local(size_t len);
 void dirty_numa_free(void *p, size_t len);
+
+/* mapping.c */
+/* 0 if /dev/dirtymap is there and speaks our version; else -errno and why. */
+int dirty_mapping_probe(char *why, size_t why_len);
+/* Forget the file ranges and close the device (dirty_tracker_free()). */
+void dirty_mapping_release(struct dirty_tracker *t);
 
 /* soft-dirty.c */
 /* 0 if this process may ptrace pid (seize and detach at once), else -errno. */

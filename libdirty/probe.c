@@ -362,14 +362,8 @@ static int probe_mprotect(pid_t pid, char *why, size_t why_len)
 
 static int probe_mapping(pid_t pid, char *why, size_t why_len)
 {
-	(void)pid;
-	if (access("/dev/dirtymap", F_OK) < 0)
-		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    "the libdirty kernel addition is not loaded: /dev/dirtymap "
-				    "does not exist");
-	return dirty_reason(why, why_len, -EOPNOTSUPP,
-			    "/dev/dirtymap exists, but this version of libdirty does not "
-			    "implement the mapping backend");
+	(void)pid; /* files are tracked in every process at once */
+	return dirty_mapping_probe(why, why_len);
 }
 
 /* ---- the table ---- */
@@ -389,7 +383,7 @@ static struct backend_entry backends[] = {
 	{ "uffd-sync", probe_uffd_sync, &dirty_backend_uffd_sync },
 	{ "soft-dirty", probe_soft_dirty, &dirty_backend_soft_dirty },
 	{ "mprotect", probe_mprotect, &dirty_backend_mprotect },
-	{ "mapping", probe_mapping, NULL },
+	{ "mapping", probe_mapping, &dirty_backend_mapping },
 };
 
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
@@ -469,8 +463,16 @@ size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, cha
 	if (why && why_len)
 		why[0] = '\0';
 	for (i = 0; i < NBACKENDS; i++) {
-		int err = entry_probe(&backends[i], pid, reason, sizeof(reason));
+		int err;
 
+		/*
+		 * mapping tracks files in every process that maps them: a
+		 * different answer, taken only when asked for by name (or for
+		 * files, by dirty_track_file()).
+		 */
+		if (backends[i].impl == &dirty_backend_mapping)
+			continue;
+		err = entry_probe(&backends[i], pid, reason, sizeof(reason));
 		if (!err && backends[i].impl) {
 			assert(n < DIRTY_MAX_BACKENDS);
 			out[n++] = backends[i].impl;

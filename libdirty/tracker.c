@@ -142,7 +142,8 @@ static int options_check(const struct dirty_options *opts)
 	for (i = sizeof(*opts); i < opts->sz; i++)
 		if (p[i])
 			return -EINVAL;
-	if ((opts->flags & ~(DIRTY_TRACKER_SPARSE | DIRTY_TRACKER_ADAPTIVE)) || opts->pid < 0)
+	if ((opts->flags & ~(DIRTY_TRACKER_SPARSE | DIRTY_TRACKER_ADAPTIVE |
+			     DIRTY_TRACKER_GIVEN_UFFD)) || opts->pid < 0)
 		return -EINVAL;
 	return 0;
 }
@@ -160,8 +161,8 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	const char *name;
 	struct dirty_tracker *t;
 	size_t ncandidates;
+	int err, given_uffd;
 	pid_t pid;
-	int err;
 
 	if (!ret)
 		return -EINVAL;
@@ -182,7 +183,21 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		if (name && !*name)
 			name = NULL; /* set but empty: as if unset */
 	}
-	if (!name || !strcmp(name, "auto")) {
+	given_uffd = -1;
+	if (OPTS_GET(opts, flags, 0) & DIRTY_TRACKER_GIVEN_UFFD) {
+		/* a userfaultfd of the target's own: only uffd-async takes one */
+		given_uffd = OPTS_GET(opts, uffd, -1);
+		if (!pid || given_uffd < 0 || (name && strcmp(name, "auto") &&
+					       strcmp(name, "uffd-async")))
+			return -EINVAL;
+		if (fcntl(given_uffd, F_GETFD) < 0)
+			return -EBADF;
+		/* no ptrace of the target: probe the kernel's features only */
+		if (dirty_backend_probe("uffd-async", 0, why, sizeof(why)))
+			return -EOPNOTSUPP;
+		candidates[0] = &dirty_backend_uffd_async;
+		ncandidates = 1;
+	} else if (!name || !strcmp(name, "auto")) {
 		ncandidates = dirty_backend_candidates(pid, candidates, why, sizeof(why));
 		if (!ncandidates)
 			return -EOPNOTSUPP;
@@ -213,7 +228,10 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	t->log = OPTS_GET(opts, log, NULL);
 	t->log_userdata = OPTS_GET(opts, log_userdata, NULL);
 	t->uffd = -1;
+	t->given_uffd = given_uffd;
 	t->pagemap_fd = -1;
+	t->mapping_fd = -1;
+	t->automatic = given_uffd < 0 && (!name || !strcmp(name, "auto"));
 	t->stats.sz = sizeof(t->stats);
 
 	/* the first choice must work now; the others are opened when needed */
@@ -248,6 +266,7 @@ DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
 	for (i = 0; i < t->ncandidates; i++)
 		if (t->opened & (1u << i))
 			t->candidates[i]->close(t);
+	dirty_mapping_release(t); /* files tracked by an automatic tracker */
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return NULL;

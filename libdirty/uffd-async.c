@@ -199,7 +199,15 @@ static int uffd_async_open(struct dirty_tracker *t)
 	 * every ioctl on it then acts on the target's memory, and the
 	 * PAGEMAP_SCANs go to its pagemap.  The target holds no descriptor.
 	 */
-	if (t->pid)
+	if (t->given_uffd >= 0) {
+		/* the target made it and handed it over: use our own duplicate */
+		err = t->uffd = fcntl(t->given_uffd, F_DUPFD_CLOEXEC, 3);
+		if (err < 0) {
+			err = -errno;
+			snprintf(why, sizeof(why), "cannot duplicate the given userfaultfd: %s",
+				 strerror(errno));
+		}
+	} else if (t->pid)
 		err = dirty_remote_userfaultfd(t->pid, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY,
 					       &t->uffd, why, sizeof(why));
 	else
@@ -440,3 +448,9 @@ const struct dirty_backend dirty_backend_uffd_async = {
 	.unprotect = uffd_async_unprotect,
 	.claimed = uffd_async_claimed,
 };
+
+DIRTY_EXPORT int dirty_userfaultfd_share(void)
+{
+	/* the kind this process's own trackers make; the tracker sets its API */
+	return dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, NULL, 0);
+}

@@ -1,0 +1,735 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mapping backend: the kernel addition of kernel/ (/dev/dirtymap).
+ *
+ * The kernel cleans and records the dirty bits of the page-table entries of
+ * every shared mapping of a range of a shmem file, in every process that maps
+ * it (mm/mapping_dirty_helpers.c).  That ioctl always cleans what it records,
+ * so each tracked range keeps the pages recorded but not yet reported and
+ * cleaned in a bitmap of its own ("pending"): a collect first moves the
+ * kernel's dirty bits into it, then reports from it, and with
+ * DIRTY_COLLECT_CLEAN clears exactly the bits it reported.  A write after
+ * the kernel's record sets the page-table entry dirty again and is seen by
+ * the next collect, so collect-and-clean is atomic per page as the contract
+ * asks.
+ *
+ * Two ways in, one state: dirty_track() of an address range of shared
+ * memory tracks the file range behind it (found in /proc/PID/maps and opened
+ * through /proc/PID/map_files), and reports addresses of that mapping;
+ * dirty_track_file() tracks a file range by descriptor and reports offsets.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "libdirty-int.h"
+#include "kernel/include/uapi/linux/dirtymap.h"
+
+#define DIRTYMAP_DEVICE "/dev/dirtymap"
+
+/* A tracked range of a file. */
+struct mapping_range {
+	int fd;                 /* our descriptor of the file, open for writing */
+	dev_t dev;
+	ino_t ino;
+	uint64_t offset, end;   /* bytes, page aligned */
+	uint64_t *pending;      /* a bit per page: recorded, not yet reported and cleaned */
+};
+
+/* The file ranges of dirty_track_file(), sorted by (dev, ino, offset). */
+struct mapping_files {
+	struct mapping_range **ranges;
+	size_t n, cap;
+};
+
+/* ---- the device ---- */
+
+int dirty_mapping_probe(char *why, size_t why_len)
+{
+	struct dirtymap_info info;
+	int fd, err;
+
+	fd = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		err = errno;
+		if (err == ENOENT)
+			return dirty_reason(why, why_len, -EOPNOTSUPP,
+					    "the libdirty kernel addition is not loaded: "
+					    DIRTYMAP_DEVICE " does not exist (kernel/: "
+					    "insmod dirtymap.ko, or a kernel with the patch)");
+		return dirty_reason(why, why_len, err == EACCES ? -EPERM : -err,
+				    "cannot open " DIRTYMAP_DEVICE ": %s", strerror(err));
+	}
+	memset(&info, 0, sizeof(info));
+	if (ioctl(fd, DIRTYMAP_IOC_INFO, &info) < 0) {
+		err = errno;
+		close(fd);
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    DIRTYMAP_DEVICE " does not answer DIRTYMAP_IOC_INFO: %s",
+				    strerror(err));
+	}
+	close(fd);
+	if (info.version >> 16 != DIRTYMAP_VERSION_MAJOR)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    DIRTYMAP_DEVICE " speaks version %u.%u; libdirty needs %u.x",
+				    info.version >> 16, info.version & 0xffff,
+				    DIRTYMAP_VERSION_MAJOR);
+	if (info.page_size != dirty_page_size() || info.max_pages < 64)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    DIRTYMAP_DEVICE " reports page size %" PRIu64
+				    " and %" PRIu64 " pages a call", (uint64_t)info.page_size,
+				    (uint64_t)info.max_pages);
+	return dirty_reason(why, why_len, 0,
+			    DIRTYMAP_DEVICE " version %u.%u: shared-memory files across processes%s",
+			    info.version >> 16, info.version & 0xffff,
+			    info.flags & DIRTYMAP_INFO_HUGE_PMD ? " (huge pages cleaned whole)"
+								: "");
+}
+
+static int mapping_open(struct dirty_tracker *t)
+{
+	struct dirtymap_info info;
+
+	if (t->mapping_fd >= 0)
+		return 0;
+	t->mapping_fd = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
+	if (t->mapping_fd < 0)
+		return errno == ENOENT ? -EOPNOTSUPP : -errno;
+	memset(&info, 0, sizeof(info));
+	if (ioctl(t->mapping_fd, DIRTYMAP_IOC_INFO, &info) < 0 || info.max_pages < 64) {
+		close(t->mapping_fd);
+		t->mapping_fd = -1;
+		return -EOPNOTSUPP;
+	}
+	/* whole words of the bitmap per call, so that chunks append word-aligned */
+	t->mapping_max_pages = info.max_pages & ~(uint64_t)63;
+	return 0;
+}
+
+static void range_free(struct mapping_range *m)
+{
+	if (!m)
+		return;
+	if (m->fd >= 0)
+		close(m->fd);
+	free(m->pending);
+	free(m);
+}
+
+static void mapping_close(struct dirty_tracker *t)
+{
+	dirty_mapping_release(t);
+}
+
+void dirty_mapping_release(struct dirty_tracker *t)
+{
+	struct mapping_files *files = t->mapping_files;
+
+	if (files) {
+		for (size_t i = 0; i < files->n; i++)
+			range_free(files->ranges[i]);
+		free(files->ranges);
+		free(files);
+		t->mapping_files = NULL;
+	}
+	if (t->mapping_fd >= 0)
+		close(t->mapping_fd);
+	t->mapping_fd = -1;
+}
+
+/* ---- recording ---- */
+
+static uint64_t pages_of(uint64_t bytes)
+{
+	return bytes / dirty_page_size();
+}
+
+static bool test_bit(const uint64_t *bits, uint64_t i)
+{
+	return bits[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * Move the kernel's dirty bits of [off, end) into m->pending (record), or
+ * drop them (record false: a clean).  The kernel cleans what it records.
+ */
+static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
+			       uint64_t end, bool record)
+{
+	uint64_t chunk = t->mapping_max_pages, words = (chunk + 63) / 64;
+	uint64_t *bits = NULL;
+	int err = 0;
+
+	if (record) {
+		bits = malloc(words * sizeof(*bits));
+		if (!bits)
+			return -ENOMEM;
+	}
+	while (off < end) {
+		uint64_t npages = pages_of(end - off) < chunk ? pages_of(end - off) : chunk;
+		struct dirtymap_range arg = {
+			.fd = m->fd,
+			.offset = off,
+			.length = npages * dirty_page_size(),
+			.bitmap = (uintptr_t)bits,
+		};
+
+		if (ioctl(t->mapping_fd, DIRTYMAP_IOC_CLEAN_RECORD, &arg) < 0) {
+			/*
+			 * What this call already cleaned is in pending; the
+			 * failed chunk reported nothing and so cleaned nothing.
+			 */
+			err = -errno;
+			break;
+		}
+		if (record && arg.dirty) {
+			uint64_t first = pages_of(off - m->offset);
+
+			for (uint64_t i = 0; i < npages; i++)
+				if (test_bit(bits, i))
+					m->pending[(first + i) / 64] |= UINT64_C(1) << ((first + i) % 64);
+		}
+		off += arg.length;
+	}
+	free(bits);
+	return err;
+}
+
+static void pending_clear(struct mapping_range *m, uint64_t off, uint64_t end)
+{
+	for (uint64_t i = pages_of(off - m->offset); i < pages_of(end - m->offset); i++)
+		m->pending[i / 64] &= ~(UINT64_C(1) << (i % 64));
+}
+
+static void pending_set(struct mapping_range *m, uint64_t off, uint64_t end)
+{
+	for (uint64_t i = pages_of(off - m->offset); i < pages_of(end - m->offset); i++)
+		m->pending[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static int range_clean(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
+		       uint64_t end)
+{
+	int err = kernel_clean_record(t, m, off, end, false);
+
+	if (!err)
+		pending_clear(m, off, end);
+	return err;
+}
+
+/*
+ * Report the dirty pages of [off, end) of m to sink, as base + (page offset
+ * - m->offset), in order, stopping when it is full; with clean, exactly the
+ * pages reported become clean.  *done receives the first offset not examined.
+ */
+static int range_collect(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
+			 uint64_t end, uintptr_t base, bool clean, struct dirty_sink *sink,
+			 uint64_t *done)
+{
+	uint64_t page = dirty_page_size(), i, last = pages_of(end - m->offset);
+	int err = kernel_clean_record(t, m, off, end, true);
+
+	*done = off;
+	if (err)
+		return err;
+	for (i = pages_of(off - m->offset); i < last;) {
+		uint64_t j;
+
+		if (!test_bit(m->pending, i)) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < last && test_bit(m->pending, j); j++)
+			;
+		if (!dirty_sink_add(sink, base + (uintptr_t)(i * page), base + (uintptr_t)(j * page))) {
+			*done = m->offset + i * page;
+			return 0;
+		}
+		if (clean)
+			pending_clear(m, m->offset + i * page, m->offset + j * page);
+		i = j;
+	}
+	*done = end;
+	return 0;
+}
+
+/* A range of fd's file, with its own descriptor and a clean start. */
+static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t end,
+		     struct mapping_range **ret)
+{
+	struct mapping_range *m;
+	struct stat st;
+	int flags, err;
+
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0)
+		return -EBADF;
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF; /* the kernel needs a writer's descriptor */
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EOPNOTSUPP;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	m->dev = st.st_dev;
+	m->ino = st.st_ino;
+	m->offset = offset;
+	m->end = end;
+	m->pending = calloc((pages_of(end - offset) + 63) / 64, sizeof(uint64_t));
+	if (m->fd < 0 || !m->pending) {
+		err = m->fd < 0 ? -errno : -ENOMEM;
+		goto fail;
+	}
+	/* starts clean: whatever any process wrote before is forgotten */
+	err = kernel_clean_record(t, m, offset, end, false);
+	if (err)
+		goto fail;
+	*ret = m;
+	return 0;
+fail:
+	range_free(m);
+	return err;
+}
+
+/* ---- address regions (struct dirty_backend) ---- */
+
+/*
+ * The file behind [start, end) of pid's shared memory: a descriptor open for
+ * writing (through /proc/PID/map_files) and the file offset of start.  Every
+ * mapping of the range must be a shared mapping of that one file, at
+ * contiguous offsets (-EOPNOTSUPP otherwise).
+ */
+static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
+			 uint64_t *ret_offset)
+{
+	char path[96], *text, *line, *save = NULL;
+	uint64_t first_lo = 0, first_hi = 0, offset = 0;
+	unsigned long dev_major = 0, dev_minor = 0, inode = 0;
+	uintptr_t covered = start;
+	bool first = true;
+	int err, fd;
+
+	snprintf(path, sizeof(path), pid ? "/proc/%d/maps" : "/proc/self/maps", (int)pid);
+	err = dirty_read_file(path, &text, NULL);
+	if (err)
+		return err == -ENOENT ? -ESRCH : err;
+	err = -ENOMEM;
+	for (line = strtok_r(text, "\n", &save); line && covered < end;
+	     line = strtok_r(NULL, "\n", &save)) {
+		unsigned long maj, min, ino;
+		uint64_t lo, hi, off;
+		char perms[5];
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %lx:%lx %lu", &lo, &hi,
+			   perms, &off, &maj, &min, &ino) != 7 || hi <= covered)
+			continue;
+		if (lo > covered)
+			break; /* a hole */
+		if (perms[3] != 's' || !ino) {
+			err = -EOPNOTSUPP;
+			break;
+		}
+		if (first) {
+			first_lo = lo;
+			first_hi = hi;
+			offset = off + (start - lo);
+			dev_major = maj, dev_minor = min, inode = ino;
+			first = false;
+		} else if (maj != dev_major || min != dev_minor || ino != inode ||
+			   off != offset + (lo - start)) {
+			err = -EOPNOTSUPP; /* another file, or not at the following offsets */
+			break;
+		}
+		covered = hi;
+	}
+	free(text);
+	if (covered < end)
+		return err;
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid,
+			 first_lo, first_hi);
+	else
+		snprintf(path, sizeof(path), "/proc/self/map_files/%" PRIx64 "-%" PRIx64,
+			 first_lo, first_hi);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	*ret_fd = fd;
+	*ret_offset = offset;
+	return 0;
+}
+
+static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct mapping_range *m;
+	uint64_t offset = 0;
+	int fd = -1, err;
+
+	if (r->kind != DIRTY_MEM_SHMEM)
+		return -EOPNOTSUPP; /* page tables of one process, or hugetlb: not ours */
+	err = file_of_range(t->pid, r->start, r->end, &fd, &offset);
+	if (err) {
+		dirty_log(t, LOG_WARNING, "mapping: no shared-memory file behind %#lx-%#lx: %s",
+			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err));
+		return err;
+	}
+	err = range_new(t, fd, offset, offset + (r->end - r->start), &m);
+	close(fd);
+	if (err)
+		return err;
+	r->priv = m;
+	return 0;
+}
+
+static void mapping_untrack(struct dirty_tracker *t, struct dirty_region *r)
+{
+	(void)t;
+	range_free(r->priv);
+	r->priv = NULL;
+}
+
+static uint64_t region_offset(const struct dirty_region *r, uintptr_t addr)
+{
+	const struct mapping_range *m = r->priv;
+
+	return m->offset + (addr - r->start);
+}
+
+static int mapping_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			 uintptr_t end)
+{
+	return range_clean(t, r->priv, region_offset(r, start), region_offset(r, end));
+}
+
+static int mapping_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			   uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
+{
+	uint64_t off_done;
+	int err = range_collect(t, r->priv, region_offset(r, start), region_offset(r, end),
+				r->start, clean, sink, &off_done);
+
+	*done = r->start + (uintptr_t)(off_done - ((struct mapping_range *)r->priv)->offset);
+	return err;
+}
+
+static void mapping_redirty(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			    uintptr_t end)
+{
+	(void)t;
+	pending_set(r->priv, region_offset(r, start), region_offset(r, end));
+}
+
+/* Writes are never trapped here: nothing to stop (adaptive mode). */
+static void mapping_unprotect(struct dirty_tracker *t, struct dirty_region *r)
+{
+	(void)t;
+	(void)r;
+}
+
+const struct dirty_backend dirty_backend_mapping = {
+	.name = "mapping",
+	.open = mapping_open,
+	.close = mapping_close,
+	.track = mapping_track,
+	.untrack = mapping_untrack,
+	.clean = mapping_clean,
+	.collect = mapping_collect,
+	.unprotect = mapping_unprotect,
+	.redirty = mapping_redirty,
+};
+
+/* ---- file ranges (dirty_track_file() and friends) ---- */
+
+/* Is m before every page of (dev, ino) at or after offset? */
+static bool range_before(const struct mapping_range *m, dev_t dev, ino_t ino, uint64_t offset)
+{
+	if (m->dev != dev)
+		return m->dev < dev;
+	if (m->ino != ino)
+		return m->ino < ino;
+	return m->end <= offset;
+}
+
+/*
+ * Index of the first range of (dev, ino) whose end is above offset, or where
+ * such a range would go.
+ */
+static size_t files_lower_bound(const struct mapping_files *f, dev_t dev, ino_t ino,
+				uint64_t offset)
+{
+	size_t lo = 0, hi = f->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (range_before(f->ranges[mid], dev, ino, offset))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Validate a file call and open the backend for it: the tracker is a mapping
+ * tracker, or an automatic one on a kernel with the addition.
+ */
+static int file_call_begin(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
+			   struct stat *st)
+{
+	uint64_t page = dirty_page_size();
+	char why[DIRTY_REASON_LEN];
+	int err;
+
+	if (!t || fd < 0 || !len || (offset | len) & (page - 1) || offset + len < offset ||
+	    offset + len > (uint64_t)INT64_MAX)
+		return fd < 0 && t ? -EBADF : -EINVAL;
+	if (dirty_tracker_forked(t))
+		return -ECHILD;
+	if (fstat(fd, st) < 0)
+		return -EBADF;
+	pthread_mutex_lock(&t->lock);
+	if (t->mapping_fd < 0) {
+		if (!t->automatic) {
+			pthread_mutex_unlock(&t->lock);
+			return -EOPNOTSUPP; /* another backend was asked for */
+		}
+		err = dirty_mapping_probe(why, sizeof(why));
+		if (!err)
+			err = mapping_open(t);
+		if (err) {
+			pthread_mutex_unlock(&t->lock);
+			dirty_log(t, LOG_INFO, "files cannot be tracked: %s", why);
+			return -EOPNOTSUPP;
+		}
+	}
+	if (!t->mapping_files) {
+		t->mapping_files = calloc(1, sizeof(struct mapping_files));
+		if (!t->mapping_files) {
+			pthread_mutex_unlock(&t->lock);
+			return -ENOMEM;
+		}
+	}
+	return 0; /* with the lock held */
+}
+
+/*
+ * The ranges covering [offset, end) of (dev, ino) without a gap: *first,
+ * *count.  -ENOENT if a page is not tracked.
+ */
+static int files_span(struct mapping_files *f, const struct stat *st, uint64_t offset,
+		      uint64_t end, size_t *first, size_t *count)
+{
+	size_t i = files_lower_bound(f, st->st_dev, st->st_ino, offset), j;
+	uint64_t cur = offset;
+
+	for (j = i; cur < end; j++) {
+		if (j == f->n || f->ranges[j]->dev != st->st_dev ||
+		    f->ranges[j]->ino != st->st_ino || f->ranges[j]->offset > cur)
+			return -ENOENT;
+		cur = f->ranges[j]->end;
+	}
+	*first = i;
+	*count = j - i;
+	return 0;
+}
+
+DIRTY_EXPORT int dirty_track_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+{
+	struct mapping_range *m, **grown;
+	struct mapping_files *f;
+	struct stat st;
+	size_t i;
+	int err;
+
+	err = file_call_begin(t, fd, offset, len, &st);
+	if (err)
+		return err;
+	f = t->mapping_files;
+	i = files_lower_bound(f, st.st_dev, st.st_ino, offset);
+	if (i < f->n && f->ranges[i]->dev == st.st_dev && f->ranges[i]->ino == st.st_ino &&
+	    f->ranges[i]->offset < offset + len) {
+		err = -EEXIST;
+		goto out;
+	}
+	if (f->n == f->cap) {
+		size_t cap = f->cap ? 2 * f->cap : 8;
+
+		grown = realloc(f->ranges, cap * sizeof(*grown));
+		if (!grown) {
+			err = -ENOMEM;
+			goto out;
+		}
+		f->ranges = grown;
+		f->cap = cap;
+	}
+	err = range_new(t, fd, offset, offset + len, &m);
+	if (err)
+		goto out;
+	memmove(&f->ranges[i + 1], &f->ranges[i], (f->n - i) * sizeof(*grown));
+	f->ranges[i] = m;
+	f->n++;
+	t->stats.regions++;
+	t->stats.tracked_bytes += len;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset,
+				    uint64_t len)
+{
+	struct mapping_files *f;
+	size_t first, count, i;
+	struct stat st;
+	int err;
+
+	err = file_call_begin(t, fd, offset, len, &st);
+	if (err)
+		return err;
+	f = t->mapping_files;
+	err = files_span(f, &st, offset, offset + len, &first, &count);
+	if (!err && (f->ranges[first]->offset != offset ||
+		     f->ranges[first + count - 1]->end != offset + len))
+		err = -EINVAL; /* cuts a tracked range */
+	if (!err) {
+		for (i = first; i < first + count; i++) {
+			t->stats.regions--;
+			t->stats.tracked_bytes -= f->ranges[i]->end - f->ranges[i]->offset;
+			range_free(f->ranges[i]);
+		}
+		memmove(&f->ranges[first], &f->ranges[first + count],
+			(f->n - first - count) * sizeof(f->ranges[0]));
+		f->n -= count;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+{
+	size_t first, count, i;
+	struct stat st;
+	int err;
+
+	err = file_call_begin(t, fd, offset, len, &st);
+	if (err)
+		return err;
+	err = files_span(t->mapping_files, &st, offset, offset + len, &first, &count);
+	for (i = first; !err && i < first + count; i++) {
+		struct mapping_range *m = t->mapping_files->ranges[i];
+
+		err = range_clean(t, m, offset > m->offset ? offset : m->offset,
+				  offset + len < m->end ? offset + len : m->end);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+/* The collect behind both file forms; the lock is held by the caller. */
+static int files_collect(struct dirty_tracker *t, const struct stat *st, uint64_t offset,
+			 uint64_t end, unsigned flags, struct dirty_sink *sink, uint64_t *next)
+{
+	size_t first, count, i;
+	uint64_t done = offset;
+	int err;
+
+	err = files_span(t->mapping_files, st, offset, end, &first, &count);
+	for (i = first; !err && i < first + count && done >= t->mapping_files->ranges[i]->offset;
+	     i++) {
+		struct mapping_range *m = t->mapping_files->ranges[i];
+		uint64_t seg_end = end < m->end ? end : m->end;
+
+		err = range_collect(t, m, done, seg_end, (uintptr_t)m->offset,
+				    flags & DIRTY_COLLECT_CLEAN, sink, &done);
+		if (!err && done < seg_end)
+			break; /* the sink is full */
+	}
+	if (err && sink->pages && !sink->bitmap)
+		err = 0; /* what was delivered stands; the resumed call meets the error */
+	if (!err) {
+		t->stats.collects++;
+		t->stats.dirty_pages += sink->pages;
+		*next = done;
+	}
+	return err;
+}
+
+/* A bitmap form that fails gives back the pages it had taken (lock held). */
+static void files_redirty(struct dirty_tracker *t, const struct stat *st, uint64_t offset,
+			  uint64_t len, const uint64_t *bitmap)
+{
+	uint64_t page = dirty_page_size();
+
+	for (uint64_t i = 0; i < pages_of(len); i++) {
+		uint64_t off = offset + i * page;
+		size_t k;
+
+		if (!test_bit(bitmap, i))
+			continue;
+		k = files_lower_bound(t->mapping_files, st->st_dev, st->st_ino, off);
+		if (k < t->mapping_files->n && t->mapping_files->ranges[k]->offset <= off)
+			pending_set(t->mapping_files->ranges[k], off, off + page);
+	}
+}
+
+DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_t offset,
+					uint64_t len, unsigned flags,
+					struct dirty_file_range *out, size_t max, uint64_t *next)
+{
+	struct dirty_range *runs = (struct dirty_range *)out;
+	struct dirty_sink sink = { .out = runs, .max = max };
+	uint64_t done = offset;
+	struct stat st;
+	int err;
+
+	_Static_assert(sizeof(struct dirty_range) == sizeof(struct dirty_file_range) &&
+			       sizeof(void *) == sizeof(uint64_t),
+		       "file runs are written as address runs");
+	if (!out != !max || max > SSIZE_MAX || (flags & ~DIRTY_COLLECT_CLEAN))
+		return -EINVAL;
+	err = file_call_begin(t, fd, offset, len, &st);
+	if (err)
+		return err;
+	if (max)
+		err = files_collect(t, &st, offset, offset + len, flags, &sink, &done);
+	pthread_mutex_unlock(&t->lock);
+	if (err)
+		return err;
+	if (next)
+		*next = done;
+	return (ssize_t)sink.n;
+}
+
+DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset,
+					   uint64_t len, unsigned flags, uint64_t *bitmap)
+{
+	struct dirty_sink sink = { .bitmap = bitmap, .base = (uintptr_t)offset };
+	uint64_t done;
+	struct stat st;
+	int err;
+
+	if (!bitmap || (flags & ~DIRTY_COLLECT_CLEAN))
+		return -EINVAL;
+	err = file_call_begin(t, fd, offset, len, &st);
+	if (err)
+		return err;
+	memset(bitmap, 0, (pages_of(len) + 63) / 64 * sizeof(uint64_t));
+	err = files_collect(t, &st, offset, offset + len, flags, &sink, &done);
+	if (err && sink.pages && (flags & DIRTY_COLLECT_CLEAN))
+		files_redirty(t, &st, offset, len, bitmap);
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
