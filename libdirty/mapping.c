@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,98 @@ struct mapping_files {
 	struct mapping_range **ranges;
 	size_t n, cap;
 };
+
+/*
+ * What the mapping trackers of this process track: file ranges, and the
+ * addresses of dirty_track()'s regions.  The kernel's clean is global, so
+ * two trackers of the same pages would take each other's dirty bits: the
+ * second is refused (-EEXIST).  An address region whose memory is unmapped
+ * keeps its claim until it is untracked, as under uffd-async.
+ */
+struct claim {
+	dev_t dev;              /* 0 for an address claim */
+	ino_t ino;
+	uint64_t start, end;    /* file offsets, or addresses */
+	const void *owner;
+};
+
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct claim *claims;
+static size_t nclaims, claims_cap;
+
+static void claims_atfork_prepare(void)
+{
+	pthread_mutex_lock(&claims_lock);
+}
+
+static void claims_atfork_parent(void)
+{
+	pthread_mutex_unlock(&claims_lock);
+}
+
+/* the child's copies of the trackers refuse use: nothing of theirs is claimed */
+static void claims_atfork_child(void)
+{
+	nclaims = 0;
+	pthread_mutex_unlock(&claims_lock);
+}
+
+static void claims_init(void)
+{
+	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_child);
+}
+
+static bool claims_overlap(dev_t dev, ino_t ino, uint64_t start, uint64_t end)
+{
+	for (size_t i = 0; i < nclaims; i++)
+		if (claims[i].dev == dev && claims[i].ino == ino && claims[i].start < end &&
+		    start < claims[i].end)
+			return true;
+	return false;
+}
+
+static int claim(dev_t dev, ino_t ino, uint64_t start, uint64_t end, const void *owner)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	int err = 0;
+
+	pthread_once(&once, claims_init);
+	pthread_mutex_lock(&claims_lock);
+	if (claims_overlap(dev, ino, start, end)) {
+		err = -EEXIST;
+	} else if (nclaims == claims_cap) {
+		size_t cap = claims_cap ? 2 * claims_cap : 16;
+		struct claim *grown = realloc(claims, cap * sizeof(*grown));
+
+		if (!grown)
+			err = -ENOMEM;
+		else
+			claims = grown, claims_cap = cap;
+	}
+	if (!err)
+		claims[nclaims++] = (struct claim){ dev, ino, start, end, owner };
+	pthread_mutex_unlock(&claims_lock);
+	return err;
+}
+
+static void unclaim(const void *owner)
+{
+	pthread_mutex_lock(&claims_lock);
+	for (size_t i = 0; i < nclaims; i++)
+		if (claims[i].owner == owner)
+			claims[i--] = claims[--nclaims];
+	pthread_mutex_unlock(&claims_lock);
+}
+
+static bool mapping_claimed(uintptr_t start, uintptr_t end)
+{
+	bool found;
+
+	pthread_mutex_lock(&claims_lock);
+	found = claims_overlap(0, 0, start, end);
+	pthread_mutex_unlock(&claims_lock);
+	return found;
+}
 
 /* ---- the device ---- */
 
@@ -119,6 +212,7 @@ static void range_free(struct mapping_range *m)
 {
 	if (!m)
 		return;
+	unclaim(m);
 	if (m->fd >= 0)
 		close(m->fd);
 	free(m->pending);
@@ -292,6 +386,10 @@ static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t 
 		err = m->fd < 0 ? -errno : -ENOMEM;
 		goto fail;
 	}
+	/* st_dev is never 0 for a file: 0 is the address claims' */
+	err = claim(st.st_dev, st.st_ino, offset, end, m);
+	if (err)
+		goto fail;
 	/* starts clean: whatever any process wrote before is forgotten */
 	err = kernel_clean_record(t, m, offset, end, false);
 	if (err)
@@ -389,6 +487,13 @@ static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 	close(fd);
 	if (err)
 		return err;
+	if (!t->pid) {
+		err = claim(0, 0, r->start, r->end, r);
+		if (err) {
+			range_free(m);
+			return err;
+		}
+	}
 	r->priv = m;
 	return 0;
 }
@@ -396,6 +501,7 @@ static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 static void mapping_untrack(struct dirty_tracker *t, struct dirty_region *r)
 {
 	(void)t;
+	unclaim(r);
 	range_free(r->priv);
 	r->priv = NULL;
 }
@@ -448,6 +554,7 @@ const struct dirty_backend dirty_backend_mapping = {
 	.collect = mapping_collect,
 	.unprotect = mapping_unprotect,
 	.redirty = mapping_redirty,
+	.claimed = mapping_claimed,
 };
 
 /* ---- file ranges (dirty_track_file() and friends) ---- */

@@ -362,7 +362,11 @@ static int probe_mprotect(pid_t pid, char *why, size_t why_len)
 
 static int probe_mapping(pid_t pid, char *why, size_t why_len)
 {
-	(void)pid; /* files are tracked in every process at once */
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "mapping tracks shared-memory files in every process that "
+				    "maps them, not one process's view: track the file "
+				    "(dirty_track_file) from a tracker of this process");
 	return dirty_mapping_probe(why, why_len);
 }
 

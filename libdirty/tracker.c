@@ -397,7 +397,7 @@ static bool claimed_by_any(uintptr_t start, uintptr_t end)
 {
 	static const struct dirty_backend *const all[] = {
 		&dirty_backend_uffd_async, &dirty_backend_uffd_sync, &dirty_backend_soft_dirty,
-		&dirty_backend_mprotect,
+		&dirty_backend_mprotect, &dirty_backend_mapping,
 	};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)

@@ -12,6 +12,7 @@
 
 size_t page_size;
 bool mem_map_no_thp;
+bool mem_map_shared;
 
 const char *mem_kind_name(enum test_mem_kind kind)
 {
@@ -87,7 +88,8 @@ void mem_unmap(struct test_mem *m)
 
 char *map_isolated(size_t len)
 {
-	char *raw = mmap(NULL, len + 2 * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *raw = mmap(NULL, len + 2 * page_size, PROT_NONE,
+			 (mem_map_shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
 
 	ck_assert_ptr_ne(raw, MAP_FAILED);
 	ck_assert_int_eq(mprotect(raw + page_size, len, PROT_READ | PROT_WRITE), 0);

@@ -36,6 +36,8 @@ extern size_t page_size;
  * base-page answers test those; the thp suite tests huge pages themselves.
  */
 extern bool mem_map_no_thp;
+/* map_isolated() maps shared anonymous memory (the mapping backend's tests) */
+extern bool mem_map_shared;
 
 const char *mem_kind_name(enum test_mem_kind kind);
 /*

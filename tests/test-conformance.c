@@ -36,8 +36,17 @@ static const char *backend;
 static bool kind_refused(enum test_mem_kind kind)
 {
 	return (!strcmp(backend, "uffd-sync") && kind == MEM_FILE) ||
-	       (!strcmp(backend, "soft-dirty") && kind == MEM_HUGETLB);
+	       (!strcmp(backend, "soft-dirty") && kind == MEM_HUGETLB) ||
+	       (!strcmp(backend, "mapping") && kind != MEM_SHARED_ANON && kind != MEM_MEMFD);
 }
+
+/*
+ * The memory the kind-independent tests use: private anonymous, except under
+ * mapping, which tracks shared memory only (files in every process): there
+ * MAP_SHARED | MAP_ANONYMOUS (mem_map_shared makes map_isolated() so too).
+ */
+static enum test_mem_kind base_kind = MEM_ANON;
+static int base_flags = MAP_PRIVATE | MAP_ANONYMOUS;
 
 static bool is(const char *name)
 {
@@ -321,9 +330,8 @@ START_TEST(test_unpopulated_memory)
 	struct dirty_range runs[8];
 	struct dirty_tracker *t = tracker_new();
 	size_t len = 1024 * page_size;
-	volatile char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-				  -1, 0);
-	struct test_mem m = { .kind = MEM_ANON, .addr = (char *)mem, .len = len, .page = page_size };
+	volatile char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, base_flags, -1, 0);
+	struct test_mem m = { .kind = base_kind, .addr = (char *)mem, .len = len, .page = page_size };
 
 	ck_assert((void *)mem != MAP_FAILED);
 	madvise((void *)mem, len, MADV_NOHUGEPAGE);
@@ -351,7 +359,7 @@ START_TEST(test_dontneed)
 	static const size_t want[][2] = { { 4, 5 }, { 8, 9 } };
 	struct dirty_range runs[8];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	struct dirty_tracker *t = setup(&m, base_kind, 16);
 
 	ck_assert_int_eq(madvise(m.addr + 4 * m.page, m.page, MADV_DONTNEED), 0);
 	if (is("uffd-async"))
@@ -360,8 +368,11 @@ START_TEST(test_dontneed)
 		ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
 	write_pages(&m, (const size_t[]){ 8 }, 1);
 	ck_assert_int_eq(madvise(m.addr + 8 * m.page, m.page, MADV_DONTNEED), 0);
-	/* soft-dirty: the bit lived in the page table entry that the drop removed */
-	if (is("soft-dirty"))
+	/*
+	 * soft-dirty, mapping: the bit lived in the page table entry that the
+	 * drop removed (under mapping the page keeps its contents: shared memory)
+	 */
+	if (is("soft-dirty") || is("mapping"))
 		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 0);
 	else
 		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), want + 1, 1);
@@ -378,7 +389,7 @@ START_TEST(test_bad_input)
 	struct dirty_range runs[8];
 	uint64_t bitmap[1];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	struct dirty_tracker *t = setup(&m, base_kind, 16);
 	char *a = m.addr, *outside;
 	void *next = (void *)1;
 
@@ -434,7 +445,7 @@ START_TEST(test_second_tracker_cannot_overlap)
 {
 	struct dirty_tracker *t2;
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 8);
+	struct dirty_tracker *t = setup(&m, base_kind, 8);
 
 	t2 = tracker_new();
 	ck_assert_int_eq(dirty_track(t2, m.addr, m.len), -EEXIST);
@@ -450,10 +461,10 @@ START_TEST(test_munmap_then_use)
 {
 	struct dirty_range runs[8];
 	struct test_mem m, other;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	struct dirty_tracker *t = setup(&m, base_kind, 16);
 	char why[256];
 
-	ck_assert(mem_map(&other, MEM_ANON, 4, why, sizeof(why)));
+	ck_assert(mem_map(&other, base_kind, 4, why, sizeof(why)));
 	ck_assert_int_eq(dirty_track(t, other.addr, other.len), 0);
 	write_pages(&m, (const size_t[]){ 1 }, 1);
 	munmap(m.addr, m.len);
@@ -482,13 +493,13 @@ START_TEST(test_stale_region_keeps_its_range)
 {
 	struct dirty_range runs[8];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 16), *t2 = tracker_new();
+	struct dirty_tracker *t = setup(&m, base_kind, 16), *t2 = tracker_new();
 	char *again;
 
 	/* only the first half goes: the rest stays mapped, and tracked */
 	munmap(m.addr, 8 * page_size);
 	again = mmap(m.addr, 8 * page_size, PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		     base_flags | MAP_FIXED_NOREPLACE, -1, 0);
 	ck_assert_ptr_eq(again, m.addr);
 	ck_assert_int_eq(dirty_track(t2, again, 8 * page_size), -EEXIST);
 	/*
@@ -501,11 +512,18 @@ START_TEST(test_stale_region_keeps_its_range)
 		ck_assert_uint_ge(runs[0].len, 8 * page_size);
 	} else {
 		ck_assert_int_eq(dirty_collect(t, m.addr, m.len, 0, runs, 8, NULL),
-				 is("mprotect") ? 0 : -ESTALE);
+				 is("mprotect") || is("mapping") ? 0 : -ESTALE);
 	}
 	ck_assert_int_eq(dirty_untrack(t, m.addr, m.len), 0);
+	if (is("mapping")) {
+		/* the two halves are two files now: one region cannot span them */
+		ck_assert_int_eq(dirty_track(t2, m.addr, m.len), -EOPNOTSUPP);
+		ck_assert_int_eq(dirty_track(t2, m.addr, 8 * page_size), 0);
+		ck_assert_int_eq(dirty_track(t2, m.addr + 8 * page_size, 8 * page_size), 0);
+	} else {
+		ck_assert_int_eq(dirty_track(t2, m.addr, m.len), 0);
+	}
 	/* now both halves are free to track, by anyone */
-	ck_assert_int_eq(dirty_track(t2, m.addr, m.len), 0);
 	write_pages(&m, (const size_t[]){ 2, 12 }, 2);
 	ck_assert_int_eq(dirty_collect(t2, m.addr, m.len, 0, runs, 8, NULL), 2);
 	ck_assert_int_eq(dirty_untrack(t2, m.addr, m.len), 0);
@@ -543,7 +561,7 @@ START_TEST(test_untrack_under_writers)
 	struct dirty_tracker *t = tracker_new();
 	char why[256];
 
-	ck_assert(mem_map(&m, MEM_ANON, 64, why, sizeof(why)));
+	ck_assert(mem_map(&m, base_kind, 64, why, sizeof(why)));
 	h.mem = m.addr;
 	h.len = m.len;
 	for (int i = 0; i < 2; i++)
@@ -566,11 +584,11 @@ START_TEST(test_mremap_then_use)
 {
 	struct dirty_range runs[8];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 16);
+	struct dirty_tracker *t = setup(&m, base_kind, 16);
 	char *moved;
 
 	/* reserve a destination so the move cannot land on the old range */
-	moved = mmap(NULL, m.len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	moved = mmap(NULL, m.len, PROT_NONE, base_flags, -1, 0);
 	ck_assert_ptr_ne(moved, MAP_FAILED);
 	moved = mremap(m.addr, m.len, m.len, MREMAP_MAYMOVE | MREMAP_FIXED, moved);
 	ck_assert_ptr_ne(moved, MAP_FAILED);
@@ -785,7 +803,7 @@ START_TEST(test_kernel_writes)
 	static const size_t want[][2] = { { 2, 3 } };
 	struct dirty_range runs[8];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, 8);
+	struct dirty_tracker *t = setup(&m, base_kind, 8);
 	int fd = open("/proc/self/stat", O_RDONLY);
 	ssize_t n;
 
@@ -966,8 +984,7 @@ START_TEST(test_sparse_reservation)
 	char *mem;
 	volatile char c;
 
-	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		   -1, 0);
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, base_flags | MAP_NORESERVE, -1, 0);
 	ck_assert_ptr_ne(mem, MAP_FAILED);
 	madvise(mem, len, MADV_NOHUGEPAGE);
 	for (size_t i = 0; i < 64; i++)
@@ -991,7 +1008,7 @@ START_TEST(test_sparse_reservation)
 	mem[9 * stride] = 3;
 	ck_assert_int_eq(madvise(mem + 9 * stride, page_size, MADV_DONTNEED), 0);
 	ck_assert_int_eq(dirty_collect(t, mem, len, 0, runs, 8, NULL),
-			 is("uffd-async") || is("soft-dirty") ? 0 : 1);
+			 is("uffd-async") || is("soft-dirty") || is("mapping") ? 0 : 1);
 	ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
 	dirty_tracker_free(t);
 	munmap(mem, len);
@@ -1008,7 +1025,7 @@ START_TEST(test_adaptive_dense_region)
 	uint64_t faults;
 	int cycle;
 
-	ck_assert(mem_map(&m, MEM_ANON, 256, why, sizeof(why)));
+	ck_assert(mem_map(&m, base_kind, 256, why, sizeof(why)));
 	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
 	/* sparse writes never switch it */
 	for (cycle = 0; cycle < 5; cycle++) {
@@ -1107,7 +1124,8 @@ static void other_process_write(int cmd, int ack, size_t index)
  * The pid option: the child's copy of a mapping, at the same address,
  * tracked from here, while the child waits in read(2).  soft-dirty reads
  * the child's /proc files; uffd-async makes the child create a userfaultfd
- * (remote.c).  uffd-sync and mprotect act on the calling process only.
+ * (remote.c).  uffd-sync and mprotect act on the calling process only;
+ * mapping tracks files in every process, never one process's view.
  */
 START_TEST(test_other_process)
 {
@@ -1119,7 +1137,7 @@ START_TEST(test_other_process)
 	struct test_mem m;
 	char why[256];
 
-	ck_assert_msg(mem_map(&m, MEM_ANON, 16, why, sizeof(why)), "%s", why);
+	ck_assert_msg(mem_map(&m, base_kind, 16, why, sizeof(why)), "%s", why);
 	ck_assert_int_eq(pipe(cmd), 0);
 	ck_assert_int_eq(pipe(ack), 0);
 	opts.pid = fork();
@@ -1211,7 +1229,7 @@ static void *api_thread_main(void *p)
 START_TEST(test_threads_share_a_tracker)
 {
 	struct test_mem shared;
-	struct dirty_tracker *t = setup(&shared, MEM_ANON, 16);
+	struct dirty_tracker *t = setup(&shared, base_kind, 16);
 	_Atomic size_t reported = 0;
 	struct api_thread args[4];
 	pthread_t threads[4];
@@ -1312,7 +1330,7 @@ START_TEST(test_no_lost_write)
 	struct stress s = { 0 };
 	ssize_t n;
 
-	s.mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	s.mem = mmap(NULL, len, PROT_READ | PROT_WRITE, base_flags, -1, 0);
 	ck_assert_ptr_ne(s.mem, MAP_FAILED);
 	s.mirror = calloc(1, len);
 	/* memory and mirror start equal: all zero, populated */
@@ -1361,20 +1379,23 @@ static Suite *core_suite(void)
 	Suite *s = suite_create("conformance");
 	TCase *kinds = tcase_create("every memory kind");
 	TCase *one = tcase_create("contract");
-	/* the kinds the backend takes; MEM_FILE is the last before hugetlb */
+	/* the kinds the backend takes: [first, end); MEM_FILE is the last before hugetlb */
+	int first = kind_refused(MEM_ANON) ? MEM_SHARED_ANON : MEM_ANON;
 	int end = kind_refused(MEM_FILE) ? MEM_FILE : MEM_HUGETLB;
 
-	tcase_add_loop_test(kinds, test_exact_runs, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_bitmap_equals_runs, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_clean_without_writes, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_resume_with_tiny_buffer, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_clean_part_of_a_region, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_callback_runs_and_early_stop, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_span_over_adjacent_regions, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_untrack_leaves_memory_alone, MEM_ANON, end);
-	tcase_add_loop_test(kinds, test_fork, MEM_ANON, end);
+	tcase_add_loop_test(kinds, test_exact_runs, first, end);
+	tcase_add_loop_test(kinds, test_bitmap_equals_runs, first, end);
+	tcase_add_loop_test(kinds, test_clean_without_writes, first, end);
+	tcase_add_loop_test(kinds, test_resume_with_tiny_buffer, first, end);
+	tcase_add_loop_test(kinds, test_clean_part_of_a_region, first, end);
+	tcase_add_loop_test(kinds, test_callback_runs_and_early_stop, first, end);
+	tcase_add_loop_test(kinds, test_span_over_adjacent_regions, first, end);
+	tcase_add_loop_test(kinds, test_untrack_leaves_memory_alone, first, end);
+	tcase_add_loop_test(kinds, test_fork, first, end);
 	if (kind_refused(MEM_FILE))
 		tcase_add_loop_test(kinds, test_refused_kind, MEM_FILE, MEM_FILE + 1);
+	if (kind_refused(MEM_ANON))
+		tcase_add_loop_test(kinds, test_refused_kind, MEM_ANON, MEM_ANON + 1);
 	suite_add_tcase(s, kinds);
 
 	tcase_add_test(one, test_unpopulated_memory);
@@ -1446,6 +1467,11 @@ static void require(const char *suite)
 			exit(EXIT_SKIP);
 		}
 		mem_unmap(&m);
+	} else if (!strcmp(suite, "thp") && !strcmp(backend, "mapping")) {
+		printf("SKIP: mapping takes no private anonymous memory, and huge shared-memory "
+		       "mappings are kernel/tests/dirtymap-test's (the module refuses "
+		       "mounts that may allocate huge pages)\n");
+		exit(EXIT_SKIP);
 	} else if (!strcmp(suite, "thp")) {
 		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
 		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]")) {
@@ -1466,6 +1492,11 @@ int main(void)
 
 	backend = test_backend();
 	mem_map_no_thp = is("soft-dirty");
+	if (is("mapping")) {
+		base_kind = MEM_SHARED_ANON;
+		base_flags = MAP_SHARED | MAP_ANONYMOUS;
+		mem_map_shared = true;
+	}
 	if (!suite)
 		suite = "core";
 	require(suite);
