@@ -1187,6 +1187,162 @@ START_TEST(test_other_process)
 }
 END_TEST
 
+/* ---- mapping: a file tracked in every process that maps it ---- */
+
+/*
+ * Children map the same memfd at file offsets of their own (and so at
+ * addresses of their own) and write pages of it; the parent maps none of
+ * it.  Each collect reports exactly the pages written, as file offsets.
+ */
+static void file_writer(int fd, size_t map_first, size_t map_pages, const size_t *pages,
+			size_t n)
+{
+	char *mem = mmap(NULL, map_pages * page_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+			 (off_t)(map_first * page_size));
+
+	if (mem == MAP_FAILED)
+		_exit(2);
+	for (size_t i = 0; i < n; i++)
+		mem[(pages[i] - map_first) * page_size + 5] ^= 0x66;
+	/*
+	 * Written; stay mapped until killed: an exit would unmap, and the
+	 * kernel would move the dirty bits from the page tables to the pages
+	 * (documented: such writes are not seen).
+	 */
+	if (write(STDOUT_FILENO, "w", 1) != 1)
+		_exit(3);
+	for (;;)
+		pause();
+}
+
+static pid_t spawn_file_writer(int fd, size_t map_first, size_t map_pages, const size_t *pages,
+			       size_t n, int *ready)
+{
+	int p[2];
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		dup2(p[1], STDOUT_FILENO);
+		file_writer(fd, map_first, map_pages, pages, n);
+	}
+	close(p[1]);
+	*ready = p[0];
+	return pid;
+}
+
+/* Wait until the writer has written its pages. */
+static void wait_written(pid_t pid, int ready)
+{
+	char c;
+
+	ck_assert_msg(read(ready, &c, 1) == 1, "writer %d failed", (int)pid);
+	close(ready);
+}
+
+static void assert_file_runs(const struct dirty_file_range *runs, ssize_t n,
+			     const size_t (*want)[2], size_t nwant)
+{
+	ck_assert_int_eq(n, (ssize_t)nwant);
+	for (size_t i = 0; i < nwant; i++) {
+		ck_assert_uint_eq(runs[i].offset, want[i][0] * page_size);
+		ck_assert_uint_eq(runs[i].len, (want[i][1] - want[i][0]) * page_size);
+	}
+}
+
+START_TEST(test_file_across_processes)
+{
+	static const size_t a_pages[] = { 3, 4, 40 }, b_pages[] = { 40, 41, 100 };
+	static const size_t want[][2] = { { 3, 5 }, { 40, 42 }, { 100, 101 } };
+	static const size_t want_again[][2] = { { 100, 101 } };
+	const size_t npages = 128;
+	struct dirty_tracker *t = tracker_new();
+	struct dirty_file_range runs[8];
+	uint64_t bitmap[2], next = 0;
+	int fd = memfd_create("libdirty-file", MFD_CLOEXEC), ro, ready_a, ready_b;
+	pid_t a, b;
+	char path[64];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(npages * page_size)), 0);
+	/* a read-only descriptor is refused, nothing tracked */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(ro, 0);
+	ck_assert_int_eq(dirty_track_file(t, ro, 0, npages * page_size), -EBADF);
+	ck_assert_int_eq(dirty_track_file(t, fd, 0, npages * page_size), 0);
+	ck_assert_int_eq(dirty_track_file(t, fd, 8 * page_size, page_size), -EEXIST);
+	ck_assert_int_eq(dirty_collect_file(t, fd, 0, npages * page_size, 0, runs, 8, &next), 0);
+	ck_assert_uint_eq(next, npages * page_size);
+
+	/* A maps pages [0, 64), B pages [32, 128): different offsets and addresses */
+	a = spawn_file_writer(fd, 0, 64, a_pages, 3, &ready_a);
+	b = spawn_file_writer(fd, 32, 96, b_pages, 3, &ready_b);
+	wait_written(a, ready_a);
+	wait_written(b, ready_b);
+	/* without clean: reported, and again */
+	assert_file_runs(runs, dirty_collect_file(t, fd, 0, npages * page_size, 0, runs, 8, NULL),
+			 want, 3);
+	/* the read-only descriptor names the same file */
+	assert_file_runs(runs, dirty_collect_file(t, ro, 0, npages * page_size, 0, runs, 8, NULL),
+			 want, 3);
+	/* resumable: one run at a time */
+	ck_assert_int_eq(dirty_collect_file(t, fd, 0, npages * page_size, DIRTY_COLLECT_CLEAN, runs,
+					    1, &next), 1);
+	ck_assert_uint_eq(runs[0].offset, 3 * page_size);
+	ck_assert_uint_eq(next, 5 * page_size);
+	ck_assert_int_eq(dirty_collect_file_bitmap(t, fd, 0, npages * page_size, 0, bitmap), 0);
+	ck_assert_uint_eq(bitmap[0], UINT64_C(3) << 40);
+	ck_assert_uint_eq(bitmap[1], UINT64_C(1) << (100 - 64));
+	/* a part: the clean of [96, 128) leaves 40-41 dirty */
+	ck_assert_int_eq(dirty_clean_file(t, fd, 96 * page_size, 32 * page_size), 0);
+	assert_file_runs(runs, dirty_collect_file(t, fd, 0, npages * page_size, DIRTY_COLLECT_CLEAN,
+						  runs, 8, NULL), want + 1, 1);
+	ck_assert_int_eq(dirty_collect_file(t, fd, 0, npages * page_size, 0, runs, 8, NULL), 0);
+	/* B writes again (a third child, at B's offsets) */
+	kill(b, SIGKILL);
+	waitpid(b, NULL, 0);
+	b = spawn_file_writer(fd, 32, 96, want_again[0], 1, &ready_b);
+	wait_written(b, ready_b);
+	assert_file_runs(runs, dirty_collect_file(t, fd, 0, npages * page_size, DIRTY_COLLECT_CLEAN,
+						  runs, 8, NULL), want_again, 1);
+	/* bad ranges */
+	ck_assert_int_eq(dirty_collect_file(t, fd, 0, (npages + 1) * page_size, 0, runs, 8, NULL),
+			 -ENOENT);
+	ck_assert_int_eq(dirty_clean_file(t, fd, page_size / 2, page_size), -EINVAL);
+	ck_assert_int_eq(dirty_untrack_file(t, fd, 0, 64 * page_size), -EINVAL);
+	ck_assert_int_eq(dirty_untrack_file(t, ro, 0, npages * page_size), 0);
+	ck_assert_int_eq(dirty_collect_file(t, fd, 0, page_size, 0, runs, 8, NULL), -ENOENT);
+	kill(a, SIGKILL);
+	kill(b, SIGKILL);
+	waitpid(a, NULL, 0);
+	waitpid(b, NULL, 0);
+	dirty_tracker_free(t);
+	close(ro);
+	close(fd);
+}
+END_TEST
+
+/* A regular file on a disk file system is refused: the kernel's writeback cleans it too. */
+START_TEST(test_file_refused_kinds)
+{
+	struct dirty_tracker *t = tracker_new();
+	char path[] = "libdirty-file-XXXXXX";
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	ck_assert_int_eq(ftruncate(fd, 16 * (off_t)page_size), 0);
+	ck_assert_int_eq(dirty_track_file(t, fd, 0, 16 * page_size), -EOPNOTSUPP);
+	ck_assert_int_eq(dirty_clean_file(t, fd, 0, 16 * page_size), -ENOENT);
+	close(fd);
+	dirty_tracker_free(t);
+}
+END_TEST
+
 /* ---- one tracker, many threads ---- */
 
 struct api_thread {
@@ -1411,6 +1567,10 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_sparse_reservation);
 	tcase_add_test(one, test_adaptive_dense_region);
 	tcase_add_test(one, test_other_process);
+	if (is("mapping")) {
+		tcase_add_test(one, test_file_across_processes);
+		tcase_add_test(one, test_file_refused_kinds);
+	}
 	if (!strcmp(backend, "mprotect")) {
 		tcase_add_test(one, test_mprotect_chains_foreign_faults);
 		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);
