@@ -1,0 +1,900 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dirty-syncd: a reference buffer sync daemon.  A thin user of the public API.
+ *
+ * Producers (other processes) map a shared buffer and write to it; the daemon
+ * keeps a sink (a file standing in for device memory) equal to the buffer by
+ * copying only the pages written since the last copy.  Each --interval, and
+ * whenever a client asks for a flush, it collects-and-cleans the dirty pages
+ * and copies the dirty runs from its own mapping of the buffer to the sink.
+ *
+ * Modes
+ *   mapping      the "mapping" backend (/dev/dirtymap): one tracker tracks
+ *                the buffer file and sees the writes of every process that
+ *                maps it (dirty_track_file(), dirty_collect_file_bitmap()).
+ *   cooperative  uffd-async, one tracker per producer: each producer makes a
+ *                userfaultfd (dirty_userfaultfd_share()) and sends it with its
+ *                pid and the address, length and file offset of its mapping;
+ *                the daemon tracks that range of the producer
+ *                (DIRTY_TRACKER_GIVEN_UFFD) and, at each collect, unions the
+ *                runs of every producer, converted to file offsets.
+ *   auto         mapping if dirty_backend_probe("mapping") says it can run,
+ *                else cooperative.
+ *
+ * Protocol (tools/syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
+ * every message is one fixed 48-byte struct syncd_msg { u32 magic "DSYN",
+ * u16 version 1, u16 type, s32 status, u32 reserved, u64 a, b, c, d },
+ * integers little-endian; a reply has the request's type | 0x80 and status
+ * 0 or -errno.  Descriptors travel as SCM_RIGHTS.
+ *   HELLO     -> a = version
+ *             <- a = buffer size, b = page size, c = mode (1 mapping,
+ *                2 cooperative), d = flushes so far; the buffer's fd attached
+ *   REGISTER  -> a = pid, b = address, c = length, d = file offset of the
+ *                producer's shared mapping of the buffer (page aligned);
+ *                cooperative: the producer's uffd attached (needed on the
+ *                first REGISTER of a connection).  The reply comes once the
+ *                range is tracked: the producer must not write to it before.
+ *                The pid must be the connecting process's (SO_PEERCRED), and
+ *                its /proc/PID/maps must show the buffer at that offset.
+ *   FLUSH     <- a = bytes copied, b = runs copied, c = flush number,
+ *                d = bytes copied since start.  Sent after the copy: every
+ *                write a client made before sending FLUSH is in the sink.
+ *   UNREGISTER -> a = address, b = length of a registered range that the
+ *                producer has stopped writing and will unmap; <- as FLUSH,
+ *                once its last collect is copied and it is untracked
+ *                (-ENOENT: no such range).  Unmapping a registered range
+ *                without it costs a whole copy of the range in cooperative
+ *                mode, and loses writes in mapping mode (the kernel drops
+ *                them with the page tables, and nothing tells the daemon).
+ *   BYE       <- as FLUSH: the client's last collect is copied, its trackers
+ *                freed; then the daemon closes the connection.
+ *
+ * A producer that goes without BYE (crash, kill, close) takes the dirty state
+ * that was not yet collected with it (its page tables are gone): the daemon
+ * then copies every range that producer registered, whole (the whole buffer
+ * for a client of mapping mode that registered none), after a last collect
+ * of its tracker in cooperative mode.  A collect that fails with -ESRCH or
+ * -ESTALE (the producer exited or unmapped) is handled the same way.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libdirty.h"
+#include "syncd-proto.h"
+#include "syncd-sink.h"
+
+#define MAX_CLIENTS 256
+#define MAX_RANGES 16 /* per client */
+
+struct producer_range {
+	uint64_t addr, len, offset;
+};
+
+struct client {
+	int sock;
+	pid_t peer_pid;               /* SO_PEERCRED */
+	bool has_buffer;              /* was sent the buffer's fd */
+	struct dirty_tracker *tracker; /* cooperative */
+	unsigned nranges;
+	struct producer_range ranges[MAX_RANGES];
+};
+
+struct totals {
+	uint64_t flushes, bytes, runs;
+	uint64_t leave_bytes;  /* copied whole because a producer went away */
+	uint64_t joined, left, gone;
+};
+
+static struct daemon {
+	enum syncd_mode mode;
+	bool json;
+	int buffer_fd;
+	uint64_t size;
+	size_t page_size;
+	const unsigned char *map;
+	struct stat buffer_st;
+	struct dirty_tracker *file_tracker; /* mapping */
+	uint64_t *marked;                   /* pages to copy, one bit each */
+	uint64_t *scratch;
+	size_t nwords;
+	struct syncd_sink sink;
+	struct client *clients[MAX_CLIENTS];
+	struct totals total;
+} d;
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d.json)
+		return;
+	fputs("dirty-syncd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Errors are printed in --json mode too. */
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("dirty-syncd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void json_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void json_line(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!d.json)
+		return;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* ---- the pages to copy ---- */
+
+static void mark_pages(uint64_t offset, uint64_t len)
+{
+	uint64_t first, end;
+
+	if (offset >= d.size)
+		return;
+	if (len > d.size - offset)
+		len = d.size - offset;
+	first = offset / d.page_size;
+	end = (offset + len + d.page_size - 1) / d.page_size;
+	for (uint64_t p = first; p < end; p++)
+		d.marked[p / 64] |= 1ull << (p % 64);
+}
+
+/* Copy the marked runs to the sink and unmark them. */
+static int copy_marked(uint64_t *ret_bytes, uint64_t *ret_runs)
+{
+	uint64_t npages = d.size / d.page_size, bytes = 0, runs = 0, p = 0;
+	int err = 0;
+
+	while (p < npages) {
+		uint64_t word = d.marked[p / 64] >> (p % 64), start;
+
+		if (!word) {
+			p = (p / 64 + 1) * 64;
+			continue;
+		}
+		p += (uint64_t)__builtin_ctzll(word);
+		start = p;
+		while (p < npages && (d.marked[p / 64] >> (p % 64) & 1))
+			p++;
+		if (!err)
+			err = d.sink.ops->write_run(&d.sink, start * d.page_size,
+						    d.map + start * d.page_size,
+						    (p - start) * d.page_size);
+		bytes += (p - start) * d.page_size;
+		runs++;
+	}
+	if (!err)
+		err = d.sink.ops->flush(&d.sink);
+	if (err) {
+		/* keep the marks: the next flush tries again */
+		warn("sink %s: %s", d.sink.ops->name, strerror(-err));
+		return err;
+	}
+	memset(d.marked, 0, d.nwords * sizeof(*d.marked));
+	*ret_bytes = bytes;
+	*ret_runs = runs;
+	return 0;
+}
+
+/* ---- collecting ---- */
+
+struct mark_ctx {
+	const struct producer_range *range;
+};
+
+static int mark_run(void *start, size_t len, void *userdata)
+{
+	const struct producer_range *r = ((struct mark_ctx *)userdata)->range;
+
+	mark_pages(r->offset + ((uint64_t)(uintptr_t)start - r->addr), len);
+	return 0;
+}
+
+static void mark_client_ranges(const struct client *c)
+{
+	for (unsigned i = 0; i < c->nranges; i++)
+		mark_pages(c->ranges[i].offset, c->ranges[i].len);
+}
+
+/*
+ * Collect-and-clean one producer's ranges into the marks.  0, or the errno of
+ * the first range that failed: -ESRCH / -ESTALE mean the producer's mapping
+ * is gone, and with it the record of its last writes.
+ */
+static int collect_range(struct client *c, unsigned i)
+{
+	struct mark_ctx ctx = { &c->ranges[i] };
+
+	return dirty_collect_each(c->tracker, (void *)(uintptr_t)c->ranges[i].addr,
+				  c->ranges[i].len, DIRTY_COLLECT_CLEAN, mark_run, &ctx);
+}
+
+static int collect_client(struct client *c)
+{
+	int first_err = 0;
+
+	for (unsigned i = 0; c->tracker && i < c->nranges; i++) {
+		int err = collect_range(c, i);
+
+		if (err && !first_err)
+			first_err = err;
+	}
+	return first_err;
+}
+
+/* A producer went away (or its mapping did): copy all it had mapped, once. */
+static void client_gone(struct client *c, const char *why)
+{
+	uint64_t bytes = 0;
+
+	for (unsigned i = 0; i < c->nranges; i++)
+		bytes += c->ranges[i].len;
+	if (!c->nranges && c->has_buffer && d.mode == SYNCD_MODE_MAPPING) {
+		/* it may have written anywhere, and no one knows where */
+		mark_pages(0, d.size);
+		bytes = d.size;
+	}
+	mark_client_ranges(c);
+	d.total.leave_bytes += bytes;
+	d.total.gone++;
+	note("producer %d gone (%s): copying its %" PRIu64 " bytes whole", (int)c->peer_pid,
+	     why, bytes);
+	json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":%" PRIu64 "}",
+		  (int)c->peer_pid, why, bytes);
+	c->tracker = dirty_tracker_free(c->tracker);
+	c->nranges = 0;
+	c->has_buffer = false;
+}
+
+static void collect_all(void)
+{
+	if (d.mode == SYNCD_MODE_MAPPING) {
+		int err;
+
+		memset(d.scratch, 0, d.nwords * sizeof(*d.scratch));
+		err = dirty_collect_file_bitmap(d.file_tracker, d.buffer_fd, 0, d.size,
+						DIRTY_COLLECT_CLEAN, d.scratch);
+		if (err) {
+			/* whatever the failure cleaned, a whole copy is right */
+			warn("collect: %s; copying the whole buffer", strerror(-err));
+			mark_pages(0, d.size);
+			return;
+		}
+		for (size_t i = 0; i < d.nwords; i++)
+			d.marked[i] |= d.scratch[i];
+		return;
+	}
+	for (size_t i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = d.clients[i];
+		int err;
+
+		if (!c || !c->tracker)
+			continue;
+		err = collect_client(c);
+		if (err == -ESRCH || err == -ESTALE)
+			client_gone(c, err == -ESRCH ? "exited" : "unmapped");
+		else if (err) {
+			/* unexpected: copy its ranges whole, which is always right */
+			warn("collect of producer %d: %s; copying its ranges whole", (int)c->peer_pid,
+			     strerror(-err));
+			mark_client_ranges(c);
+		}
+	}
+}
+
+/* ---- clients ---- */
+
+static void client_close(size_t slot)
+{
+	struct client *c = d.clients[slot];
+
+	dirty_tracker_free(c->tracker);
+	close(c->sock);
+	free(c);
+	d.clients[slot] = NULL;
+	d.total.left++;
+}
+
+/*
+ * A client left without BYE.  In cooperative mode, one last collect while its
+ * pages may still be there, then its ranges whole: the writes it made since
+ * that collect, or that the collect could no longer see, are in the buffer.
+ */
+static void client_lost(size_t slot)
+{
+	struct client *c = d.clients[slot];
+
+	if (c->tracker)
+		(void)collect_client(c);
+	if (c->nranges || (c->has_buffer && d.mode == SYNCD_MODE_MAPPING))
+		client_gone(c, "disconnected");
+	client_close(slot);
+}
+
+/* Drop the clients that hung up, but not except (the one being answered). */
+static void sweep_hangups(size_t except)
+{
+	struct pollfd pfd[MAX_CLIENTS];
+	size_t slot[MAX_CLIENTS], n = 0;
+
+	for (size_t i = 0; i < MAX_CLIENTS; i++) {
+		if (!d.clients[i] || i == except)
+			continue;
+		pfd[n] = (struct pollfd){ .fd = d.clients[i]->sock, .events = POLLIN };
+		slot[n++] = i;
+	}
+	if (poll(pfd, n, 0) <= 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (pfd[i].revents & (POLLHUP | POLLERR))
+			client_lost(slot[i]);
+}
+
+/*
+ * Collect everything, copy, report.  A client's flush is answered after this:
+ * the clients that hung up before it are swept first, so that a producer that
+ * is known to be gone when the flush is sent has its pages in the sink.
+ */
+static int flush_now(const char *reason, size_t requester, uint64_t *ret_bytes,
+		     uint64_t *ret_runs)
+{
+	uint64_t bytes = 0, runs = 0;
+	int err;
+
+	sweep_hangups(requester);
+	collect_all();
+	err = copy_marked(&bytes, &runs);
+	if (err)
+		return err;
+	d.total.flushes++;
+	d.total.bytes += bytes;
+	d.total.runs += runs;
+	if (bytes || strcmp(reason, "interval")) { /* idle ticks are not news */
+		note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs",
+		     d.total.flushes, reason, bytes, runs);
+		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
+			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
+	}
+	*ret_bytes = bytes;
+	*ret_runs = runs;
+	/* a failed collect was made up for by whole copies: the sink is exact */
+	return 0;
+}
+
+/* Producers that left marked their ranges: copy them now, not at the next flush. */
+static void copy_leftovers(void)
+{
+	uint64_t bytes, runs;
+
+	for (size_t i = 0; i < d.nwords; i++) {
+		if (!d.marked[i])
+			continue;
+		if (copy_marked(&bytes, &runs))
+			return;
+		d.total.bytes += bytes;
+		d.total.runs += runs;
+		note("copied %" PRIu64 " bytes in %" PRIu64 " runs for producers that went away",
+		     bytes, runs);
+		json_line("{\"event\":\"copy\",\"reason\":\"gone\",\"bytes\":%" PRIu64
+			  ",\"runs\":%" PRIu64 "}", bytes, runs);
+		return;
+	}
+}
+
+/* Is [addr, addr + len) of pid a shared mapping of the buffer at offset? */
+static int check_mapping(pid_t pid, uint64_t addr, uint64_t len, uint64_t offset)
+{
+	char path[64], line[512];
+	uint64_t covered = addr;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? -ESRCH : -errno;
+	while (covered < addr + len && fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, off, ino;
+		unsigned maj, min;
+		char perms[8];
+
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &off, &maj,
+			   &min, &ino) != 7)
+			continue;
+		if (end <= covered || start > covered)
+			continue;
+		if (perms[3] != 's' || makedev(maj, min) != d.buffer_st.st_dev ||
+		    ino != d.buffer_st.st_ino || off + (covered - start) != offset + (covered - addr))
+			break;
+		covered = end;
+	}
+	fclose(f);
+	return covered >= addr + len ? 0 : -EINVAL;
+}
+
+static int do_register(struct client *c, const struct syncd_msg *m, int fd)
+{
+	uint64_t addr = m->b, len = m->c, offset = m->d;
+	struct producer_range *r;
+	int err;
+
+	if ((pid_t)m->a != c->peer_pid)
+		return -EPERM; /* only the connecting process registers itself */
+	if (!len || (addr | len | offset) % d.page_size || offset > d.size ||
+	    len > d.size - offset || addr + len < addr)
+		return -EINVAL;
+	if (c->nranges == MAX_RANGES)
+		return -ENOSPC;
+	for (unsigned i = 0; i < c->nranges; i++)
+		if (addr < c->ranges[i].addr + c->ranges[i].len &&
+		    c->ranges[i].addr < addr + len)
+			return -EEXIST;
+	err = check_mapping(c->peer_pid, addr, len, offset);
+	if (err)
+		return err;
+	if (d.mode == SYNCD_MODE_COOPERATIVE) {
+		if (!c->tracker) {
+			struct dirty_options o = {
+				.sz = sizeof(o),
+				.backend = "uffd-async",
+				.pid = c->peer_pid,
+				.flags = DIRTY_TRACKER_GIVEN_UFFD,
+				.uffd = fd,
+			};
+
+			if (fd < 0)
+				return -EBADF;
+			err = dirty_tracker_new(&o, &c->tracker);
+			if (err)
+				return err;
+		}
+		err = dirty_track(c->tracker, (void *)(uintptr_t)addr, len);
+		if (err)
+			return err;
+	}
+	r = &c->ranges[c->nranges++];
+	*r = (struct producer_range){ addr, len, offset };
+	d.total.joined++;
+	note("producer %d: tracking %#" PRIx64 "+%" PRIu64 " at offset %" PRIu64,
+	     (int)c->peer_pid, addr, len, offset);
+	json_line("{\"event\":\"register\",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
+		  ",\"offset\":%" PRIu64 "}", (int)c->peer_pid, addr, len, offset);
+	return 0;
+}
+
+/*
+ * The producer will unmap a range: collect it one last time (cooperative) and
+ * stop tracking it.  The flush that follows copies it; in mapping mode that
+ * flush is what saves the writes the unmap would drop.
+ */
+static int do_unregister(struct client *c, const struct syncd_msg *m)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nranges; i++)
+		if (c->ranges[i].addr == m->a && c->ranges[i].len == m->b)
+			break;
+	if (i == c->nranges)
+		return -ENOENT;
+	if (c->tracker) {
+		if (collect_range(c, i))
+			mark_pages(c->ranges[i].offset, c->ranges[i].len);
+		(void)dirty_untrack(c->tracker, (void *)(uintptr_t)m->a, m->b);
+	}
+	c->ranges[i] = c->ranges[--c->nranges];
+	note("producer %d: untracking %#" PRIx64 "+%" PRIu64, (int)c->peer_pid, m->a, m->b);
+	return 0;
+}
+
+/* Serve one message.  false: the client is gone (closed here). */
+static bool serve(size_t slot)
+{
+	struct client *c = d.clients[slot];
+	struct syncd_msg m, reply = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION };
+	uint64_t bytes = 0, runs = 0;
+	int fd = -1, attach = -1, n;
+	const char *reason;
+
+	n = syncd_recv(c->sock, &m, &fd);
+	if (n <= 0) {
+		if (n < 0 && n != -ECONNRESET)
+			warn("client %d: %s", (int)c->peer_pid, strerror(-n));
+		client_lost(slot);
+		return false;
+	}
+	reply.type = (uint16_t)(m.type | SYNCD_REPLY);
+	switch (m.type) {
+	case SYNCD_HELLO:
+		reply.a = d.size;
+		reply.b = d.page_size;
+		reply.c = d.mode;
+		reply.d = d.total.flushes;
+		attach = d.buffer_fd;
+		c->has_buffer = true;
+		break;
+	case SYNCD_REGISTER:
+		reply.status = do_register(c, &m, fd);
+		if (reply.status)
+			warn("producer %d: register refused: %s", (int)c->peer_pid,
+			     strerror(-reply.status));
+		break;
+	case SYNCD_FLUSH:
+	case SYNCD_BYE:
+	case SYNCD_UNREGISTER:
+		if (m.type == SYNCD_UNREGISTER) {
+			reply.status = do_unregister(c, &m);
+			if (reply.status)
+				break;
+		}
+		if (m.type == SYNCD_BYE) {
+			/* it has stopped writing: its last collect is exact */
+			if (c->tracker && collect_client(c))
+				mark_client_ranges(c); /* or, if that failed, a whole copy */
+			c->tracker = dirty_tracker_free(c->tracker);
+			c->nranges = 0;
+			c->has_buffer = false;
+		}
+		reason = m.type == SYNCD_BYE ? "bye" : m.type == SYNCD_FLUSH ? "request" : "unregister";
+		reply.status = flush_now(reason, slot, &bytes, &runs);
+		reply.a = bytes;
+		reply.b = runs;
+		reply.c = d.total.flushes;
+		reply.d = d.total.bytes;
+		break;
+	default:
+		reply.status = -EOPNOTSUPP;
+		break;
+	}
+	if (fd >= 0)
+		close(fd); /* a tracker keeps its own duplicate */
+	(void)syncd_send(c->sock, &reply, attach);
+	if (m.type == SYNCD_BYE) {
+		client_close(slot);
+		return false;
+	}
+	return true;
+}
+
+static void accept_client(int listen_fd)
+{
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
+	struct client *c;
+	size_t slot;
+	int sock = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (sock < 0)
+		return;
+	for (slot = 0; slot < MAX_CLIENTS && d.clients[slot]; slot++)
+		;
+	c = slot < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+	if (!c || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len)) {
+		warn("refusing a client: %s", c ? strerror(errno) : "too many clients");
+		free(c);
+		close(sock);
+		return;
+	}
+	c->sock = sock;
+	c->peer_pid = cred.pid;
+	d.clients[slot] = c;
+}
+
+/* ---- setup ---- */
+
+static int parse_size(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	}
+	if (*end == 'i' && end[1] == 'B')
+		end += 2;
+	if (*end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int open_buffer(const char *shm, uint64_t size)
+{
+	struct stat st;
+	char path[PATH_MAX];
+
+	if (shm) {
+		snprintf(path, sizeof(path), "%s%s", strchr(shm, '/') ? "" : "/dev/shm/", shm);
+		d.buffer_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	} else {
+		d.buffer_fd = memfd_create("dirty-syncd-buffer", MFD_CLOEXEC);
+	}
+	if (d.buffer_fd < 0 || fstat(d.buffer_fd, &st))
+		return -errno;
+	if (!size)
+		size = (uint64_t)st.st_size;
+	if (!size || size % d.page_size)
+		return -EINVAL;
+	if ((uint64_t)st.st_size != size && ftruncate(d.buffer_fd, (off_t)size))
+		return -errno;
+	if (fstat(d.buffer_fd, &d.buffer_st))
+		return -errno;
+	d.size = size;
+	d.map = mmap(NULL, size, PROT_READ, MAP_SHARED, d.buffer_fd, 0);
+	if (d.map == MAP_FAILED)
+		return -errno;
+	d.nwords = (size / d.page_size + 63) / 64;
+	d.marked = calloc(d.nwords, sizeof(*d.marked));
+	d.scratch = calloc(d.nwords, sizeof(*d.scratch));
+	return d.marked && d.scratch ? 0 : -ENOMEM;
+}
+
+static int listen_on(const char *path)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, err = syncd_address(path, &addr, &len);
+
+	if (err)
+		return err;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (path[0] != '@')
+		unlink(path); /* a stale socket of an earlier run */
+	if (bind(fd, (struct sockaddr *)&addr, len) || listen(fd, 64)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char usage[] =
+	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
+	"                   --sink PATH|fd:N [--mode auto|mapping|cooperative]\n"
+	"                   [--interval MS] [--json] [--ready-fd N]\n"
+	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
+	"See dirty-syncd(1).\n";
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "size", required_argument, NULL, 'S' },
+		{ "shm", required_argument, NULL, 'm' },
+		{ "sink", required_argument, NULL, 'k' },
+		{ "mode", required_argument, NULL, 'M' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *socket_path = NULL, *shm = NULL, *sink = NULL, *mode = "auto";
+	uint64_t size = 0, interval = 100, initial_bytes = 0, initial_runs = 0, deadline;
+	int opt, err, listen_fd, ready_fd = -1;
+	char why[256] = "";
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, empty;
+
+	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 's': socket_path = optarg; break;
+		case 'S':
+			if (parse_size(optarg, &size) || !size)
+				goto bad_usage;
+			break;
+		case 'm': shm = optarg; break;
+		case 'k': sink = optarg; break;
+		case 'M': mode = optarg; break;
+		case 'i':
+			if (parse_size(optarg, &interval))
+				goto bad_usage;
+			break;
+		case 'j': d.json = true; break;
+		case 'r': ready_fd = atoi(optarg); break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: goto bad_usage;
+		}
+	}
+	if (optind != argc || !socket_path || !sink || (!size && !shm))
+		goto bad_usage;
+
+	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	if (!strcmp(mode, "auto"))
+		mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
+	if (!strcmp(mode, "mapping")) {
+		d.mode = SYNCD_MODE_MAPPING;
+		err = dirty_backend_probe("mapping", 0, why, sizeof(why));
+	} else if (!strcmp(mode, "cooperative")) {
+		d.mode = SYNCD_MODE_COOPERATIVE;
+		err = dirty_backend_probe("uffd-async", 0, why, sizeof(why));
+	} else {
+		goto bad_usage;
+	}
+	if (err) {
+		fprintf(stderr, "dirty-syncd: %s mode cannot run here: %s\n", mode, why);
+		return 3;
+	}
+
+	err = open_buffer(shm, size);
+	if (err) {
+		fprintf(stderr, "dirty-syncd: buffer: %s\n", strerror(-err));
+		return 1;
+	}
+	d.sink.fd = -1;
+	d.sink.ops = &syncd_file_sink;
+	err = d.sink.ops->open(&d.sink, sink, d.size);
+	if (err) {
+		fprintf(stderr, "dirty-syncd: sink %s: %s\n", sink, strerror(-err));
+		return 1;
+	}
+	if (d.mode == SYNCD_MODE_MAPPING) {
+		struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
+
+		err = dirty_tracker_new(&o, &d.file_tracker);
+		if (!err)
+			err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
+		if (err) {
+			fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
+			return 1;
+		}
+	}
+	/* the sink starts equal to the buffer; from here on, only dirty pages */
+	mark_pages(0, d.size);
+	err = copy_marked(&initial_bytes, &initial_runs);
+	if (err)
+		return 1;
+
+	listen_fd = listen_on(socket_path);
+	if (listen_fd < 0) {
+		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path, strerror(-listen_fd));
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&block);
+	sigemptyset(&empty);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s",
+	     mode, d.size, sink, interval, socket_path);
+	json_line("{\"event\":\"start\",\"mode\":\"%s\",\"size\":%" PRIu64 ",\"interval_ms\":%"
+		  PRIu64 ",\"initial_bytes\":%" PRIu64 "}", mode, d.size, interval, initial_bytes);
+	if (ready_fd >= 0) {
+		(void)!write(ready_fd, "ready\n", 6);
+		close(ready_fd);
+	}
+
+	deadline = now_ms() + interval;
+	while (!stop_signal) {
+		struct pollfd pfd[MAX_CLIENTS + 1];
+		size_t slot[MAX_CLIENTS + 1], n = 1;
+		struct timespec timeout, *tp = NULL;
+		int ready;
+
+		pfd[0] = (struct pollfd){ .fd = listen_fd, .events = POLLIN };
+		for (size_t i = 0; i < MAX_CLIENTS; i++) {
+			if (!d.clients[i])
+				continue;
+			pfd[n] = (struct pollfd){ .fd = d.clients[i]->sock, .events = POLLIN };
+			slot[n++] = i;
+		}
+		if (interval) {
+			uint64_t now = now_ms(), left = deadline > now ? deadline - now : 0;
+
+			timeout.tv_sec = (time_t)(left / 1000);
+			timeout.tv_nsec = (long)(left % 1000) * 1000000;
+			tp = &timeout;
+		}
+		ready = ppoll(pfd, n, tp, &empty);
+		if (ready < 0 && errno != EINTR) {
+			warn("poll: %s", strerror(errno));
+			break;
+		}
+		for (size_t i = 1; ready > 0 && i < n; i++)
+			if (pfd[i].revents && d.clients[slot[i]] && d.clients[slot[i]]->sock == pfd[i].fd)
+				serve(slot[i]);
+		if (ready > 0 && (pfd[0].revents & POLLIN))
+			accept_client(listen_fd);
+		if (interval && now_ms() >= deadline) {
+			uint64_t bytes, runs;
+
+			(void)flush_now("interval", SIZE_MAX, &bytes, &runs);
+			deadline = now_ms() + interval;
+		}
+		copy_leftovers();
+	}
+
+	/* a last flush, so that the sink is exact when the daemon stops */
+	{
+		uint64_t bytes, runs;
+
+		(void)flush_now("exit", SIZE_MAX, &bytes, &runs);
+	}
+	for (size_t i = 0; i < MAX_CLIENTS; i++)
+		if (d.clients[i])
+			client_close(i);
+	close(listen_fd);
+	if (socket_path[0] != '@')
+		unlink(socket_path);
+	d.file_tracker = dirty_tracker_free(d.file_tracker);
+	d.sink.ops->close(&d.sink);
+
+	note("summary: %" PRIu64 " flushes, %" PRIu64 " bytes in %" PRIu64 " runs copied "
+	     "(%" PRIu64 " of them whole ranges of %" PRIu64 " producers that went away), "
+	     "%.2f buffers' worth; initial copy %" PRIu64 " bytes",
+	     d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes, d.total.gone,
+	     (double)d.total.bytes / (double)d.size, initial_bytes);
+	json_line("{\"event\":\"summary\",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64
+		  ",\"runs\":%" PRIu64 ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64
+		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"signal\":%d}",
+		  d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes,
+		  d.total.gone, d.total.joined, initial_bytes, (int)stop_signal);
+	return 0;
+
+bad_usage:
+	fputs(usage, stderr);
+	return 2;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The dirty-syncd socket protocol, shared by the daemon (tools/dirty-syncd.c)
+ * and its clients (tests/test-syncd.c).  See dirty-syncd.c and dirty-syncd(1)
+ * for what each message means.
+ *
+ * A SOCK_SEQPACKET Unix socket: every message is one struct syncd_msg
+ * (48 bytes, integers little-endian), and a reply carries the request's type
+ * with SYNCD_REPLY set.  Descriptors travel as SCM_RIGHTS with the message.
+ */
+#ifndef SYNCD_PROTO_H
+#define SYNCD_PROTO_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define SYNCD_MAGIC 0x4e595344u /* "DSYN" */
+#define SYNCD_VERSION 1
+
+enum syncd_type {
+	SYNCD_HELLO = 1,    /* -> a: version; <- a: buffer size, b: page size,
+	                       c: mode, d: flushes so far; the buffer's fd attached */
+	SYNCD_REGISTER = 2, /* -> a: pid, b: address, c: length, d: file offset;
+	                       cooperative mode: the producer's uffd attached;
+	                       <- status, once tracked */
+	SYNCD_FLUSH = 3,    /* -> nothing; <- a: bytes copied, b: runs, c: flush
+	                       number, d: bytes copied since the daemon started */
+	SYNCD_BYE = 4,      /* -> nothing; <- as FLUSH, after this client's last
+	                       collect; then the daemon closes the connection */
+	SYNCD_UNREGISTER = 5, /* -> a: address, b: length of a registered range,
+	                         before the producer unmaps it; <- as FLUSH */
+};
+#define SYNCD_REPLY 0x80u
+
+enum syncd_mode { SYNCD_MODE_MAPPING = 1, SYNCD_MODE_COOPERATIVE = 2 };
+
+/* In host byte order once received (syncd_recv() converts). */
+struct syncd_msg {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	int32_t status; /* replies: 0 or -errno */
+	uint32_t reserved;
+	uint64_t a, b, c, d;
+};
+
+/* Send m, with fd attached if fd >= 0.  0 or -errno. */
+int syncd_send(int sock, const struct syncd_msg *m, int fd);
+/*
+ * Receive one message.  1 on a message, 0 on end of file, -errno on error
+ * (-EPROTO: not a protocol message).  *fd (may be NULL: then any descriptor is
+ * closed) receives an attached descriptor, close-on-exec, or -1.
+ */
+int syncd_recv(int sock, struct syncd_msg *m, int *fd);
+/* Send a request of type and wait for its reply.  The reply's status or -errno. */
+int syncd_call(int sock, uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint64_t d,
+	       int fd, struct syncd_msg *reply, int *reply_fd);
+/*
+ * The address of path: a file system path, or "@name" for a name in the
+ * abstract namespace (no file; for guests without a writable directory).
+ */
+struct sockaddr_un;
+int syncd_address(const char *path, struct sockaddr_un *addr, socklen_t *len);
+/* A connected client socket, or -errno. */
+int syncd_connect(const char *path);
+
+#endif
