@@ -69,7 +69,8 @@
  *        -EACCES  dirty_track() of memory that is not mapped writable
  *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
  *                 cannot track (uffd-sync: MAP_SHARED regular files;
- *                 soft-dirty: hugetlb)
+ *                 soft-dirty: hugetlb; mapping: anything but shared
+ *                 memory)
  *        -ESRCH   the target process is gone
  *        -ECHILD  the tracker was created by the parent of a fork()
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
@@ -84,7 +85,8 @@
  *      After fork() the child's copy of a tracker refuses every call with
  *      -ECHILD except dirty_tracker_free(), which releases it.
  *
- * Another process (dirty_options.pid): uffd-async and soft-dirty.  Both need
+ * Another process (dirty_options.pid): uffd-async and soft-dirty (mapping
+ * tracks files in every process at once and refuses a pid).  Both need
  * ptrace permission over the target (PTRACE_MODE_ATTACH) and a target that
  * no one else traces, and the caller must not reap the target with
  * waitpid(-1) from another thread while a call is under way.
