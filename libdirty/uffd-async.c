@@ -307,6 +307,24 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		return err == -EBUSY ? -EEXIST : err;
 	}
 	err = uffd_async_clean(t, r, r->start, r->end);
+	if (!err && t->given_uffd >= 0) {
+		/*
+		 * A userfaultfd acts on the memory of the process that made
+		 * it: the target's pagemap must now see the range registered,
+		 * or the descriptor came from another process (whose memory
+		 * at these addresses was registered just now, and is let go).
+		 */
+		struct pm_scan_arg arg;
+
+		scan_arg_init(t, &arg, r->start, r->end, false);
+		err = pagemap_scan(t, &arg);
+		if (err == -ESTALE) {
+			dirty_log(t, LOG_ERR, "uffd-async: the given userfaultfd is not process "
+				  "%d's", (int)t->pid);
+			err = -EBADF;
+		}
+		err = err < 0 ? err : 0;
+	}
 	if (!err && !t->pid) /* claims are of this process's addresses */
 		err = claim(r->start, r->end);
 	if (err)

@@ -1068,11 +1068,11 @@ START_TEST(test_given_uffd)
 {
 	const size_t npages = 16;
 	struct dirty_options opts = options_for(NULL);
-	struct dirty_tracker *t = SENTINEL;
+	struct dirty_tracker *t = SENTINEL, *own;
 	struct dirty_range runs[4];
 	int sv[2], uffd, status, closed;
 	uintptr_t addr;
-	char *mem;
+	char *mem, *mine;
 	pid_t child;
 
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -1109,6 +1109,31 @@ START_TEST(test_given_uffd)
 	opts.uffd = closed;
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EBADF);
 	ck_assert_ptr_eq(t, SENTINEL);
+	opts.uffd = uffd;
+
+	/*
+	 * A userfaultfd of another process (ours) for the child's pid: refused
+	 * at dirty_track(), and our memory at that address is left as it was
+	 */
+	mine = mmap(mem, npages * page_size(), PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	ck_assert_ptr_eq(mine, mem);
+	opts.uffd = dirty_userfaultfd_share();
+	ck_assert_int_ge(opts.uffd, 0);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	close(opts.uffd);
+	ck_assert_int_eq(dirty_track(t, mem, npages * page_size()), -EBADF);
+	t = dirty_tracker_free(t);
+	/* not left registered: a tracker of ours takes it (else -EEXIST) */
+	opts.pid = 0;
+	opts.flags = 0;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &own), 0);
+	ck_assert_int_eq(dirty_track(own, mine, npages * page_size()), 0);
+	ck_assert_int_eq(dirty_untrack(own, mine, npages * page_size()), 0);
+	dirty_tracker_free(own);
+	munmap(mine, npages * page_size());
+	opts.pid = child;
+	opts.flags = DIRTY_TRACKER_GIVEN_UFFD;
 	opts.uffd = uffd;
 
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);

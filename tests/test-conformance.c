@@ -1293,7 +1293,7 @@ START_TEST(test_file_across_processes)
 	ck_assert_int_eq(dirty_collect_file(t, fd, 0, npages * page_size, DIRTY_COLLECT_CLEAN, runs,
 					    1, &next), 1);
 	ck_assert_uint_eq(runs[0].offset, 3 * page_size);
-	ck_assert_uint_eq(next, 5 * page_size);
+	ck_assert_uint_eq(next, 40 * page_size); /* the first page not examined */
 	ck_assert_int_eq(dirty_collect_file_bitmap(t, fd, 0, npages * page_size, 0, bitmap), 0);
 	ck_assert_uint_eq(bitmap[0], UINT64_C(3) << 40);
 	ck_assert_uint_eq(bitmap[1], UINT64_C(1) << (100 - 64));
