@@ -167,7 +167,11 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   over a Unix socket with SCM_RIGHTS.  The tracker uses a duplicate of it
  *   (the caller keeps opts->uffd) instead of making the target create one
  *   with ptrace, so no ptrace permission over a running target is needed,
- *   only the right to read its /proc/PID/pagemap.
+ *   only the right to read its /proc/PID/pagemap.  dirty_track() checks
+ *   that the descriptor is the target's (-EBADF otherwise: what it
+ *   registered elsewhere is let go); a descriptor that is not a userfaultfd
+ *   is -EBADF at once.  LIBDIRTY_BACKEND is ignored: only uffd-async (or
+ *   NULL, "auto") may be named (-EINVAL).
  */
 #define DIRTY_TRACKER_GIVEN_UFFD 0x4u
 
@@ -187,8 +191,11 @@ struct dirty_options {
  * A new userfaultfd of this process, for a tracker in another process to
  * track this process's memory cooperatively (DIRTY_TRACKER_GIVEN_UFFD): pass
  * it over a Unix socket, then close it here.  Nothing is registered until
- * that tracker tracks a range.  Returns the descriptor (close-on-exec) or
- * -errno (-ENOSYS, -EPERM: see vm.unprivileged_userfaultfd).
+ * that tracker tracks a range.  One descriptor may serve several trackers
+ * in turn (a new one after the first was freed); two trackers of the same
+ * memory at once would take each other's dirty pages.  Returns the descriptor (close-on-exec)
+ * or -errno (-ENOSYS, -EPERM: see vm.unprivileged_userfaultfd;
+ * -EOPNOTSUPP: the kernel lacks WP_ASYNC, Linux 6.7+).
  */
 int dirty_userfaultfd_share(void);
 

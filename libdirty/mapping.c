@@ -28,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -80,16 +82,15 @@ static void claims_atfork_parent(void)
 	pthread_mutex_unlock(&claims_lock);
 }
 
-/* the child's copies of the trackers refuse use: nothing of theirs is claimed */
-static void claims_atfork_child(void)
-{
-	nclaims = 0;
-	pthread_mutex_unlock(&claims_lock);
-}
-
+/*
+ * The child keeps the claims: the parent's trackers go on cleaning the same
+ * files, which the child's memory shares, so a tracker of the child must not
+ * take them.  (Its copies of the parent's trackers refuse use, -ECHILD, and
+ * release their claims when freed.)
+ */
 static void claims_init(void)
 {
-	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_child);
+	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_parent);
 }
 
 static bool claims_overlap(dev_t dev, ino_t ino, uint64_t start, uint64_t end)
@@ -252,20 +253,42 @@ static bool test_bit(const uint64_t *bits, uint64_t i)
 	return bits[i / 64] >> (i % 64) & 1;
 }
 
+static void pending_set(struct mapping_range *m, uint64_t off, uint64_t end);
+
+/* OR the bits of npages pages, found at page index first of m, into m->pending. */
+static void pending_merge(struct mapping_range *m, uint64_t first, const uint64_t *bits,
+			  uint64_t npages)
+{
+	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+		uint64_t word = bits[w];
+
+		while (word) {
+			uint64_t i = first + w * 64 + (uint64_t)__builtin_ctzll(word);
+
+			m->pending[i / 64] |= UINT64_C(1) << (i % 64);
+			word &= word - 1;
+		}
+	}
+}
+
 /*
  * Move the kernel's dirty bits of [off, end) into m->pending (record), or
- * drop them (record false: a clean).  The kernel cleans what it records.
+ * drop them (record false: a clean).  The kernel cleans what it records.  A
+ * call that fails may have cleaned part of its chunk first: all of the chunk
+ * is then counted dirty (false positives, never a lost write).
  */
 static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
 			       uint64_t end, bool record)
 {
-	uint64_t chunk = t->mapping_max_pages, words = (chunk + 63) / 64;
+	uint64_t total = pages_of(end - off), chunk = t->mapping_max_pages;
+	size_t bytes = (size_t)((total < chunk ? total : chunk) + 63) / 64 * sizeof(uint64_t);
 	uint64_t *bits = NULL;
 	int err = 0;
 
 	if (record) {
-		bits = malloc(words * sizeof(*bits));
-		if (!bits)
+		/* not the heap, which another tracker of this process may protect */
+		bits = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (bits == MAP_FAILED)
 			return -ENOMEM;
 	}
 	while (off < end) {
@@ -278,23 +301,16 @@ static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m,
 		};
 
 		if (ioctl(t->mapping_fd, DIRTYMAP_IOC_CLEAN_RECORD, &arg) < 0) {
-			/*
-			 * What this call already cleaned is in pending; the
-			 * failed chunk reported nothing and so cleaned nothing.
-			 */
 			err = -errno;
+			pending_set(m, off, off + arg.length);
 			break;
 		}
-		if (record && arg.dirty) {
-			uint64_t first = pages_of(off - m->offset);
-
-			for (uint64_t i = 0; i < npages; i++)
-				if (test_bit(bits, i))
-					m->pending[(first + i) / 64] |= UINT64_C(1) << ((first + i) % 64);
-		}
+		if (record && arg.dirty)
+			pending_merge(m, pages_of(off - m->offset), bits, npages);
 		off += arg.length;
 	}
-	free(bits);
+	if (bits)
+		munmap(bits, bytes);
 	return err;
 }
 
@@ -339,7 +355,7 @@ static int range_collect(struct dirty_tracker *t, struct mapping_range *m, uint6
 		uint64_t j;
 
 		if (!test_bit(m->pending, i)) {
-			i++;
+			i = i % 64 || m->pending[i / 64] ? i + 1 : i + 64;
 			continue;
 		}
 		for (j = i + 1; j < last && test_bit(m->pending, j); j++)
@@ -377,13 +393,14 @@ static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t 
 	if (!m)
 		return -ENOMEM;
 	m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	err = -errno;
 	m->dev = st.st_dev;
 	m->ino = st.st_ino;
 	m->offset = offset;
 	m->end = end;
 	m->pending = calloc((pages_of(end - offset) + 63) / 64, sizeof(uint64_t));
 	if (m->fd < 0 || !m->pending) {
-		err = m->fd < 0 ? -errno : -ENOMEM;
+		err = m->fd < 0 ? err : -ENOMEM;
 		goto fail;
 	}
 	/* st_dev is never 0 for a file: 0 is the address claims' */
@@ -403,21 +420,25 @@ fail:
 
 /* ---- address regions (struct dirty_backend) ---- */
 
+/* The file behind an address range, as /proc/PID/maps tells it. */
+struct maps_file {
+	uint64_t first_lo, first_hi; /* the first mapping, for map_files */
+	dev_t dev;
+	ino_t ino;
+	uint64_t offset;             /* the file offset of the range's start */
+};
+
 /*
- * The file behind [start, end) of pid's shared memory: a descriptor open for
- * writing (through /proc/PID/map_files) and the file offset of start.  Every
- * mapping of the range must be a shared mapping of that one file, at
- * contiguous offsets (-EOPNOTSUPP otherwise).
+ * Every mapping of [start, end) of pid must be a shared mapping of one file,
+ * at contiguous offsets: -EOPNOTSUPP otherwise, -ENOMEM for a hole.
  */
-static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
-			 uint64_t *ret_offset)
+static int maps_lookup(pid_t pid, uintptr_t start, uintptr_t end, struct maps_file *ret)
 {
-	char path[96], *text, *line, *save = NULL;
-	uint64_t first_lo = 0, first_hi = 0, offset = 0;
-	unsigned long dev_major = 0, dev_minor = 0, inode = 0;
+	char path[64], *text, *line, *save = NULL;
+	struct maps_file f = { 0 };
 	uintptr_t covered = start;
 	bool first = true;
-	int err, fd;
+	int err;
 
 	snprintf(path, sizeof(path), pid ? "/proc/%d/maps" : "/proc/self/maps", (int)pid);
 	err = dirty_read_file(path, &text, NULL);
@@ -426,11 +447,12 @@ static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
 	err = -ENOMEM;
 	for (line = strtok_r(text, "\n", &save); line && covered < end;
 	     line = strtok_r(NULL, "\n", &save)) {
-		unsigned long maj, min, ino;
+		unsigned int maj, min;
 		uint64_t lo, hi, off;
+		unsigned long ino;
 		char perms[5];
 
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %lx:%lx %lu", &lo, &hi,
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %x:%x %lu", &lo, &hi,
 			   perms, &off, &maj, &min, &ino) != 7 || hi <= covered)
 			continue;
 		if (lo > covered)
@@ -440,13 +462,12 @@ static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
 			break;
 		}
 		if (first) {
-			first_lo = lo;
-			first_hi = hi;
-			offset = off + (start - lo);
-			dev_major = maj, dev_minor = min, inode = ino;
+			f = (struct maps_file){ .first_lo = lo, .first_hi = hi,
+						.dev = makedev(maj, min), .ino = (ino_t)ino,
+						.offset = off + (start - lo) };
 			first = false;
-		} else if (maj != dev_major || min != dev_minor || ino != inode ||
-			   off != offset + (lo - start)) {
+		} else if (makedev(maj, min) != f.dev || (ino_t)ino != f.ino ||
+			   off != f.offset + (lo - start)) {
 			err = -EOPNOTSUPP; /* another file, or not at the following offsets */
 			break;
 		}
@@ -455,18 +476,55 @@ static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
 	free(text);
 	if (covered < end)
 		return err;
+	*ret = f;
+	return 0;
+}
+
+/*
+ * The file behind [start, end) of pid's shared memory: a descriptor open for
+ * writing, through /proc/PID/map_files (which needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE: -EPERM otherwise), and the file offset of start.
+ */
+static int file_of_range(pid_t pid, uintptr_t start, uintptr_t end, int *ret_fd,
+			 uint64_t *ret_offset)
+{
+	struct maps_file f;
+	char path[96];
+	int fd, err;
+
+	err = maps_lookup(pid, start, end, &f);
+	if (err)
+		return err;
 	if (pid)
 		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid,
-			 first_lo, first_hi);
+			 f.first_lo, f.first_hi);
 	else
 		snprintf(path, sizeof(path), "/proc/self/map_files/%" PRIx64 "-%" PRIx64,
-			 first_lo, first_hi);
+			 f.first_lo, f.first_hi);
 	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESTALE : -errno;
 	*ret_fd = fd;
-	*ret_offset = offset;
+	*ret_offset = f.offset;
 	return 0;
+}
+
+/*
+ * Is the region's memory still the file range it was?  Memory unmapped, or
+ * replaced in place (MAP_FIXED, or unmapped and mapped again), is -ESTALE:
+ * its writes would otherwise go unseen.  One read of /proc/PID/maps.
+ */
+static int region_check(struct dirty_tracker *t, struct dirty_region *r)
+{
+	struct mapping_range *m = r->priv;
+	struct maps_file f;
+	int err = maps_lookup(t->pid, r->start, r->end, &f);
+
+	if (err == -ESRCH || (!err && f.dev == m->dev && f.ino == m->ino && f.offset == m->offset))
+		return err;
+	dirty_log(t, LOG_WARNING, "mapping: region %#lx-%#lx was unmapped or replaced",
+		  (unsigned long)r->start, (unsigned long)r->end);
+	return -ESTALE;
 }
 
 static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
@@ -475,12 +533,16 @@ static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 	uint64_t offset = 0;
 	int fd = -1, err;
 
-	if (r->kind != DIRTY_MEM_SHMEM)
+	/* shared memory; the kernel refuses any other file (-EOPNOTSUPP) */
+	if (r->kind != DIRTY_MEM_SHMEM && r->kind != DIRTY_MEM_FILE_SHARED)
 		return -EOPNOTSUPP; /* page tables of one process, or hugetlb: not ours */
 	err = file_of_range(t->pid, r->start, r->end, &fd, &offset);
 	if (err) {
-		dirty_log(t, LOG_WARNING, "mapping: no shared-memory file behind %#lx-%#lx: %s",
-			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err));
+		dirty_log(t, LOG_WARNING, "mapping: no shared-memory file behind %#lx-%#lx: %s%s",
+			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err),
+			  err == -EPERM ? " (opening /proc/PID/map_files needs CAP_SYS_ADMIN or "
+					  "CAP_CHECKPOINT_RESTORE; dirty_track_file() does not)"
+					: "");
 		return err;
 	}
 	err = range_new(t, fd, offset, offset + (r->end - r->start), &m);
@@ -516,16 +578,21 @@ static uint64_t region_offset(const struct dirty_region *r, uintptr_t addr)
 static int mapping_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			 uintptr_t end)
 {
-	return range_clean(t, r->priv, region_offset(r, start), region_offset(r, end));
+	int err = region_check(t, r);
+
+	return err ? err : range_clean(t, r->priv, region_offset(r, start), region_offset(r, end));
 }
 
 static int mapping_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			   uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
 	uint64_t off_done;
-	int err = range_collect(t, r->priv, region_offset(r, start), region_offset(r, end),
-				r->start, clean, sink, &off_done);
+	int err = region_check(t, r);
 
+	if (err)
+		return err;
+	err = range_collect(t, r->priv, region_offset(r, start), region_offset(r, end), r->start,
+			    clean, sink, &off_done);
 	*done = r->start + (uintptr_t)(off_done - ((struct mapping_range *)r->priv)->offset);
 	return err;
 }
@@ -537,13 +604,6 @@ static void mapping_redirty(struct dirty_tracker *t, struct dirty_region *r, uin
 	pending_set(r->priv, region_offset(r, start), region_offset(r, end));
 }
 
-/* Writes are never trapped here: nothing to stop (adaptive mode). */
-static void mapping_unprotect(struct dirty_tracker *t, struct dirty_region *r)
-{
-	(void)t;
-	(void)r;
-}
-
 const struct dirty_backend dirty_backend_mapping = {
 	.name = "mapping",
 	.open = mapping_open,
@@ -552,7 +612,7 @@ const struct dirty_backend dirty_backend_mapping = {
 	.untrack = mapping_untrack,
 	.clean = mapping_clean,
 	.collect = mapping_collect,
-	.unprotect = mapping_unprotect,
+	/* no unprotect: writes are never trapped, so DIRTY_TRACKER_ADAPTIVE has nothing to save */
 	.redirty = mapping_redirty,
 	.claimed = mapping_claimed,
 };
@@ -603,6 +663,8 @@ static int file_call_begin(struct dirty_tracker *t, int fd, uint64_t offset, uin
 	if (!t || fd < 0 || !len || (offset | len) & (page - 1) || offset + len < offset ||
 	    offset + len > (uint64_t)INT64_MAX)
 		return fd < 0 && t ? -EBADF : -EINVAL;
+	if (len - 1 > UINTPTR_MAX)
+		return -EOVERFLOW; /* the sinks count in uintptr_t (32-bit systems) */
 	if (dirty_tracker_forked(t))
 		return -ECHILD;
 	if (fstat(fd, st) < 0)
@@ -613,7 +675,8 @@ static int file_call_begin(struct dirty_tracker *t, int fd, uint64_t offset, uin
 			pthread_mutex_unlock(&t->lock);
 			return -EOPNOTSUPP; /* another backend was asked for */
 		}
-		err = dirty_mapping_probe(why, sizeof(why));
+		/* cached, as every probe (and LIBDIRTY_PROBE_FAIL applies) */
+		err = dirty_backend_probe("mapping", 0, why, sizeof(why));
 		if (!err)
 			err = mapping_open(t);
 		if (err) {
@@ -759,7 +822,8 @@ static int files_collect(struct dirty_tracker *t, const struct stat *st, uint64_
 		struct mapping_range *m = t->mapping_files->ranges[i];
 		uint64_t seg_end = end < m->end ? end : m->end;
 
-		err = range_collect(t, m, done, seg_end, (uintptr_t)m->offset,
+		/* the sink counts from offset: (uintptr_t)(m->offset - offset) may wrap */
+		err = range_collect(t, m, done, seg_end, (uintptr_t)(m->offset - offset),
 				    flags & DIRTY_COLLECT_CLEAN, sink, &done);
 		if (!err && done < seg_end)
 			break; /* the sink is full */
@@ -796,15 +860,19 @@ DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_
 					uint64_t len, unsigned flags,
 					struct dirty_file_range *out, size_t max, uint64_t *next)
 {
+	/*
+	 * The sink writes address runs (relative to offset) into the front of
+	 * out, which they fit: a struct dirty_range is no larger than a struct
+	 * dirty_file_range.  They are widened in place afterwards, last first.
+	 */
 	struct dirty_range *runs = (struct dirty_range *)out;
 	struct dirty_sink sink = { .out = runs, .max = max };
 	uint64_t done = offset;
 	struct stat st;
 	int err;
 
-	_Static_assert(sizeof(struct dirty_range) == sizeof(struct dirty_file_range) &&
-			       sizeof(void *) == sizeof(uint64_t),
-		       "file runs are written as address runs");
+	_Static_assert(sizeof(struct dirty_range) <= sizeof(struct dirty_file_range),
+		       "address runs fit where file runs go");
 	if (!out != !max || max > SSIZE_MAX || (flags & ~DIRTY_COLLECT_CLEAN))
 		return -EINVAL;
 	err = file_call_begin(t, fd, offset, len, &st);
@@ -815,6 +883,11 @@ DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_
 	pthread_mutex_unlock(&t->lock);
 	if (err)
 		return err;
+	for (size_t i = sink.n; i-- > 0;) {
+		uint64_t start = offset + (uintptr_t)runs[i].start, len_i = runs[i].len;
+
+		out[i] = (struct dirty_file_range){ .offset = start, .len = len_i };
+	}
 	if (next)
 		*next = done;
 	return (ssize_t)sink.n;
@@ -823,7 +896,8 @@ DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_
 DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset,
 					   uint64_t len, unsigned flags, uint64_t *bitmap)
 {
-	struct dirty_sink sink = { .bitmap = bitmap, .base = (uintptr_t)offset };
+	struct dirty_sink sink = { .base = 0 }; /* counts from offset */
+	size_t words;
 	uint64_t done;
 	struct stat st;
 	int err;
@@ -833,10 +907,19 @@ DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint
 	err = file_call_begin(t, fd, offset, len, &st);
 	if (err)
 		return err;
-	memset(bitmap, 0, (pages_of(len) + 63) / 64 * sizeof(uint64_t));
+	/* the caller's bitmap changes only on success: fill a copy */
+	words = (size_t)((pages_of(len) + 63) / 64);
+	sink.bitmap = calloc(words, sizeof(uint64_t));
+	if (!sink.bitmap) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOMEM;
+	}
 	err = files_collect(t, &st, offset, offset + len, flags, &sink, &done);
 	if (err && sink.pages && (flags & DIRTY_COLLECT_CLEAN))
-		files_redirty(t, &st, offset, len, bitmap);
+		files_redirty(t, &st, offset, len, sink.bitmap);
 	pthread_mutex_unlock(&t->lock);
+	if (!err)
+		memcpy(bitmap, sink.bitmap, words * sizeof(uint64_t));
+	free(sink.bitmap);
 	return err;
 }

@@ -154,6 +154,20 @@ static int options_check(const struct dirty_options *opts)
 		 ? (opts)->field                                                         \
 		 : (fallback))
 
+/* Is fd a userfaultfd?  (Its /proc/self/fd link names the anonymous inode.) */
+static bool fd_is_userfaultfd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return !strcmp(target, "anon_inode:[userfaultfd]");
+}
+
 DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret)
 {
 	const struct dirty_backend *candidates[DIRTY_MAX_BACKENDS];
@@ -178,7 +192,8 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		return -ESRCH;
 
 	name = OPTS_GET(opts, backend, NULL);
-	if (!name) {
+	/* a given userfaultfd decides the backend: the environment does not */
+	if (!name && !(OPTS_GET(opts, flags, 0) & DIRTY_TRACKER_GIVEN_UFFD)) {
 		name = secure_getenv("LIBDIRTY_BACKEND");
 		if (name && !*name)
 			name = NULL; /* set but empty: as if unset */
@@ -190,7 +205,7 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		if (!pid || given_uffd < 0 || (name && strcmp(name, "auto") &&
 					       strcmp(name, "uffd-async")))
 			return -EINVAL;
-		if (fcntl(given_uffd, F_GETFD) < 0)
+		if (!fd_is_userfaultfd(given_uffd))
 			return -EBADF;
 		/* no ptrace of the target: probe the kernel's features only */
 		if (dirty_backend_probe("uffd-async", 0, why, sizeof(why)))
@@ -674,6 +689,8 @@ static void adaptive_account(struct dirty_tracker *t, struct dirty_region *r, ui
 {
 	uint64_t total = (r->end - r->start) / dirty_page_size();
 
+	if (!r->backend->unprotect)
+		return; /* writes are not trapped (mapping): nothing to save */
 	if (pages * 100 < total * ADAPTIVE_DENSE_PERCENT) {
 		r->dense_streak = 0;
 		return;

@@ -214,6 +214,18 @@ static int uffd_async_open(struct dirty_tracker *t)
 		err = t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
 	if (err < 0)
 		goto fail;
+	/*
+	 * UFFDIO_API is once per userfaultfd: dirty_userfaultfd_share() did it
+	 * for a given one (EINVAL here), so that it can serve several trackers
+	 * in turn.  Whether it was done with WP_ASYNC, dirty_track() checks.
+	 */
+	if (t->given_uffd >= 0) {
+		struct uffdio_api api = { .api = UFFD_API,
+					  .features = DIRTY_UFFD_ASYNC_FEATURES };
+
+		if (ioctl(t->uffd, UFFDIO_API, &api) == 0 || errno == EINVAL)
+			return 0;
+	}
 	err = dirty_uffd_api(t->uffd, DIRTY_UFFD_ASYNC_FEATURES, why, sizeof(why));
 	if (err)
 		goto fail;
@@ -307,6 +319,8 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		return err == -EBUSY ? -EEXIST : err;
 	}
 	err = uffd_async_clean(t, r, r->start, r->end);
+	if (err == -ESTALE && t->given_uffd >= 0)
+		err = -EBADF; /* the sparse clean's scan found the range not registered */
 	if (!err && t->given_uffd >= 0) {
 		/*
 		 * A userfaultfd acts on the memory of the process that made
@@ -469,6 +483,15 @@ const struct dirty_backend dirty_backend_uffd_async = {
 
 DIRTY_EXPORT int dirty_userfaultfd_share(void)
 {
-	/* the kind this process's own trackers make; the tracker sets its API */
-	return dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, NULL, 0);
+	int fd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, NULL, 0), err;
+
+	/* the kind this process's own trackers make, with the features set */
+	if (fd < 0)
+		return fd;
+	err = dirty_uffd_api(fd, DIRTY_UFFD_ASYNC_FEATURES, NULL, 0);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
 }
