@@ -313,15 +313,31 @@ int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned
  *
  * Not seen, because no page-table entry records them: writes made with
  * write(2) and friends, and writes through a mapping that is unmapped
- * (munmap(2), the process exits) or whose page the kernel reclaims (swap)
- * before the next collect: the kernel moves the dirty bit to the page and
- * drops the page-table entry.  A user that must not miss those (a producer
- * that goes away) treats the whole range as dirty once.  Huge pages: see
- * DIRTYMAP_IOC_CLEAN_RECORD in kernel/include/uapi/linux/dirtymap.h.
+ * (munmap(2), the process exits), dropped (MADV_DONTNEED, MADV_PAGEOUT) or
+ * whose page the kernel reclaims (swap) before the next collect: the kernel
+ * moves the dirty bit to the page and drops the page-table entry; nor
+ * content changed by fallocate(2) hole punching or truncation.  A user that
+ * must not miss those (a producer that goes away) treats the whole range as
+ * dirty once.
+ *
+ * False positives, on a kernel with the module rather than the patch
+ * (kernel/README.md): pages of a PMD-mapped huge folio are reported at every
+ * collect, and so are the pages under a mapping of the file made through a
+ * read-only descriptor or with MAP_PRIVATE (the 6.12 helpers stop walking at
+ * such a mapping); mounts that may allocate huge pages are refused
+ * (-EOPNOTSUPP).  The kernel's clean is global: two trackers of the same
+ * pages would take each other's dirty bits.  A second tracker of them in
+ * this process (or in a child forked while they are tracked) is refused
+ * (-EEXIST); the kernel does not arbitrate between processes, so use one
+ * tracker per buffer system-wide (dirty-syncd is that one).
  *
  * dirty_track() of an address range of shared memory under the mapping
  * backend tracks the file range behind it; collects then report addresses
- * of this mapping for writes made through any mapping of those pages.
+ * of this mapping for writes made through any mapping of those pages.  It
+ * opens the file through /proc/PID/map_files, which needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE (-EPERM otherwise); dirty_track_file() needs no
+ * privilege.  Memory unmapped or replaced in place is -ESTALE.
+ * DIRTY_TRACKER_ADAPTIVE changes nothing here: writes are never trapped.
  */
 struct dirty_file_range {
 	uint64_t offset;
