@@ -57,10 +57,11 @@ int bench_case_describe(char *buf, size_t size, const struct bench_case *c)
 		snprintf(touched, sizeof(touched), " sparse (%s touched)", t);
 	}
 	snprintf(fraction, sizeof(fraction), "%g%%", c->fraction * 100);	/* 0.1%, 1%, 100% */
-	return snprintf(buf, size, "%s %s%s %s %s, %d thread%s, %s", bytes,
+	return snprintf(buf, size, "%s %s%s %s %s, %d %s%s, %s", bytes,
 			c->memory ? c->memory : "?", touched, fraction,
 			c->pattern ? c->pattern : "?", c->threads,
-			c->threads == 1 ? "" : "s", c->thp ? "THP" : "no THP");
+			c->process ? "writer process" : "thread",
+			c->threads == 1 ? "" : c->process ? "es" : "s", c->thp ? "THP" : "no THP");
 }
 
 static bool same_string(const char *a, const char *b)
@@ -73,7 +74,7 @@ static bool same_series(const struct bench_case *a, const struct bench_case *b)
 {
 	return same_string(a->memory, b->memory) && a->size == b->size &&
 	       same_string(a->pattern, b->pattern) && a->threads == b->threads &&
-	       a->thp == b->thp && a->sparse == b->sparse;
+	       a->thp == b->thp && a->sparse == b->sparse && a->process == b->process;
 }
 
 bool bench_case_equal(const struct bench_case *a, const struct bench_case *b)
@@ -192,8 +193,9 @@ void bench_write_json(FILE *f, const struct bench_result *r, size_t n, const cha
 		json_number(f, x->c.fraction);
 		fputs(", \"pattern\": ", f);
 		json_string(f, x->c.pattern);
-		fprintf(f, ", \"threads\": %d, \"thp\": %s, \"sparse\": %s, \"touched\": %zu",
-			x->c.threads, x->c.thp ? "true" : "false",
+		fprintf(f, ", \"threads\": %d, \"process\": %s, \"thp\": %s, \"sparse\": %s, "
+			   "\"touched\": %zu",
+			x->c.threads, x->c.process ? "true" : "false", x->c.thp ? "true" : "false",
 			x->c.sparse ? "true" : "false", x->c.touched);
 		fputs(",\n     \"method\": ", f);
 		json_string(f, x->method);

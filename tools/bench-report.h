@@ -13,11 +13,12 @@
 
 /* One point of the parameter space. */
 struct bench_case {
-	const char *memory;	/* "anon", "memfd", "file" */
+	const char *memory;	/* "anon", "memfd", "shared-anon" (MAP_SHARED|MAP_ANONYMOUS), "file" */
 	size_t size;		/* bytes tracked */
 	double fraction;	/* dirty fraction per cycle, 0.001 .. 1.0 */
 	const char *pattern;	/* "scattered" or "runs" */
 	int threads;		/* writer threads, 1 or 2 */
+	bool process;		/* the writer is another process (a forked child) */
 	bool thp;		/* MADV_HUGEPAGE (true) or MADV_NOHUGEPAGE */
 	bool sparse;		/* the 1 TiB MAP_NORESERVE reservation case */
 	size_t touched;		/* for sparse: bytes actually touched; else = size */

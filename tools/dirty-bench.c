@@ -10,6 +10,12 @@
  *
  * The reference implementations (raw:*, snapshot+memcmp) use no library code:
  * they are what a user would write by hand.
+ *
+ * --mapping measures a shared buffer (memfd, MAP_SHARED|MAP_ANONYMOUS): the
+ * mapping backend (/dev/dirtymap, kernel/) by address and by file, its raw
+ * DIRTYMAP_IOC_CLEAN_RECORD ioctl, uffd-async and snapshot+memcmp, also with
+ * the writer in another process.  Without the device its rows are skipped
+ * with the reason.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +34,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +45,7 @@
 #include "bench-report.h"
 #include "libdirty.h"
 #include "linux-compat.h"
+#include "../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
 
 static size_t page_size;
 
@@ -94,7 +103,8 @@ struct run {
 	size_t len, npages;
 	char *map_base;       /* what to munmap (sparse: the reservation) */
 	size_t map_len;
-	int fd;
+	int fd;               /* memfd or file; -1 for anonymous memory */
+	int shm_fd;           /* shared-anon: its file, from /proc/self/map_files, or -1 */
 	struct pageset found; /* the method's answer for a cycle */
 	void *state;          /* the method's own */
 };
@@ -110,6 +120,8 @@ struct method {
 	unsigned tracker_flags;           /* libdirty methods */
 	bool superset;                    /* may report unwritten pages (adaptive) */
 	int warmup;                       /* cycles before measuring; 0 means 1 */
+	bool shared;                      /* one of --mapping's methods */
+	bool other_process;               /* sees writes by another process */
 };
 
 /* ---- libdirty ---- */
@@ -117,6 +129,7 @@ struct method {
 struct lib_state {
 	struct dirty_tracker *t;
 	struct dirty_range *runs;
+	struct dirty_file_range *file_runs; /* libdirty:mapping/file */
 	size_t max;
 };
 
@@ -699,20 +712,243 @@ static void raw_soft_dirty_teardown(struct run *r)
 	free(s);
 }
 
+/* ---- mapping: /dev/dirtymap (kernel/), shared memory only ---- */
+
+/*
+ * The kernel's clean-and-record of every shared mapping of a range of a
+ * shmem file.  It sees every process's writes; here the writers are threads
+ * of this process, so that it is measured on the workloads of the others.
+ */
+
+static bool shared_memory(const struct bench_case *c)
+{
+	return !c->sparse && (!strcmp(c->memory, "memfd") || !strcmp(c->memory, "shared-anon"));
+}
+
+static int map_files_open(const void *addr, size_t len)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", (unsigned long)(uintptr_t)addr,
+		 (unsigned long)((uintptr_t)addr + len));
+	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+/*
+ * The file behind shared memory, opened through /proc/self/map_files, which
+ * takes CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: what the library's
+ * dirty_track() does under mapping, and the only descriptor of shared
+ * anonymous memory there is.
+ */
+static const char *map_files_unavailable(void)
+{
+	static char why[200];
+	static const char *answer;
+	static bool probed;
+	void *page;
+	int fd;
+
+	if (probed)
+		return answer;
+	probed = true;
+	page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	fd = page == MAP_FAILED ? -1 : map_files_open(page, page_size);
+	if (fd < 0) {
+		snprintf(why, sizeof(why),
+			 "cannot open the file of shared memory through /proc/self/map_files: %s "
+			 "(needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)", strerror(errno));
+		answer = why;
+	} else {
+		close(fd);
+	}
+	if (page != MAP_FAILED)
+		munmap(page, page_size);
+	return answer;
+}
+
+/* A writable descriptor of the tracked memory's file (-1: none). */
+static int run_fd(const struct run *r)
+{
+	return r->fd >= 0 ? r->fd : r->shm_fd;
+}
+
+static const char *lib_mapping_unavailable_for(const struct bench_case *c, bool by_address)
+{
+	const char *why;
+
+	if (!shared_memory(c))
+		return "tracks shared memory only (memfd, MAP_SHARED|MAP_ANONYMOUS)";
+	why = lib_unavailable_for("mapping", c);
+	if (!why && (by_address || !strcmp(c->memory, "shared-anon")))
+		why = map_files_unavailable();
+	return why;
+}
+
+/* dirty_track() + dirty_collect(): finds the file behind the addresses itself */
+static const char *lib_mapping_unavailable(const struct bench_case *c)
+{
+	return lib_mapping_unavailable_for(c, true);
+}
+
+/* dirty_track_file() + dirty_collect_file(): given the descriptor */
+static const char *lib_mapping_file_unavailable(const struct bench_case *c)
+{
+	return lib_mapping_unavailable_for(c, false);
+}
+
+static void lib_file_setup(struct run *r)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = "mapping" };
+	struct lib_state *s = calloc(1, sizeof(*s));
+	int err;
+
+	err = dirty_tracker_new(&opts, &s->t);
+	if (err)
+		die("dirty_tracker_new(mapping): %s", strerror(-err));
+	err = dirty_track_file(s->t, run_fd(r), 0, r->len);
+	if (err)
+		die("dirty_track_file: %s", strerror(-err));
+	s->max = r->npages / 2 + 1;
+	s->file_runs = malloc(s->max * sizeof(*s->file_runs));
+	if (!s->file_runs)
+		die("out of memory");
+	r->state = s;
+}
+
+static void lib_file_collect(struct run *r)
+{
+	struct lib_state *s = r->state;
+	uint64_t next = 0;
+
+	do {
+		ssize_t n = dirty_collect_file(s->t, run_fd(r), next, r->len - next,
+					       DIRTY_COLLECT_CLEAN, s->file_runs, s->max, &next);
+
+		if (n < 0)
+			die("dirty_collect_file: %s", strerror((int)-n));
+		for (ssize_t i = 0; i < n; i++) {
+			size_t first = (size_t)(s->file_runs[i].offset / page_size);
+
+			pageset_add_range(&r->found, first, first + s->file_runs[i].len / page_size);
+		}
+	} while (next < r->len);
+}
+
+static void lib_file_teardown(struct run *r)
+{
+	struct lib_state *s = r->state;
+
+	dirty_untrack_file(s->t, run_fd(r), 0, r->len);
+	dirty_tracker_free(s->t);
+	free(s->file_runs);
+	free(s);
+}
+
+/* raw: DIRTYMAP_IOC_CLEAN_RECORD on the memfd, straight into the answer's bitmap */
+
+struct raw_mapping_state {
+	int dev, fd;
+	uint64_t max_pages; /* per call, a multiple of 64: chunks start at whole words */
+};
+
+static const char *raw_mapping_unavailable(const struct bench_case *c)
+{
+	static char why[200];
+	static const char *answer;
+	static bool probed;
+
+	if (!shared_memory(c))
+		return "tracks shared memory only (memfd, MAP_SHARED|MAP_ANONYMOUS)";
+	if (!probed) {
+		struct dirtymap_info info;
+		int fd = open("/dev/dirtymap", O_RDWR | O_CLOEXEC);
+
+		probed = true;
+		memset(&info, 0, sizeof(info));
+		if (fd < 0)
+			snprintf(why, sizeof(why), "cannot open /dev/dirtymap: %s%s", strerror(errno),
+				 errno == ENOENT ? " (kernel/'s dirtymap.ko is not loaded)" : "");
+		else if (ioctl(fd, DIRTYMAP_IOC_INFO, &info) < 0)
+			snprintf(why, sizeof(why), "DIRTYMAP_IOC_INFO: %s", strerror(errno));
+		else if (info.version >> 16 != DIRTYMAP_VERSION_MAJOR || info.page_size != page_size ||
+			 info.max_pages < 64)
+			snprintf(why, sizeof(why), "/dev/dirtymap speaks version %u.%u, page size %llu",
+				 info.version >> 16, info.version & 0xffff,
+				 (unsigned long long)info.page_size);
+		else
+			why[0] = '\0';
+		answer = why[0] ? why : NULL;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (answer)
+		return answer;
+	return strcmp(c->memory, "shared-anon") ? NULL : map_files_unavailable();
+}
+
+static void raw_mapping_call(struct raw_mapping_state *s, struct run *r, bool record)
+{
+	for (uint64_t first = 0; first < r->npages; first += s->max_pages) {
+		uint64_t n = r->npages - first < s->max_pages ? r->npages - first : s->max_pages;
+		struct dirtymap_range arg = {
+			.fd = s->fd,
+			.offset = first * page_size,
+			.length = n * page_size,
+			.bitmap = record ? (uintptr_t)&r->found.bits[first / 64] : 0,
+		};
+
+		if (ioctl(s->dev, DIRTYMAP_IOC_CLEAN_RECORD, &arg) < 0)
+			die("DIRTYMAP_IOC_CLEAN_RECORD: %s", strerror(errno));
+	}
+}
+
+static void raw_mapping_setup(struct run *r)
+{
+	struct raw_mapping_state *s = calloc(1, sizeof(*s));
+	struct dirtymap_info info;
+
+	memset(&info, 0, sizeof(info));
+	s->dev = open("/dev/dirtymap", O_RDWR | O_CLOEXEC);
+	if (s->dev < 0 || ioctl(s->dev, DIRTYMAP_IOC_INFO, &info) < 0)
+		die("raw mapping setup: %s", strerror(errno));
+	s->max_pages = info.max_pages & ~(uint64_t)63;
+	s->fd = run_fd(r);
+	r->state = s;
+	raw_mapping_call(s, r, false); /* the first clean */
+}
+
+static void raw_mapping_collect(struct run *r)
+{
+	raw_mapping_call(r->state, r, true);
+}
+
+static void raw_mapping_teardown(struct run *r)
+{
+	struct raw_mapping_state *s = r->state;
+
+	close(s->dev);
+	free(s);
+}
+
 /* ---- the methods, in table order ---- */
 
 static const struct method methods[] = {
-	{ "libdirty:uffd-async", lib_uffd_async_unavailable, lib_setup, lib_collect, lib_teardown },
+	{ "libdirty:uffd-async", lib_uffd_async_unavailable, lib_setup, lib_collect, lib_teardown,
+	  .shared = true },
 	{ "libdirty:uffd-sync", lib_uffd_sync_unavailable, lib_setup, lib_collect, lib_teardown },
 	{ "libdirty:soft-dirty", lib_soft_dirty_unavailable, lib_setup, lib_collect, lib_teardown },
 	{ "libdirty:mprotect", lib_mprotect_unavailable, lib_setup, lib_collect, lib_teardown,
 	  .superset = true /* vm.max_map_count degradation */ },
+	{ "libdirty:mapping", lib_mapping_unavailable, lib_setup, lib_collect, lib_teardown,
+	  .shared = true, .other_process = true },
+	{ "libdirty:mapping/file", lib_mapping_file_unavailable, lib_file_setup, lib_file_collect,
+	  lib_file_teardown, .shared = true, .other_process = true },
 	{ "libdirty:uffd-async/adaptive", lib_uffd_async_unavailable, lib_setup, lib_collect,
 	  lib_teardown, .tracker_flags = DIRTY_TRACKER_ADAPTIVE, .superset = true, .warmup = 4 },
 	{ "libdirty:mprotect/adaptive", lib_mprotect_unavailable, lib_setup, lib_collect,
 	  lib_teardown, .tracker_flags = DIRTY_TRACKER_ADAPTIVE, .superset = true, .warmup = 4 },
 	{ "raw:uffd-async", raw_uffd_async_unavailable, raw_uffd_async_setup,
-	  raw_uffd_async_collect, raw_uffd_async_teardown },
+	  raw_uffd_async_collect, raw_uffd_async_teardown, .shared = true },
 	{ "raw:uffd-sync/same-cpu", raw_uffd_sync_same_unavailable, raw_uffd_sync_setup_same,
 	  raw_uffd_sync_collect, raw_uffd_sync_teardown, .pin_same_cpu = true },
 	{ "raw:uffd-sync/cross-cpu", raw_uffd_sync_cross_unavailable, raw_uffd_sync_setup_cross,
@@ -721,8 +957,10 @@ static const struct method methods[] = {
 	  raw_mprotect_teardown, .superset = true },
 	{ "raw:soft-dirty", raw_soft_dirty_unavailable, raw_soft_dirty_setup,
 	  raw_soft_dirty_collect, raw_soft_dirty_teardown },
+	{ "raw:mapping", raw_mapping_unavailable, raw_mapping_setup, raw_mapping_collect,
+	  raw_mapping_teardown, .shared = true, .other_process = true },
 	{ "snapshot+memcmp", snapshot_unavailable, snapshot_setup, snapshot_collect,
-	  snapshot_teardown },
+	  snapshot_teardown, .shared = true, .other_process = true },
 };
 
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
@@ -747,6 +985,7 @@ static void memory_map(struct run *r, const struct bench_case *c, const char *di
 	int flags = MAP_SHARED;
 
 	r->fd = -1;
+	r->shm_fd = -1;
 	r->len = c->size;
 	r->npages = c->size / page_size;
 	if (!strcmp(c->memory, "memfd")) {
@@ -756,14 +995,19 @@ static void memory_map(struct run *r, const struct bench_case *c, const char *di
 		r->fd = mkstemp(path);
 		if (r->fd >= 0)
 			unlink(path);
+	} else if (!strcmp(c->memory, "shared-anon")) {
+		flags = MAP_SHARED | MAP_ANONYMOUS;
 	} else {
 		flags = MAP_PRIVATE | MAP_ANONYMOUS | (c->sparse ? MAP_NORESERVE : 0);
 	}
-	if (strcmp(c->memory, "anon") && (r->fd < 0 || ftruncate(r->fd, (off_t)r->len) < 0))
+	if (!(flags & MAP_ANONYMOUS) && (r->fd < 0 || ftruncate(r->fd, (off_t)r->len) < 0))
 		die("cannot create %s memory: %s", c->memory, strerror(errno));
 	r->mem = mmap(NULL, r->len, PROT_READ | PROT_WRITE, flags, r->fd, 0);
 	if (r->mem == MAP_FAILED)
 		die("mmap %zu bytes of %s: %s", r->len, c->memory, strerror(errno));
+	/* its file, for the mapping methods that take a descriptor (-1 if not allowed) */
+	if (!strcmp(c->memory, "shared-anon"))
+		r->shm_fd = map_files_open(r->mem, r->len);
 	r->map_base = r->mem;
 	r->map_len = r->len;
 	if (!strcmp(c->memory, "anon"))
@@ -785,6 +1029,8 @@ static void memory_unmap(struct run *r)
 	munmap(r->map_base, r->map_len);
 	if (r->fd >= 0)
 		close(r->fd);
+	if (r->shm_fd >= 0)
+		close(r->shm_fd);
 	free(r->found.bits);
 }
 
@@ -855,9 +1101,12 @@ static size_t choose_pages(const struct bench_case *c, size_t *all, size_t nall,
 
 /* ---- writer threads ---- */
 
+/* Writer threads, or writer processes (forked; then this is in shared memory). */
 struct writers {
 	int n;
+	bool process;
 	pthread_t threads[2];
+	pid_t pids[2];
 	pthread_barrier_t start, done;
 	char *mem;
 	const size_t *pages;
@@ -892,14 +1141,33 @@ static void *writer_main(void *p)
 	}
 }
 
-static void writers_start(struct writers *w, int n, char *mem, int cpu)
+static void writers_start(struct writers *w, int n, char *mem, int cpu, bool process)
 {
-	*w = (struct writers){ .n = n, .mem = mem, .cpu = cpu };
-	pthread_barrier_init(&w->start, NULL, (unsigned)n + 1);
-	pthread_barrier_init(&w->done, NULL, (unsigned)n + 1);
+	pthread_barrierattr_t attr;
+
+	*w = (struct writers){ .n = n, .mem = mem, .cpu = cpu, .process = process };
+	pthread_barrierattr_init(&attr);
+	if (process)
+		pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(&w->start, &attr, (unsigned)n + 1);
+	pthread_barrier_init(&w->done, &attr, (unsigned)n + 1);
+	pthread_barrierattr_destroy(&attr);
 	for (int i = 0; i < n; i++) {
 		slots[i] = (struct writer_slot){ .w = w, .index = i };
-		pthread_create(&w->threads[i], NULL, writer_main, &slots[i]);
+		if (!process) {
+			pthread_create(&w->threads[i], NULL, writer_main, &slots[i]);
+			continue;
+		}
+		fflush(NULL);
+		w->pids[i] = fork();
+		if (w->pids[i] < 0)
+			die("fork: %s", strerror(errno));
+		if (!w->pids[i]) {
+			/* writes through its own page tables: the memory is MAP_SHARED */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			writer_main(&slots[i]);
+			_exit(0);
+		}
 	}
 }
 
@@ -916,7 +1184,10 @@ static void writers_stop(struct writers *w)
 	w->quit = true;
 	pthread_barrier_wait(&w->start);
 	for (int i = 0; i < w->n; i++)
-		pthread_join(w->threads[i], NULL);
+		if (w->process)
+			waitpid(w->pids[i], NULL, 0);
+		else
+			pthread_join(w->threads[i], NULL);
 	pthread_barrier_destroy(&w->start);
 	pthread_barrier_destroy(&w->done);
 }
@@ -929,6 +1200,8 @@ struct options {
 	int max_cycles;
 	const char *dir;   /* for file-backed memory */
 	const char *only;  /* run only methods whose name contains this */
+	bool mapping;      /* --mapping: shared memory, the mapping backend's comparison */
+	size_t size;       /* --size: bytes of memory per case (--mapping), 0 for the default */
 };
 
 static size_t resident_bytes(void)
@@ -992,17 +1265,29 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 		    struct bench_result *res)
 {
 	double writes[MAX_CYCLES], collects[MAX_CYCLES], cycles[MAX_CYCLES], spent = 0, t0, t1, t2;
-	size_t nall, *all = touchable_pages(c, &nall), *pages = malloc(nall * sizeof(*pages));
+	size_t nall, *all = touchable_pages(c, &nall), *pages;
 	size_t count = 0, rss_before, extra_pages = 0;
 	struct pageset want;
-	struct writers w;
+	struct writers *w, threads;
 	struct run r = { .c = c };
 	int n = 0, cycle;
+
+	/* a writer process reads its pages and barriers from shared memory */
+	if (c->process) {
+		w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		pages = mmap(NULL, nall * sizeof(*pages), PROT_READ | PROT_WRITE,
+			     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (w == MAP_FAILED || pages == MAP_FAILED)
+			die("out of memory");
+	} else {
+		w = &threads;
+		pages = malloc(nall * sizeof(*pages));
+	}
 
 	memory_map(&r, c, o->dir);
 	pageset_init(&want, r.npages);
 	current_method = m;
-	writers_start(&w, c->threads, r.mem, m->pin_same_cpu || m->pin_cross_cpu ? 0 : -1);
+	writers_start(w, c->threads, r.mem, m->pin_same_cpu || m->pin_cross_cpu ? 0 : -1, c->process);
 	/* the benchmark's own bitmaps are resident before the method's state is counted */
 	pageset_clear(&want);
 	pageset_clear(&r.found);
@@ -1020,7 +1305,7 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 		for (size_t i = 0; i < count; i++)
 			want.bits[pages[i] / 64] |= UINT64_C(1) << (pages[i] % 64);
 		t0 = now_ms();
-		writers_run(&w, pages, count);
+		writers_run(w, pages, count);
 		t1 = now_ms();
 		m->collect(&r);
 		t2 = now_ms();
@@ -1048,11 +1333,16 @@ static void measure(const struct method *m, const struct bench_case *c, const st
 		       m->name, c->memory, c->size >> 20, c->fraction * 100, extra_pages, cycle);
 	res->library_bytes = resident_bytes() > rss_before ? resident_bytes() - rss_before : 0;
 	m->teardown(&r);
-	writers_stop(&w);
+	writers_stop(w);
 	memory_unmap(&r);
 	free(want.bits);
 	free(all);
-	free(pages);
+	if (c->process) {
+		munmap(w, sizeof(*w));
+		munmap(pages, nall * sizeof(*pages));
+	} else {
+		free(pages);
+	}
 
 	res->ok = true;
 	res->cycles = n;
@@ -1105,6 +1395,8 @@ static void default_cases(struct case_list *l, bool quick)
 	if (quick) {
 		c = base, c.memory = "memfd";
 		add_sweep(l, c, some, 1);
+		c = base, c.memory = "shared-anon";
+		add_sweep(l, c, some, 1);
 		c = base, c.pattern = "runs", c.threads = 2;
 		add_sweep(l, c, some, 1);
 		c = base, c.sparse = true, c.size = 64 * GiB, c.touched = 16 * MiB, c.fraction = 0.01;
@@ -1128,6 +1420,32 @@ static void default_cases(struct case_list *l, bool quick)
 	/* sparse: 1 TiB reserved, 256 MiB touched; and the plain 256 MiB to compare */
 	c = base, c.sparse = true, c.size = 1024 * GiB, c.touched = 256 * MiB, c.fraction = 0.01;
 	add_case(l, c);
+}
+
+/*
+ * --mapping: one shared buffer (a memfd, and MAP_SHARED|MAP_ANONYMOUS),
+ * tracked by the mapping backend both ways in, by the raw ioctl, by
+ * uffd-async and by snapshot+memcmp, at five dirty fractions; and a writer
+ * in another process, which only mapping and snapshot+memcmp can see.
+ */
+static void mapping_cases(struct case_list *l, size_t size)
+{
+	static const double all[] = { 0.001, 0.01, 0.03, 0.1, 1.0 };
+	static const double some[] = { 0.01, 0.1 };
+	struct bench_case base = { .memory = "memfd", .size = size, .pattern = "scattered",
+				   .threads = 1 };
+	struct bench_case c;
+
+	add_sweep(l, base, all, 5);
+	c = base, c.memory = "shared-anon";
+	add_sweep(l, c, all, 5);
+	c = base, c.pattern = "runs";
+	add_sweep(l, c, some, 2);
+	c = base, c.threads = 2;
+	add_sweep(l, c, some, 2);
+	/* what mapping is for: the writer is another process */
+	c = base, c.process = true;
+	add_sweep(l, c, some, 2);
 }
 
 /* ---- main ---- */
@@ -1166,18 +1484,21 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: dirty-bench [--quick] [--json FILE] [--svg FILE] [--method SUBSTRING]\n"
 		   "                   [--dir DIR] [--budget MS] [--max-cycles N]\n"
+		   "       dirty-bench --mapping [--size MiB] [--quick] [--json FILE] [--method SUBSTRING]\n"
 		   "       dirty-bench --dump [--dump-size MiB] [--dir DIR] [--json FILE] [--quick]\n"
 		   "Measure every usable libdirty backend, the raw kernel primitives and\n"
 		   "snapshot+memcmp on the same workloads; check every answer.  --dump: write\n"
 		   "1/10/100 %% scattered dirty pages (of 1 GiB) to tmpfs and to DIR with\n"
-		   "io_uring, pwritev and a pwrite loop.\n");
+		   "io_uring, pwritev and a pwrite loop.  --mapping: a shared buffer (memfd and\n"
+		   "shared anonymous, 256 MiB) tracked by the mapping backend (/dev/dirtymap),\n"
+		   "its raw ioctl, uffd-async and snapshot+memcmp.\n");
 }
 
 static bool same_case(const struct bench_case *a, const struct bench_case *b)
 {
 	return !strcmp(a->memory, b->memory) && a->size == b->size && a->fraction == b->fraction &&
 	       !strcmp(a->pattern, b->pattern) && a->threads == b->threads && a->thp == b->thp &&
-	       a->sparse == b->sparse;
+	       a->sparse == b->sparse && a->process == b->process;
 }
 
 /* libdirty against its own raw primitive, case by case. */
@@ -1189,6 +1510,11 @@ static void print_ratios(FILE *f, const struct bench_result *r, size_t n)
 		{ "libdirty:uffd-sync", "raw:uffd-sync/same-cpu" },
 		{ "libdirty:soft-dirty", "raw:soft-dirty" },
 		{ "snapshot+memcmp", "raw:uffd-async" },
+		{ "libdirty:mapping", "raw:mapping" },
+		{ "libdirty:mapping/file", "raw:mapping" },
+		{ "raw:mapping", "raw:uffd-async" },
+		{ "libdirty:mapping", "libdirty:uffd-async" },
+		{ "snapshot+memcmp", "raw:mapping" },
 	};
 
 	fprintf(f, "\nratios of whole-cycle medians (lower is better for the first):\n");
@@ -1204,9 +1530,16 @@ static void print_ratios(FILE *f, const struct bench_result *r, size_t n)
 					continue;
 				if (!any)
 					fprintf(f, "  %s / %s:", pairs[p][0], pairs[p][1]);
-				fprintf(f, " %s%s%zuM/%g%%=%.2f", any ? "," : "",
-					r[i].c.sparse ? "sparse " : "", r[i].c.size >> 20,
-					r[i].c.fraction * 100, r[i].cycle_ms / r[j].cycle_ms);
+				fprintf(f, " %s%s%s%s%zuM/%g%%%s=%.2f", any ? "," : "",
+					r[i].c.sparse ? "sparse " : "",
+					strcmp(r[i].c.memory, "anon") ? r[i].c.memory : "",
+					strcmp(r[i].c.memory, "anon") ? " " : "", r[i].c.size >> 20,
+					r[i].c.fraction * 100,
+					!strcmp(r[i].c.pattern, "runs") ? " runs"
+					: r[i].c.process		 ? " process"
+					: r[i].c.threads > 1		 ? " 2 threads"
+									 : "",
+					r[i].cycle_ms / r[j].cycle_ms);
 				any = true;
 			}
 		}
@@ -1308,6 +1641,7 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' }, { "budget", required_argument, NULL, 'b' },
 		{ "max-cycles", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
 		{ "dump", no_argument, NULL, 'D' }, { "dump-size", required_argument, NULL, 'S' },
+		{ "mapping", no_argument, NULL, 'M' }, { "size", required_argument, NULL, 'z' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct options o = { .budget_ms = 1000, .max_cycles = MAX_CYCLES - 1, .dir = "." };
@@ -1321,7 +1655,7 @@ int main(int argc, char **argv)
 	int opt;
 
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:hDS:", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:hDS:Mz:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'q':
 			o.quick = true;
@@ -1349,6 +1683,16 @@ int main(int argc, char **argv)
 			break;
 		case 'S':
 			dump_mib = strtoul(optarg, NULL, 10);
+			break;
+		case 'M':
+			o.mapping = true;
+			break;
+		case 'z':
+			o.size = strtoul(optarg, NULL, 10) << 20;
+			if (!o.size) {
+				fprintf(stderr, "dirty-bench: --size takes MiB, at least 1\n");
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -1379,7 +1723,10 @@ int main(int argc, char **argv)
 		o.budget_ms = 50;
 		o.max_cycles = 2;
 	}
-	default_cases(&cases, o.quick);
+	if (o.mapping)
+		mapping_cases(&cases, o.size ? o.size : o.quick ? 16 * MiB : 256 * MiB);
+	else
+		default_cases(&cases, o.quick);
 	total = cases.n * NMETHODS;
 	results = calloc(total, sizeof(*results));
 
@@ -1393,12 +1740,15 @@ int main(int argc, char **argv)
 			char what[160];
 
 			done++;
-			if (o.only && !strstr(m->name, o.only))
+			if ((o.only && !strstr(m->name, o.only)) || (o.mapping && !m->shared))
 				continue;
 			nresults++;
 			res->c = cases.v[ci];
 			res->method = m->name;
-			res->skip_reason = m->unavailable(&cases.v[ci]);
+			res->skip_reason = cases.v[ci].process && !m->other_process
+						   ? "sees the page tables of this process only: the "
+						     "writer is another process"
+						   : m->unavailable(&cases.v[ci]);
 			if (res->skip_reason)
 				continue;
 			snprintf(what, sizeof(what), "%s %s %zuM %g%% %s", m->name,
@@ -1408,11 +1758,16 @@ int main(int argc, char **argv)
 			measure(m, &cases.v[ci], &o, res);
 		}
 		bench_progress_end(stderr);
-		bench_print_table(stdout, results + first, nresults - first, "raw:uffd-async");
+		/* --mapping: against the kernel's primitive, where it ran */
+		bench_print_table(stdout, results + first, nresults - first,
+				  o.mapping && find_result(results + first, nresults - first,
+							   "raw:mapping", &cases.v[ci])
+					  ? "raw:mapping"
+					  : "raw:uffd-async");
 		fflush(stdout);
 	}
 	print_ratios(stdout, results, nresults);
-	if (!o.quick)
+	if (!o.quick && !o.mapping)
 		print_targets(stdout, results, nresults);
 	printf("\nall answers checked: correct.  %.1f s in all.\n", (now_ms() - started) / 1e3);
 
