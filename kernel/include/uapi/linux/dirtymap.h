@@ -15,7 +15,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-/* DIRTYMAP_IOC_VERSION returns this; a different major is incompatible. */
+/* DIRTYMAP_IOC_INFO returns this; a different major is incompatible. */
 #define DIRTYMAP_VERSION_MAJOR 1
 #define DIRTYMAP_VERSION_MINOR 0
 #define DIRTYMAP_VERSION ((DIRTYMAP_VERSION_MAJOR << 16) | DIRTYMAP_VERSION_MINOR)
@@ -52,7 +52,10 @@ struct dirtymap_info {
  * DIRTYMAP_IOC_WRITE_PROTECT write-protects every writable page-table entry
  * of the range: the next write through any of them faults, and so is
  * ordered after the call.  Clean-and-record after write-protect gives an
- * exact snapshot.
+ * exact snapshot.  Entries of pages that the next clean-and-record reports
+ * dirty anyway are left writable: a dirty huge PMD (a write fault would
+ * split it and lose its dirty bit), and the pages a driver without
+ * DIRTYMAP_INFO_HUGE_PMD reports at every call.
  */
 struct dirtymap_range {
 	__s32 fd;

@@ -1,0 +1,36 @@
+#!/bin/sh
+# Build dirtymap.ko out of tree against a kernel's headers (a built tree or an
+# unpacked Debian linux-headers package).
+#
+#   build-module.sh HEADERS_DIR OUTDIR
+#
+# HEADERS_DIR: e.g. /usr/src/linux-headers-6.12.95+deb12-amd64 or
+# /lib/modules/$(uname -r)/build.  OUTDIR receives dirtymap.ko (the build runs
+# in a copy of kernel/ under OUTDIR/build, so the source tree stays clean).
+# Debian's headers name their compiler x86_64-linux-gnu-gcc-12; CC=... in the
+# environment overrides it (default: the compiler the headers name, else
+# gcc-12, else gcc).
+set -eu
+[ $# -eq 2 ] || { echo "usage: $0 HEADERS_DIR OUTDIR" >&2; exit 2; }
+hdr=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+src=$(cd "$(dirname "$0")" && pwd)
+
+if [ -z "${CC:-}" ]; then
+	want=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(x86_64-linux-gnu-gcc-[0-9]*\) .*/\1/p' "$hdr/.config" 2>/dev/null || true)
+	for cc in $want gcc-12 gcc; do
+		if command -v "$cc" >/dev/null 2>&1; then CC=$cc; break; fi
+	done
+fi
+rm -rf "$out/build"
+mkdir -p "$out/build/include/uapi/linux"
+cp "$src/dirtymap.c" "$src/Kbuild" "$out/build/"
+cp "$src/include/uapi/linux/dirtymap.h" "$out/build/include/uapi/linux/"
+# BTF for the module needs pahole (and the headers' vmlinux): without pahole
+# the module is built without BTF, which only bpf tracing of it would need
+btf=
+command -v pahole >/dev/null 2>&1 || btf=CONFIG_DEBUG_INFO_BTF_MODULES=
+make -s -C "$hdr" M="$out/build" CC="$CC" $btf ${JOBS:+-j"$JOBS"} modules
+cp "$out/build/dirtymap.ko" "$out/dirtymap.ko"
+echo "build-module: $out/dirtymap.ko ($(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"/\1/p' "$hdr/.config" 2>/dev/null | head -c 40); CC=$CC)"
