@@ -790,6 +790,16 @@ int main(int argc, char **argv)
 	if (d.mode == SYNCD_MODE_MAPPING) {
 		struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
 
+		/*
+		 * Reclaim unmaps a page from every process before it swaps it
+		 * out, and the dirty bits leave with the page-table entries:
+		 * the kernel addition would not see those writes.  A locked
+		 * mapping of the whole buffer keeps its pages unevictable.
+		 */
+		if (mlock(d.map, d.size))
+			warn("cannot lock the buffer in memory (%s): under memory pressure, "
+			     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
+			     strerror(errno));
 		err = dirty_tracker_new(&o, &d.file_tracker);
 		if (!err)
 			err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
