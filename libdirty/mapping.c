@@ -758,21 +758,36 @@ out:
 	return err;
 }
 
+/*
+ * file_call_begin(), then the tracked ranges covering the call's range;
+ * returns with the lock held only on success.
+ */
+static int file_span_begin(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
+			   size_t *first, size_t *count)
+{
+	struct stat st;
+	int err = file_call_begin(t, fd, offset, len, &st);
+
+	if (err)
+		return err;
+	err = files_span(t->mapping_files, &st, offset, offset + len, first, count);
+	if (err)
+		pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
 DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset,
 				    uint64_t len)
 {
 	struct mapping_files *f;
 	size_t first, count, i;
-	struct stat st;
 	int err;
 
-	err = file_call_begin(t, fd, offset, len, &st);
+	err = file_span_begin(t, fd, offset, len, &first, &count);
 	if (err)
 		return err;
 	f = t->mapping_files;
-	err = files_span(f, &st, offset, offset + len, &first, &count);
-	if (!err && (f->ranges[first]->offset != offset ||
-		     f->ranges[first + count - 1]->end != offset + len))
+	if (f->ranges[first]->offset != offset || f->ranges[first + count - 1]->end != offset + len)
 		err = -EINVAL; /* cuts a tracked range */
 	if (!err) {
 		for (i = first; i < first + count; i++) {
@@ -791,13 +806,11 @@ DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t of
 DIRTY_EXPORT int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
 {
 	size_t first, count, i;
-	struct stat st;
 	int err;
 
-	err = file_call_begin(t, fd, offset, len, &st);
+	err = file_span_begin(t, fd, offset, len, &first, &count);
 	if (err)
 		return err;
-	err = files_span(t->mapping_files, &st, offset, offset + len, &first, &count);
 	for (i = first; !err && i < first + count; i++) {
 		struct mapping_range *m = t->mapping_files->ranges[i];
 
