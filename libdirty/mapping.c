@@ -18,7 +18,6 @@
  * through /proc/PID/map_files), and reports addresses of that mapping;
  * dirty_track_file() tracks a file range by descriptor and reports offsets.
  */
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -147,9 +146,9 @@ static bool mapping_claimed(uintptr_t start, uintptr_t end)
 
 /* ---- the device ---- */
 
-int dirty_mapping_probe(char *why, size_t why_len)
+/* /dev/dirtymap, open, with its answer to DIRTYMAP_IOC_INFO checked: fd or -errno and why. */
+static int device_open(struct dirtymap_info *info, char *why, size_t why_len)
 {
-	struct dirtymap_info info;
 	int fd, err;
 
 	fd = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
@@ -163,25 +162,40 @@ int dirty_mapping_probe(char *why, size_t why_len)
 		return dirty_reason(why, why_len, err == EACCES ? -EPERM : -err,
 				    "cannot open " DIRTYMAP_DEVICE ": %s", strerror(err));
 	}
-	memset(&info, 0, sizeof(info));
-	if (ioctl(fd, DIRTYMAP_IOC_INFO, &info) < 0) {
+	memset(info, 0, sizeof(*info));
+	if (ioctl(fd, DIRTYMAP_IOC_INFO, info) < 0) {
 		err = errno;
 		close(fd);
 		return dirty_reason(why, why_len, -EOPNOTSUPP,
 				    DIRTYMAP_DEVICE " does not answer DIRTYMAP_IOC_INFO: %s",
 				    strerror(err));
 	}
+	err = 0;
+	if (info->version >> 16 != DIRTYMAP_VERSION_MAJOR)
+		err = dirty_reason(why, why_len, -EOPNOTSUPP,
+				   DIRTYMAP_DEVICE " speaks version %u.%u; libdirty needs %u.x",
+				   info->version >> 16, info->version & 0xffff,
+				   DIRTYMAP_VERSION_MAJOR);
+	else if (info->page_size != dirty_page_size() || info->max_pages < 64)
+		err = dirty_reason(why, why_len, -EOPNOTSUPP,
+				   DIRTYMAP_DEVICE " reports page size %" PRIu64
+				   " and %" PRIu64 " pages a call", (uint64_t)info->page_size,
+				   (uint64_t)info->max_pages);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int dirty_mapping_probe(char *why, size_t why_len)
+{
+	struct dirtymap_info info;
+	int fd = device_open(&info, why, why_len);
+
+	if (fd < 0)
+		return fd;
 	close(fd);
-	if (info.version >> 16 != DIRTYMAP_VERSION_MAJOR)
-		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    DIRTYMAP_DEVICE " speaks version %u.%u; libdirty needs %u.x",
-				    info.version >> 16, info.version & 0xffff,
-				    DIRTYMAP_VERSION_MAJOR);
-	if (info.page_size != dirty_page_size() || info.max_pages < 64)
-		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    DIRTYMAP_DEVICE " reports page size %" PRIu64
-				    " and %" PRIu64 " pages a call", (uint64_t)info.page_size,
-				    (uint64_t)info.max_pages);
 	return dirty_reason(why, why_len, 0,
 			    DIRTYMAP_DEVICE " version %u.%u: shared-memory files across processes%s",
 			    info.version >> 16, info.version & 0xffff,
@@ -192,20 +206,15 @@ int dirty_mapping_probe(char *why, size_t why_len)
 static int mapping_open(struct dirty_tracker *t)
 {
 	struct dirtymap_info info;
+	int fd;
 
 	if (t->mapping_fd >= 0)
 		return 0;
-	t->mapping_fd = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
-	if (t->mapping_fd < 0)
-		return errno == ENOENT ? -EOPNOTSUPP : -errno;
-	memset(&info, 0, sizeof(info));
-	if (ioctl(t->mapping_fd, DIRTYMAP_IOC_INFO, &info) < 0 || info.max_pages < 64) {
-		close(t->mapping_fd);
-		t->mapping_fd = -1;
-		return -EOPNOTSUPP;
-	}
-	/* whole words of the bitmap per call, so that chunks append word-aligned */
-	t->mapping_max_pages = info.max_pages & ~(uint64_t)63;
+	fd = device_open(&info, NULL, 0);
+	if (fd < 0)
+		return fd;
+	t->mapping_fd = fd;
+	t->mapping_max_pages = info.max_pages;
 	return 0;
 }
 
@@ -218,11 +227,6 @@ static void range_free(struct mapping_range *m)
 		close(m->fd);
 	free(m->pending);
 	free(m);
-}
-
-static void mapping_close(struct dirty_tracker *t)
-{
-	dirty_mapping_release(t);
 }
 
 void dirty_mapping_release(struct dirty_tracker *t)
@@ -607,7 +611,7 @@ static void mapping_redirty(struct dirty_tracker *t, struct dirty_region *r, uin
 const struct dirty_backend dirty_backend_mapping = {
 	.name = "mapping",
 	.open = mapping_open,
-	.close = mapping_close,
+	.close = dirty_mapping_release,
 	.track = mapping_track,
 	.untrack = mapping_untrack,
 	.clean = mapping_clean,

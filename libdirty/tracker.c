@@ -175,7 +175,8 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	const char *name;
 	struct dirty_tracker *t;
 	size_t ncandidates;
-	int err, given_uffd;
+	int err, given_uffd = -1;
+	bool given;
 	pid_t pid;
 
 	if (!ret)
@@ -192,14 +193,14 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		return -ESRCH;
 
 	name = OPTS_GET(opts, backend, NULL);
+	given = OPTS_GET(opts, flags, 0) & DIRTY_TRACKER_GIVEN_UFFD;
 	/* a given userfaultfd decides the backend: the environment does not */
-	if (!name && !(OPTS_GET(opts, flags, 0) & DIRTY_TRACKER_GIVEN_UFFD)) {
+	if (!name && !given) {
 		name = secure_getenv("LIBDIRTY_BACKEND");
 		if (name && !*name)
 			name = NULL; /* set but empty: as if unset */
 	}
-	given_uffd = -1;
-	if (OPTS_GET(opts, flags, 0) & DIRTY_TRACKER_GIVEN_UFFD) {
+	if (given) {
 		/* a userfaultfd of the target's own: only uffd-async takes one */
 		given_uffd = OPTS_GET(opts, uffd, -1);
 		if (!pid || given_uffd < 0 || (name && strcmp(name, "auto") &&
@@ -246,7 +247,7 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 	t->given_uffd = given_uffd;
 	t->pagemap_fd = -1;
 	t->mapping_fd = -1;
-	t->automatic = given_uffd < 0 && (!name || !strcmp(name, "auto"));
+	t->automatic = !given && (!name || !strcmp(name, "auto"));
 	t->stats.sz = sizeof(t->stats);
 
 	/* the first choice must work now; the others are opened when needed */

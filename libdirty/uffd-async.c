@@ -319,8 +319,6 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		return err == -EBUSY ? -EEXIST : err;
 	}
 	err = uffd_async_clean(t, r, r->start, r->end);
-	if (err == -ESTALE && t->given_uffd >= 0)
-		err = -EBADF; /* the sparse clean's scan found the range not registered */
 	if (!err && t->given_uffd >= 0) {
 		/*
 		 * A userfaultfd acts on the memory of the process that made
@@ -332,12 +330,13 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 
 		scan_arg_init(t, &arg, r->start, r->end, false);
 		err = pagemap_scan(t, &arg);
-		if (err == -ESTALE) {
-			dirty_log(t, LOG_ERR, "uffd-async: the given userfaultfd is not process "
-				  "%d's", (int)t->pid);
-			err = -EBADF;
-		}
 		err = err < 0 ? err : 0;
+	}
+	/* the check above, or the sparse clean's own scan, found it not registered */
+	if (err == -ESTALE && t->given_uffd >= 0) {
+		dirty_log(t, LOG_ERR, "uffd-async: the given userfaultfd is not process %d's",
+			  (int)t->pid);
+		err = -EBADF;
 	}
 	if (!err && !t->pid) /* claims are of this process's addresses */
 		err = claim(r->start, r->end);

@@ -1271,7 +1271,8 @@ START_TEST(test_file_across_processes)
 	struct dirty_tracker *t = tracker_new(), *t2;
 	struct dirty_file_range runs[8];
 	uint64_t bitmap[2], next = 0;
-	int a_status;
+	int status;
+	pid_t child;
 	int fd = memfd_create("libdirty-file", MFD_CLOEXEC), ro, ready_a, ready_b;
 	pid_t a, b;
 	char path[64];
@@ -1323,14 +1324,12 @@ START_TEST(test_file_across_processes)
 	t2 = tracker_new();
 	ck_assert_int_eq(dirty_track_file(t2, fd, 64 * page_size, page_size), -EEXIST);
 	dirty_tracker_free(t2);
-	a_status = fork();
-	ck_assert_int_ge(a_status, 0);
-	if (a_status == 0) {
-		struct dirty_tracker *child = tracker_new();
-
-		_exit(dirty_track_file(child, fd, 0, page_size) == -EEXIST ? 0 : 1);
-	}
-	ck_assert_int_eq(waitpid(a_status, &a_status, 0) > 0 && a_status == 0, 1);
+	child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0)
+		_exit(dirty_track_file(tracker_new(), fd, 0, page_size) == -EEXIST ? 0 : 1);
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert_int_eq(status, 0);
 	/* bad ranges; a failed bitmap collect leaves the bitmap alone */
 	bitmap[0] = 0xdeadbeef;
 	ck_assert_int_eq(dirty_collect_file_bitmap(t, fd, 0, (npages + 64) * page_size, 0, bitmap),

@@ -127,18 +127,24 @@ static void on_signal(int sig)
 	stop_signal = sig;
 }
 
+/* A message on stderr; quiet ones are left out in --json mode. */
+static void say(bool quiet, const char *fmt, va_list ap)
+{
+	if (quiet && d.json)
+		return;
+	fputs("dirty-syncd: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void note(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (d.json)
-		return;
-	fputs("dirty-syncd: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say(true, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /* Errors are printed in --json mode too. */
@@ -147,11 +153,9 @@ static void warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("dirty-syncd: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say(false, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static void json_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -678,27 +682,6 @@ static int open_buffer(const char *shm, uint64_t size)
 	return d.marked && d.scratch ? 0 : -ENOMEM;
 }
 
-static int listen_on(const char *path)
-{
-	struct sockaddr_un addr;
-	socklen_t len;
-	int fd, err = syncd_address(path, &addr, &len);
-
-	if (err)
-		return err;
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (path[0] != '@')
-		unlink(path); /* a stale socket of an earlier run */
-	if (bind(fd, (struct sockaddr *)&addr, len) || listen(fd, 64)) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -814,7 +797,7 @@ int main(int argc, char **argv)
 	if (err)
 		return 1;
 
-	listen_fd = listen_on(socket_path);
+	listen_fd = syncd_listen(socket_path);
 	if (listen_fd < 0) {
 		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path, strerror(-listen_fd));
 		return 1;

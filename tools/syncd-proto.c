@@ -2,6 +2,7 @@
 /* The dirty-syncd socket protocol: framing and descriptor passing. */
 #include <endian.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -159,7 +160,8 @@ int syncd_address(const char *path, struct sockaddr_un *addr, socklen_t *len)
 	return 0;
 }
 
-int syncd_connect(const char *path)
+/* A SOCK_SEQPACKET socket connected to path, or listening there. */
+static int seqpacket_socket(const char *path, bool listening)
 {
 	struct sockaddr_un addr;
 	socklen_t len;
@@ -170,10 +172,23 @@ int syncd_connect(const char *path)
 	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (sock < 0)
 		return -errno;
-	if (connect(sock, (struct sockaddr *)&addr, len)) {
+	if (listening && path[0] != '@')
+		unlink(path); /* a stale socket of an earlier run */
+	if (listening ? bind(sock, (struct sockaddr *)&addr, len) || listen(sock, 64)
+		      : connect(sock, (struct sockaddr *)&addr, len)) {
 		err = -errno;
 		close(sock);
 		return err;
 	}
 	return sock;
+}
+
+int syncd_connect(const char *path)
+{
+	return seqpacket_socket(path, false);
+}
+
+int syncd_listen(const char *path)
+{
+	return seqpacket_socket(path, true);
 }

@@ -64,5 +64,7 @@ struct sockaddr_un;
 int syncd_address(const char *path, struct sockaddr_un *addr, socklen_t *len);
 /* A connected client socket, or -errno. */
 int syncd_connect(const char *path);
+/* The daemon's listening socket (a stale socket file is replaced), or -errno. */
+int syncd_listen(const char *path);
 
 #endif
