@@ -1,365 +1,702 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * dirtymap - address_space-wide dirty tracking of shared-memory files
+ * dirtymap - which pages of a shared-memory file were written, by anyone
  *
- * /dev/dirtymap exposes wp_shared_mapping_range() and
- * clean_record_shared_mapping_range() (mm/mapping_dirty_helpers.c) to user
- * space: for a range of a shmem file (memfd, tmpfs, /dev/shm, shared
- * anonymous memory) that the caller has open for writing, it write-protects,
- * or cleans and records, the page-table entries of every shared mapping of
- * the range, in every process.  See Documentation/userspace-api/dirtymap.rst
- * and include/uapi/linux/dirtymap.h.
+ * /dev/dirtymap makes trackers of ranges of shmem files (memfd, tmpfs,
+ * /dev/shm, shared anonymous memory): DIRTYMAP_IOC_TRACK returns a file
+ * descriptor with a bitmap of its own, and DIRTYMAP_IOC_COLLECT on it
+ * reports the pages written since they were last collected, in every
+ * process that maps the file.  Every tracker of a range sees every write:
+ * a write is recorded in all of them, and a collect takes only its own.
+ * See Documentation/userspace-api/dirtymap.rst and
+ * include/uapi/linux/dirtymap.h.
  *
- * The same source builds in the tree (drivers/misc, CONFIG_DIRTYMAP) and as
- * an out-of-tree module against a distribution kernel's headers.  A kernel
- * whose helpers define MAPPING_DIRTY_HELPERS_FULL (the patch series that adds
- * this driver) records and cleans huge PMDs, moves the dirty bit of each
- * cleaned entry to its folio, and walks every mapping of the range.  Without
- * it (the helpers of Linux 6.12 as released), this driver works around what
- * it can and documents the rest:
- *
- * - Huge pages: the helpers skip huge PMDs, so a write through one would be
- *   missed.  A file whose mount may allocate huge pages (the huge= mount
- *   option, or the shmem_enabled knob for memfds and shared anonymous
- *   memory) is refused with -EOPNOTSUPP.  A PMD-sized folio found in the
- *   range anyway (per-size mTHP knobs, "force") is reported dirty as a whole
- *   at every clean-and-record and left out of the walk: a false positive,
- *   never a lost write.
- * - No data loss: the helpers clear the dirty bit of a page-table entry
- *   without moving it to the folio, and reclaim drops a clean shmem folio.
- *   Every folio of the range in the page cache is marked dirty before the
- *   walk, and every folio recorded dirty again after it.  A folio that is
- *   first faulted in between the two passes, written, cleaned by the walk and
- *   reclaimed before the second pass (microseconds) would lose its data.
- * - Mappings the helpers do not handle: walk_page_mapping() stops at the
- *   first mapping that the helpers' test_walk refuses (private, read-only or
- *   hugetlb), so the shared mappings after it in the interval tree are not
- *   walked.  Pages of the file that such a mapping covers are reported dirty
- *   at every clean-and-record (and left out of the walk) for as long as that
- *   mapping exists; such a mapping created during a walk is caught by a
- *   second look after it, unless it was also removed before that.
- * - Pages under migration: the helpers test pte_dirty() and pte_write() on
- *   every pte, present or not, and on x86-64 pte_dirty() can be true for a
- *   migration entry, which clean_record_pte() then modifies.  A collect
- *   racing with the migration of a page of the file (compaction, NUMA
- *   balancing) can thus damage that migration entry ("BUG: Bad page map").
- *   A module cannot avoid it: the page walker is not exported.
+ * The kernel records writes as they happen, in the bitmaps of every
+ * tracker of the file (mapping_write_tracker_add()): the first write to a
+ * write-protected page of a tracked file, write(2) and the other shmem
+ * write paths, hole punching and truncation, and the dirty bit of every
+ * page-table entry that goes away.  A collect takes its bits and
+ * write-protects again, folio by folio, what it returns (vmwgfx's "mkwrite"
+ * method), or, for a file rewritten almost whole at every collect, leaves
+ * the entries writable and reads their dirty bits (the "page-table"
+ * method); the driver switches between them by the fraction of the file
+ * each collect finds written.
  */
+#ifndef MAPPING_WRITE_TRACKERS
+/*
+ * The same source builds as an out-of-tree module against a distribution
+ * kernel's headers (libdirty's kernel/).  Without write trackers nothing
+ * can be hooked: a collect reads the page tables.  For each folio of the
+ * range it locks the folio (so that no migration entry for it can exist,
+ * and reclaim waits), write-protects and cleans every page-table entry
+ * that maps it (folio_mkclean(), which only ever touches present entries
+ * that map that folio), records the folio in every tracker of the file if
+ * one was writable or dirty, marks the folio dirty (its entries' dirty bits
+ * are gone) and unlocks it; the bitmap is copied to user space only after
+ * (it may live in the same file).  Writes whose entries are gone before
+ * the collect (unmap, exit, reclaim) and write(2) are not seen, and a page
+ * mapped again by a read fault (or its fault-around) after it was dropped
+ * is reported once: "page-table entries only".
+ */
+#endif
 
-#include <linux/bitmap.h>
+#include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/hashtable.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/pagemap.h>
 #include <linux/pagevec.h>
-#include <linux/rbtree.h>
-#include <linux/sched.h>
+#include <linux/rmap.h>
+#include <linux/sched/signal.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
+#include <linux/swap.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 #include <linux/dirtymap.h>
 
-/* Pages handled per step: a 4 KiB kernel bitmap; a multiple of 64. */
-#define DIRTYMAP_CHUNK_PAGES	(8 * 4096UL)
-/* Most pages one call may cover: 64 GiB with 4 KiB pages. */
+/* Most pages one tracker covers: 64 GiB with 4 KiB pages (a 2 MiB bitmap). */
 #define DIRTYMAP_MAX_PAGES	(1UL << 24)
-
-#ifndef SHMEM_HUGE_NEVER
-#define SHMEM_HUGE_NEVER	0	/* mm/shmem.c: huge=never */
-#endif
+/* Pages handled per step of a collect: huge-page aligned, a 4 KiB bitmap. */
+#define DIRTYMAP_CHUNK_PAGES	(8 * 4096UL)
+/* Collects voting for the other method before the driver switches. */
+#define DIRTYMAP_SWITCH_VOTES	3
 
 /**
- * struct dirtymap_chunk - Working state of one ioctl.
- * @mapping: The address_space of the shmem file.
- * @bitmap: One bit per page of the current chunk.
- * @words: @bitmap as u64 words, as user space reads them.
- * @dirty: Pages recorded dirty so far.
- * @changed: Page-table entries changed so far.
+ * struct dirtymap_file - The trackers of one file.
+ * @node: In dirtymap_files, hashed by @mapping.
+ * @mapping: The file's address_space.
+ * @lock: Serializes collects, tracker changes and method switches.
+ * @refs: References (trackers, and callers of dirtymap_file_get()), under
+ *        dirtymap_files_lock.
+ * @trackers: The trackers of the file (under @lock).
+ * @ntrackers: Number of them.
+ * @mode: DIRTYMAP_MODE_MKWRITE or DIRTYMAP_MODE_PAGETABLE.
+ * @votes: Consecutive collects that found the other method cheaper.
  */
-struct dirtymap_chunk {
+struct dirtymap_file {
+	struct hlist_node node;
 	struct address_space *mapping;
-	unsigned long *bitmap;
-	u64 *words;
-	u64 dirty;
-	u64 changed;
+	struct mutex lock;
+	unsigned int refs;
+	struct list_head trackers;
+	unsigned int ntrackers;
+	unsigned int mode;
+	unsigned int votes;
 };
 
-#ifdef MAPPING_DIRTY_HELPERS_FULL
+/**
+ * struct dirtymap_tracker - A tracker: what its file descriptor holds.
+ * @file: The tracked file (a reference).
+ * @df: The trackers of that file.
+ * @node: In df->trackers.
+ * @mwt: What mm records writes in (in the tree): its range and bitmap.
+ * @first: First page of the range.
+ * @nr: Pages in the range.
+ * @bitmap: Bit i set when page @first + i was written (atomic bit ops).
+ */
+struct dirtymap_tracker {
+	struct file *file;
+	struct dirtymap_file *df;
+	struct list_head node;
+#ifdef MAPPING_WRITE_TRACKERS
+	struct mapping_write_tracker mwt;
+#endif
+	pgoff_t first;
+	pgoff_t nr;
+	unsigned long *bitmap;
+};
 
-#define DIRTYMAP_FLAGS	(DIRTYMAP_INFO_HUGE_PMD | DIRTYMAP_INFO_FOLIO_DIRTY)
+static DEFINE_HASHTABLE(dirtymap_files, 6);
+static DEFINE_MUTEX(dirtymap_files_lock);
 
-static bool dirtymap_may_be_huge(struct inode *inode)
+/* Set the bits of [@index, @index + @nr) that lie in @t's range. */
+static void dirtymap_tracker_set(struct dirtymap_tracker *t, pgoff_t index,
+				 unsigned long nr)
 {
-	return false;
+	pgoff_t s = max(index, t->first);
+	pgoff_t e = min(index + nr, t->first + t->nr);
+
+	for (; s < e; s++)
+		set_bit(s - t->first, t->bitmap);
 }
-
-static void dirtymap_mark_forced(struct dirtymap_chunk *c, pgoff_t first,
-				 pgoff_t nr, bool clean)
-{
-}
-
-static bool dirtymap_walk_was_cut(struct dirtymap_chunk *c, pgoff_t first,
-				  pgoff_t nr)
-{
-	return false;
-}
-
-static void dirtymap_redirty(struct dirtymap_chunk *c, pgoff_t first,
-			     pgoff_t nr)
-{
-}
-
-#else /* !MAPPING_DIRTY_HELPERS_FULL */
-
-#define DIRTYMAP_FLAGS	0
 
 /*
- * The helpers skip huge PMDs: refuse a file whose mount may allocate huge
- * folios.  For memfds and shared anonymous memory (the internal shm mount)
- * this follows /sys/kernel/mm/transparent_hugepage/shmem_enabled.
+ * Record [@index, @index + @nr) written in every tracker of the file, as
+ * the write paths do.  Called with df->lock held.
  */
-static bool dirtymap_may_be_huge(struct inode *inode)
+static void dirtymap_record(struct dirtymap_file *df, pgoff_t index,
+			    unsigned long nr)
 {
-#ifdef CONFIG_TRANSPARENT_HUGEPAGE
-	struct shmem_sb_info *sbinfo = inode->i_sb->s_fs_info;
-
-	return sbinfo->huge != SHMEM_HUGE_NEVER;
+#ifdef MAPPING_WRITE_TRACKERS
+	mapping_record_write(df->mapping, index, nr);
 #else
-	return false;
+	struct dirtymap_tracker *t;
+
+	/* a module: the list of the file's trackers is the driver's own */
+	list_for_each_entry(t, &df->trackers, node)
+		dirtymap_tracker_set(t, index, nr);
 #endif
 }
 
-/* Whether walk_page_mapping() stops at @vma (see wp_clean_test_walk()). */
-static bool dirtymap_vma_stops_walk(struct vm_area_struct *vma)
+/*
+ * Write-protect and clean every page-table entry of @folio (locked, in
+ * df->mapping); true if one was writable or dirty.  The entries' dirty bits
+ * go to the folio first, as unmapping would move them: reclaim must not
+ * take a written shmem folio for clean.
+ */
+static bool dirtymap_folio_mkclean(struct folio *folio)
 {
-	unsigned long vm_flags = READ_ONCE(vma->vm_flags);
+	if (!folio_mapped(folio) || !folio_mkclean(folio))
+		return false;
+	folio_mark_dirty(folio);
+	return true;
+}
 
-	return (vm_flags & (VM_SHARED | VM_MAYWRITE | VM_HUGETLB)) !=
-		(VM_SHARED | VM_MAYWRITE);
+#ifdef MAPPING_WRITE_TRACKERS
+
+/*
+ * Whether someone besides the page cache, the page tables and us holds a
+ * reference to @folio: a pin or get_user_pages() reference through which
+ * the kernel may write the page without any page-table entry.  Such a page
+ * is reported again at every collect until the reference is dropped.
+ */
+static bool dirtymap_folio_referenced(struct folio *folio)
+{
+	return folio_ref_count(folio) > folio_expected_ref_count(folio) + 1;
 }
 
 /*
- * Set the bits of the pages in [@first, @first + @nr) that a mapping the
- * walk stops at covers.  vma_interval_tree_iter_first() is not exported:
- * visit the whole tree (a file has few mappings).
+ * The mkwrite method: after its bits were taken, write-protect again the
+ * pages of [@first, @first + @nr) whose bits are set in @taken (bit 0 =
+ * @first).  A write that made an entry writable was recorded (with the
+ * folio locked, after the entry was made writable), so a writable entry
+ * always has its bit set in every tracker, or a collect that took the bit
+ * is about to write-protect it: a write through it is reported by that
+ * collect or recorded again after it.  A folio that someone else holds a
+ * reference to is recorded again (see dirtymap_folio_referenced()).
  */
-static void dirtymap_mark_stoppers(struct dirtymap_chunk *c, pgoff_t first,
-				   pgoff_t nr)
+static void dirtymap_rearm(struct dirtymap_tracker *t, pgoff_t first,
+			   pgoff_t nr, unsigned long *taken)
 {
-	struct address_space *mapping = c->mapping;
-	struct rb_node *node;
+	struct address_space *mapping = t->df->mapping;
+	unsigned long bit;
+	bool drained = false;
 
-	i_mmap_lock_read(mapping);
-	for (node = rb_first_cached(&mapping->i_mmap); node;
-	     node = rb_next(node)) {
-		struct vm_area_struct *vma =
-			rb_entry(node, struct vm_area_struct, shared.rb);
-		pgoff_t s = max(vma->vm_pgoff, first);
-		pgoff_t e = min(vma->vm_pgoff + vma_pages(vma), first + nr);
+	for_each_set_bit(bit, taken, nr) {
+		struct folio *folio = filemap_lock_folio(mapping, first + bit);
+		pgoff_t end;
 
-		if (s < e && dirtymap_vma_stops_walk(vma))
-			bitmap_set(c->bitmap, s - first, e - s);
+		if (IS_ERR(folio))
+			continue;	/* a hole or swapped out: no entries */
+		dirtymap_folio_mkclean(folio);
+		if (dirtymap_folio_referenced(folio) && !drained) {
+			/* a new folio may wait in a per-CPU LRU batch */
+			folio_unlock(folio);
+			lru_add_drain_all();
+			drained = true;
+			folio_lock(folio);
+		}
+		if (folio->mapping == mapping && dirtymap_folio_referenced(folio))
+			dirtymap_tracker_set(t, folio->index, folio_nr_pages(folio));
+		end = folio_next_index(folio);
+		folio_unlock(folio);
+		folio_put(folio);
+		if (end - first > bit + 1)
+			bit = min_t(pgoff_t, end - first, nr) - 1;
+		cond_resched();
 	}
-	i_mmap_unlock_read(mapping);
 }
 
-/* Whether a mapping the walk stops at overlaps [@first, @first + @nr). */
-static bool dirtymap_walk_was_cut(struct dirtymap_chunk *c, pgoff_t first,
-				  pgoff_t nr)
+/*
+ * The page-table method: clean the dirty entries of [@first, +@nr) and,
+ * with @record, record them in every tracker.
+ */
+static void dirtymap_clean_record(struct dirtymap_file *df, pgoff_t first,
+				  pgoff_t nr, unsigned long *scratch, bool record)
 {
-	struct address_space *mapping = c->mapping;
-	struct rb_node *node;
-	bool cut = false;
+	pgoff_t start = 0, end = 0, done, n;
+	unsigned int rs, re;
 
-	i_mmap_lock_read(mapping);
-	for (node = rb_first_cached(&mapping->i_mmap); node && !cut;
-	     node = rb_next(node)) {
-		struct vm_area_struct *vma =
-			rb_entry(node, struct vm_area_struct, shared.rb);
-
-		cut = vma->vm_pgoff < first + nr &&
-		      vma->vm_pgoff + vma_pages(vma) > first &&
-		      dirtymap_vma_stops_walk(vma);
+	for (done = 0; done < nr; done += n) {
+		n = min(nr - done, DIRTYMAP_CHUNK_PAGES);
+		bitmap_zero(scratch, n);
+		start = n;
+		end = 0;
+		clean_record_shared_mapping_range(df->mapping, first + done, n,
+						  first + done, scratch,
+						  &start, &end);
+		for_each_set_bitrange(rs, re, scratch, n)
+			if (record)
+				dirtymap_record(df, first + done + rs, re - rs);
+		cond_resched();
 	}
-	i_mmap_unlock_read(mapping);
-	return cut;
 }
 
-/* Mark @folio dirty unless it left @mapping (truncation). */
-static void dirtymap_dirty_folio(struct address_space *mapping,
-				 struct folio *folio)
+static void dirtymap_scan(struct dirtymap_file *df, pgoff_t first, pgoff_t nr,
+			  unsigned long *scratch)
 {
-	if (folio_test_dirty(folio))
+	dirtymap_clean_record(df, first, nr, scratch, true);
+}
+
+/* The span of every tracker of @df. */
+static void dirtymap_span(struct dirtymap_file *df, pgoff_t *first, pgoff_t *nr)
+{
+	struct dirtymap_tracker *t;
+	pgoff_t s = ULONG_MAX, e = 0;
+
+	list_for_each_entry(t, &df->trackers, node) {
+		s = min(s, t->first);
+		e = max(e, t->first + t->nr);
+	}
+	*first = s;
+	*nr = e > s ? e - s : 0;
+}
+
+/*
+ * Switch @df to @mode.  To mkwrite: write-protect every tracked page, then
+ * record the dirty bits that the page-table method had not read yet
+ * (writes before the write-protection set them; writes after it fault and
+ * are recorded).  To page-table: clean the dirty bits without recording
+ * them: under mkwrite, a page written since it was last write-protected
+ * took a fault, which recorded it, and the other dirty bits are older than
+ * every tracker.
+ */
+static void dirtymap_set_mode(struct dirtymap_file *df, unsigned int mode,
+			      unsigned long *scratch)
+{
+	pgoff_t first, nr;
+
+	if (df->mode == mode)
 		return;
-	folio_lock(folio);
-	if (folio->mapping == mapping)
-		folio_mark_dirty(folio);
-	folio_unlock(folio);
+	dirtymap_span(df, &first, &nr);
+	if (mode == DIRTYMAP_MODE_MKWRITE) {
+		wp_shared_mapping_range(df->mapping, first, nr);
+		dirtymap_scan(df, first, nr, scratch);
+	} else {
+		dirtymap_clean_record(df, first, nr, scratch, false);
+	}
+	df->mode = mode;
+	df->votes = 0;
 }
 
 /*
- * Set the bits that the walk must not cover and that are reported dirty
- * whatever the page tables say: PMD-sized folios (the helpers skip huge
- * PMDs) and pages under mappings the walk stops at.  With @clean, mark every
- * folio of the range dirty first: the walk is about to clear the dirty bits
- * of page-table entries that reclaim would otherwise move to the folio.
+ * After a collect that cleaned @nr pages and found @dirty of them written:
+ * a file found mostly written, collect after collect, is cheaper to scan
+ * than to fault on; one found mostly clean, cheaper to write-protect.
  */
-static void dirtymap_mark_forced(struct dirtymap_chunk *c, pgoff_t first,
-				 pgoff_t nr, bool clean)
+static void dirtymap_vote(struct dirtymap_file *df, pgoff_t nr, u64 dirty,
+			  unsigned long *scratch)
 {
+	bool other;
+
+	if (nr < 64)
+		return;
+	if (df->mode == DIRTYMAP_MODE_MKWRITE)
+		other = dirty * 2 >= nr;
+	else
+		other = dirty * 4 < nr;
+	df->votes = other ? df->votes + 1 : 0;
+	if (df->votes >= DIRTYMAP_SWITCH_VOTES)
+		dirtymap_set_mode(df, df->mode == DIRTYMAP_MODE_MKWRITE ?
+				  DIRTYMAP_MODE_PAGETABLE : DIRTYMAP_MODE_MKWRITE,
+				  scratch);
+}
+
+static int dirtymap_register(struct dirtymap_tracker *t, unsigned long *scratch)
+{
+	struct dirtymap_file *df = t->df;
+	bool pagetable = df->ntrackers && df->mode == DIRTYMAP_MODE_PAGETABLE;
+	int ret;
+
+	/* entries left dirty by the page-table method are the others' */
+	if (pagetable)
+		dirtymap_scan(df, t->first, t->nr, scratch);
+	t->mwt.first = t->first;
+	t->mwt.nr = t->nr;
+	t->mwt.bitmap = t->bitmap;
+	/* write notification for the file's mappings, the range protected */
+	ret = mapping_write_tracker_add(df->mapping, &t->mwt);
+	if (ret)
+		return ret;
+	/*
+	 * The dirty bits left in the range: under mkwrite they are no
+	 * tracker's (a page written since its entry was last write-protected
+	 * took a fault, which recorded it), so this tracker starts clean; under
+	 * the page-table method, those set since the scan above are writes
+	 * made during this call, for every tracker.
+	 */
+	dirtymap_clean_record(df, t->first, t->nr, scratch, pagetable);
+	list_add(&t->node, &df->trackers);
+	if (!df->ntrackers++)
+		df->mode = DIRTYMAP_MODE_MKWRITE;
+	return 0;
+}
+
+static void dirtymap_unregister(struct dirtymap_tracker *t)
+{
+	list_del(&t->node);
+	t->df->ntrackers--;
+	/* waits until no write path can see the bitmap */
+	mapping_write_tracker_del(t->df->mapping, &t->mwt);
+}
+
+#define DIRTYMAP_SEMANTICS	(DIRTYMAP_RECORDS_EVERY_WRITE | \
+				 DIRTYMAP_RECORDS_HUGE_WHOLE)
+
+#else /* !MAPPING_WRITE_TRACKERS: the module */
+
+/*
+ * The page-table method as a module can do it: for every folio of
+ * [@first, @first + @nr), locked, write-protect and clean its entries and
+ * record it in every tracker if one was writable or dirty (the whole folio:
+ * its entries are cleaned whole).
+ */
+static void dirtymap_scan(struct dirtymap_file *df, pgoff_t first, pgoff_t nr,
+			  unsigned long *scratch)
+{
+	struct address_space *mapping = df->mapping;
 	pgoff_t index = first, last = first + nr - 1;
 	struct folio_batch fbatch;
 	unsigned int i;
 
 	folio_batch_init(&fbatch);
-	while (filemap_get_folios(c->mapping, &index, last, &fbatch)) {
+	while (filemap_get_folios(mapping, &index, last, &fbatch)) {
 		for (i = 0; i < folio_batch_count(&fbatch); i++) {
 			struct folio *folio = fbatch.folios[i];
-			pgoff_t s, e;
 
-			if (clean)
-				dirtymap_dirty_folio(c->mapping, folio);
-			if (!folio_test_pmd_mappable(folio))
+			/* no entry maps it: nothing to read or clean */
+			if (!folio_mapped(folio))
 				continue;
-			s = max(folio->index, first);
-			e = min(folio_next_index(folio), first + nr);
-			if (s < e)
-				bitmap_set(c->bitmap, s - first, e - s);
+			folio_lock(folio);
+			if (folio->mapping == mapping &&
+			    dirtymap_folio_mkclean(folio))
+				dirtymap_record(df, folio->index,
+						folio_nr_pages(folio));
+			folio_unlock(folio);
 		}
 		folio_batch_release(&fbatch);
 		cond_resched();
 	}
-	dirtymap_mark_stoppers(c, first, nr);
 }
 
-/* Second pass: mark the folio of every page recorded dirty. */
-static void dirtymap_redirty(struct dirtymap_chunk *c, pgoff_t first,
-			     pgoff_t nr)
+static void dirtymap_rearm(struct dirtymap_tracker *t, pgoff_t first,
+			   pgoff_t nr, unsigned long *taken)
+{
+}
+
+static void dirtymap_vote(struct dirtymap_file *df, pgoff_t nr, u64 dirty,
+			  unsigned long *scratch)
+{
+}
+
+static void dirtymap_set_mode(struct dirtymap_file *df, unsigned int mode,
+			      unsigned long *scratch)
+{
+}
+
+static int dirtymap_register(struct dirtymap_tracker *t, unsigned long *scratch)
+{
+	struct dirtymap_file *df = t->df;
+
+	/* the entries' present state belongs to the trackers already there */
+	dirtymap_scan(df, t->first, t->nr, scratch);
+	list_add(&t->node, &df->trackers);
+	df->ntrackers++;
+	df->mode = DIRTYMAP_MODE_PAGETABLE;
+	return 0;
+}
+
+static void dirtymap_unregister(struct dirtymap_tracker *t)
+{
+	list_del(&t->node);
+	t->df->ntrackers--;
+}
+
+#define DIRTYMAP_SEMANTICS	DIRTYMAP_RECORDS_HUGE_WHOLE
+
+#endif /* MAPPING_WRITE_TRACKERS */
+
+/* The dirtymap_file of @mapping, made if needed; NULL without memory. */
+static struct dirtymap_file *dirtymap_file_get(struct address_space *mapping)
+{
+	struct dirtymap_file *df;
+
+	mutex_lock(&dirtymap_files_lock);
+	hash_for_each_possible(dirtymap_files, df, node, (unsigned long)mapping)
+		if (df->mapping == mapping)
+			goto out;
+	df = kzalloc(sizeof(*df), GFP_KERNEL_ACCOUNT);
+	if (df) {
+		df->mapping = mapping;
+		mutex_init(&df->lock);
+		INIT_LIST_HEAD(&df->trackers);
+		hash_add(dirtymap_files, &df->node, (unsigned long)mapping);
+	}
+out:
+	if (df)
+		df->refs++;
+	mutex_unlock(&dirtymap_files_lock);
+	return df;
+}
+
+static void dirtymap_file_put(struct dirtymap_file *df)
+{
+	mutex_lock(&dirtymap_files_lock);
+	if (!--df->refs) {
+		hash_del(&df->node);
+		mutex_destroy(&df->lock);
+		kfree(df);
+	}
+	mutex_unlock(&dirtymap_files_lock);
+}
+
+static int dirtymap_tracker_release(struct inode *inode, struct file *file)
+{
+	struct dirtymap_tracker *t = file->private_data;
+	struct dirtymap_file *df = t->df;
+
+	mutex_lock(&df->lock);
+	dirtymap_unregister(t);
+	mutex_unlock(&df->lock);
+	dirtymap_file_put(df);
+	fput(t->file);
+	kvfree(t->bitmap);
+	kfree(t);
+	return 0;
+}
+
+/*
+ * Take (or, without @clean, read) the bits of [@first, @first + @nr) of
+ * @t into @words, as u64 words; returns how many were set.
+ */
+static u64 dirtymap_take(struct dirtymap_tracker *t, pgoff_t first, pgoff_t nr,
+			 bool clean, unsigned long *taken, u64 *words)
+{
+	pgoff_t i;
+	u64 dirty;
+
+	bitmap_zero(taken, nr);
+	for (i = 0; i < nr; i++) {
+		unsigned long bit = first - t->first + i;
+
+		/* a word at a time where the range allows it */
+		if (!(bit % BITS_PER_LONG) && !(i % BITS_PER_LONG) &&
+		    nr - i >= BITS_PER_LONG) {
+			unsigned long *w = &t->bitmap[bit / BITS_PER_LONG];
+			unsigned long v = clean ? xchg(w, 0) : READ_ONCE(*w);
+
+			taken[i / BITS_PER_LONG] = v;
+			i += BITS_PER_LONG - 1;
+			continue;
+		}
+		if (clean ? test_and_clear_bit(bit, t->bitmap) :
+			    test_bit(bit, t->bitmap))
+			__set_bit(i, taken);
+	}
+	dirty = bitmap_weight(taken, nr);
+	bitmap_to_arr64(words, taken, nr);
+	return dirty;
+}
+
+/* Give back what a collect took but could not deliver. */
+static void dirtymap_give_back(struct dirtymap_tracker *t, pgoff_t first,
+			       pgoff_t nr, unsigned long *taken)
 {
 	unsigned long bit;
 
-	for_each_set_bit(bit, c->bitmap, nr) {
-		struct folio *folio = filemap_get_folio(c->mapping, first + bit);
-
-		if (IS_ERR(folio))
-			continue;
-		dirtymap_dirty_folio(c->mapping, folio);
-		bit = folio_next_index(folio) - 1 - first;
-		folio_put(folio);
-	}
+	for_each_set_bit(bit, taken, nr)
+		set_bit(first - t->first + bit, t->bitmap);
 }
 
-#endif /* MAPPING_DIRTY_HELPERS_FULL */
-
-/*
- * Write-protect, or clean and record, the pages [@first, @first + @nr) of
- * c->mapping into c->bitmap (bit 0 = @first).  The bits already set (forced)
- * are left out of the walk.
- */
-static void dirtymap_walk_chunk(struct dirtymap_chunk *c, pgoff_t first,
-				pgoff_t nr, bool clean)
+static long dirtymap_collect(struct dirtymap_tracker *t,
+			     struct dirtymap_collect __user *argp)
 {
-	unsigned long s, e = 0;
-	pgoff_t start, end;
-
-	for (;;) {
-		s = find_next_zero_bit(c->bitmap, nr, e);
-		if (s >= nr)
-			break;
-		e = find_next_bit(c->bitmap, nr, s);
-		if (!clean) {
-			c->changed += wp_shared_mapping_range(c->mapping,
-							      first + s, e - s);
-		} else {
-			start = 0;
-			end = 0;
-			c->changed += clean_record_shared_mapping_range(c->mapping,
-					first + s, e - s, first, c->bitmap,
-					&start, &end);
-		}
-		/* a mapping that cut the walk short: report [s, e) whole */
-		if (dirtymap_walk_was_cut(c, first + s, e - s))
-			bitmap_set(c->bitmap, s, e - s);
-		cond_resched();
-	}
-}
-
-static long dirtymap_range(struct file *dev, unsigned int cmd,
-			   struct dirtymap_range __user *argp)
-{
-	bool clean = cmd == DIRTYMAP_IOC_CLEAN_RECORD;
-	struct dirtymap_chunk c = { };
-	struct dirtymap_range r;
+	struct dirtymap_file *df = t->df;
+	unsigned long *taken = NULL, *scratch = NULL;
+	struct dirtymap_collect c;
+	pgoff_t first, npages, done = 0, nr;
 	u64 __user *ubitmap;
-	pgoff_t first, npages, done, nr;
-	struct file *file;
+	u64 *words = NULL;
+	bool clean;
 	long ret;
 
-	if (copy_from_user(&r, argp, sizeof(r)))
+	if (copy_from_user(&c, argp, sizeof(c)))
 		return -EFAULT;
-	if (r.flags || r.reserved[0] || r.reserved[1])
+	if ((c.flags & ~(DIRTYMAP_COLLECT_CLEAN | DIRTYMAP_COLLECT_MKWRITE |
+			 DIRTYMAP_COLLECT_PAGETABLE)) ||
+	    (c.flags & DIRTYMAP_COLLECT_MKWRITE &&
+	     c.flags & DIRTYMAP_COLLECT_PAGETABLE) ||
+	    c.reserved[0] || c.reserved[1])
 		return -EINVAL;
-	if (!PAGE_ALIGNED(r.offset) || !PAGE_ALIGNED(r.length) || !r.length ||
-	    r.length >> PAGE_SHIFT > DIRTYMAP_MAX_PAGES ||
-	    r.offset > MAX_LFS_FILESIZE || r.length > MAX_LFS_FILESIZE - r.offset)
+	if (!PAGE_ALIGNED(c.offset) || !PAGE_ALIGNED(c.length) || !c.length ||
+	    c.offset >> PAGE_SHIFT < t->first ||
+	    c.length >> PAGE_SHIFT > t->nr ||
+	    (c.offset >> PAGE_SHIFT) - t->first > t->nr - (c.length >> PAGE_SHIFT))
 		return -EINVAL;
-	first = r.offset >> PAGE_SHIFT;
-	npages = r.length >> PAGE_SHIFT;
-	ubitmap = clean ? u64_to_user_ptr(r.bitmap) : NULL;
+	first = c.offset >> PAGE_SHIFT;
+	npages = c.length >> PAGE_SHIFT;
+	clean = c.flags & DIRTYMAP_COLLECT_CLEAN;
+	ubitmap = u64_to_user_ptr(c.bitmap);
 
-	file = fget(r.fd);
+	taken = bitmap_zalloc(DIRTYMAP_CHUNK_PAGES, GFP_KERNEL);
+	scratch = bitmap_zalloc(DIRTYMAP_CHUNK_PAGES, GFP_KERNEL);
+	words = kcalloc(DIRTYMAP_CHUNK_PAGES / 64, sizeof(u64), GFP_KERNEL);
+	ret = -ENOMEM;
+	if (!taken || !scratch || !words)
+		goto out;
+
+	c.dirty = 0;
+	ret = 0;
+	mutex_lock(&df->lock);
+	if (c.flags & DIRTYMAP_COLLECT_MKWRITE)
+		dirtymap_set_mode(df, DIRTYMAP_MODE_MKWRITE, scratch);
+	else if (c.flags & DIRTYMAP_COLLECT_PAGETABLE)
+		dirtymap_set_mode(df, DIRTYMAP_MODE_PAGETABLE, scratch);
+	c.mode = df->mode;
+	mutex_unlock(&df->lock);
+
+	for (done = 0; done < npages; done += nr) {
+		pgoff_t at = first + done;
+		u64 dirty;
+
+		/* chunks end on multiples of DIRTYMAP_CHUNK_PAGES: huge-page aligned */
+		nr = min(npages - done,
+			 DIRTYMAP_CHUNK_PAGES - at % DIRTYMAP_CHUNK_PAGES);
+		mutex_lock(&df->lock);
+		if (df->mode == DIRTYMAP_MODE_PAGETABLE)
+			dirtymap_scan(df, at, nr, scratch);
+		dirty = dirtymap_take(t, at, nr, clean, taken, words);
+		if (clean && df->mode == DIRTYMAP_MODE_MKWRITE)
+			dirtymap_rearm(t, at, nr, taken);
+		mutex_unlock(&df->lock);
+
+		/* no lock held: the bitmap may be in the tracked file itself */
+		if (ubitmap && copy_to_user(ubitmap + done / 64, words,
+					    DIV_ROUND_UP(nr, 64) * sizeof(u64))) {
+			if (clean)
+				dirtymap_give_back(t, at, nr, taken);
+			ret = -EFAULT;
+			break;
+		}
+		c.dirty += dirty;
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			done += nr;
+			break;
+		}
+	}
+	if (clean && !ret) {
+		mutex_lock(&df->lock);
+		dirtymap_vote(df, npages, c.dirty, scratch);
+		mutex_unlock(&df->lock);
+	}
+	c.done = (u64)done << PAGE_SHIFT;
+	if (copy_to_user(argp, &c, sizeof(c)) && !ret)
+		ret = -EFAULT;
+out:
+	kfree(words);
+	bitmap_free(scratch);
+	bitmap_free(taken);
+	return ret;
+}
+
+static long dirtymap_tracker_ioctl(struct file *file, unsigned int cmd,
+				   unsigned long arg)
+{
+	if (cmd != DIRTYMAP_IOC_COLLECT)
+		return -ENOTTY;
+	return dirtymap_collect(file->private_data, (void __user *)arg);
+}
+
+static const struct file_operations dirtymap_tracker_fops = {
+	.owner = THIS_MODULE,
+	.release = dirtymap_tracker_release,
+	.unlocked_ioctl = dirtymap_tracker_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+};
+
+static long dirtymap_track(struct dirtymap_track __user *argp)
+{
+	struct dirtymap_tracker *t;
+	struct dirtymap_track a;
+	unsigned long *scratch = NULL;
+	struct file *file;
+	int fd, ret;
+
+	if (copy_from_user(&a, argp, sizeof(a)))
+		return -EFAULT;
+	if ((a.flags & ~DIRTYMAP_TRACK_CLOEXEC) || a.reserved0 ||
+	    memchr_inv(a.reserved, 0, sizeof(a.reserved)))
+		return -EINVAL;
+	if (!PAGE_ALIGNED(a.offset) || !PAGE_ALIGNED(a.length) || !a.length ||
+	    a.length >> PAGE_SHIFT > DIRTYMAP_MAX_PAGES ||
+	    a.offset > MAX_LFS_FILESIZE || a.length > MAX_LFS_FILESIZE - a.offset)
+		return -EINVAL;
+
+	file = fget(a.fd);
 	if (!file)
 		return -EBADF;
 	ret = -EBADF;
 	if (!(file->f_mode & FMODE_WRITE))
 		goto out_fput;
 	ret = -EOPNOTSUPP;
-	c.mapping = file->f_mapping;
-	if (!shmem_mapping(c.mapping) ||
-	    dirtymap_may_be_huge(file_inode(file)))
+	if (!shmem_mapping(file->f_mapping))
 		goto out_fput;
 
 	ret = -ENOMEM;
-	c.bitmap = bitmap_zalloc(DIRTYMAP_CHUNK_PAGES, GFP_KERNEL);
-	c.words = kcalloc(DIRTYMAP_CHUNK_PAGES / 64, sizeof(u64), GFP_KERNEL);
-	if (!c.bitmap || !c.words)
+	t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+	if (!t)
+		goto out_fput;
+	t->first = a.offset >> PAGE_SHIFT;
+	t->nr = a.length >> PAGE_SHIFT;
+	t->bitmap = kvcalloc(BITS_TO_LONGS(t->nr), sizeof(unsigned long),
+			     GFP_KERNEL_ACCOUNT);
+	scratch = bitmap_zalloc(DIRTYMAP_CHUNK_PAGES, GFP_KERNEL);
+	if (!t->bitmap || !scratch)
+		goto out_free;
+	t->file = file;
+	t->df = dirtymap_file_get(file->f_mapping);
+	if (!t->df)
 		goto out_free;
 
-	/* a bad bitmap pointer fails the call before anything is cleaned */
-	ret = -EFAULT;
-	for (done = 0; ubitmap && done < npages; done += nr) {
-		nr = min(npages - done, DIRTYMAP_CHUNK_PAGES);
-		if (copy_to_user(ubitmap + done / 64, c.words,
-				 DIV_ROUND_UP(nr, 64) * sizeof(u64)))
-			goto out_free;
-	}
+	mutex_lock(&t->df->lock);
+	ret = dirtymap_register(t, scratch);
+	mutex_unlock(&t->df->lock);
+	if (ret)
+		goto out_put;
 
-	for (done = 0; done < npages; done += nr) {
-		nr = min(npages - done, DIRTYMAP_CHUNK_PAGES);
-		bitmap_zero(c.bitmap, nr);
-		dirtymap_mark_forced(&c, first + done, nr, clean);
-		dirtymap_walk_chunk(&c, first + done, nr, clean);
-		if (!clean)
-			continue;
-		dirtymap_redirty(&c, first + done, nr);
-		c.dirty += bitmap_weight(c.bitmap, nr);
-		if (!ubitmap)
-			continue;
-		bitmap_to_arr64(c.words, c.bitmap, nr);
-		/* only if user space unmapped the bitmap meanwhile */
-		if (copy_to_user(ubitmap + done / 64, c.words,
-				 DIV_ROUND_UP(nr, 64) * sizeof(u64)))
-			goto out_free;
+	a.semantics = DIRTYMAP_SEMANTICS;
+	a.page_size = PAGE_SIZE;
+	a.max_pages = DIRTYMAP_MAX_PAGES;
+	if (copy_to_user(argp, &a, sizeof(a))) {
+		ret = -EFAULT;
+		goto out_unregister;
 	}
+	fd = anon_inode_getfd("[dirtymap]", &dirtymap_tracker_fops, t,
+			      O_RDWR | (a.flags & DIRTYMAP_TRACK_CLOEXEC ?
+					O_CLOEXEC : 0));
+	if (fd < 0) {
+		ret = fd;
+		goto out_unregister;
+	}
+	bitmap_free(scratch);
+	return fd;
 
-	r.dirty = c.dirty;
-	r.changed = c.changed;
-	ret = copy_to_user(argp, &r, sizeof(r)) ? -EFAULT : 0;
+out_unregister:
+	mutex_lock(&t->df->lock);
+	dirtymap_unregister(t);
+	mutex_unlock(&t->df->lock);
+out_put:
+	dirtymap_file_put(t->df);
 out_free:
-	kfree(c.words);
-	bitmap_free(c.bitmap);
+	bitmap_free(scratch);
+	kvfree(t->bitmap);
+	kfree(t);
 out_fput:
 	fput(file);
 	return ret;
@@ -368,23 +705,9 @@ out_fput:
 static long dirtymap_ioctl(struct file *dev, unsigned int cmd,
 			   unsigned long arg)
 {
-	void __user *argp = (void __user *)arg;
-	struct dirtymap_info info = {
-		.version = DIRTYMAP_VERSION,
-		.flags = DIRTYMAP_FLAGS,
-		.page_size = PAGE_SIZE,
-		.max_pages = DIRTYMAP_MAX_PAGES,
-	};
-
-	switch (cmd) {
-	case DIRTYMAP_IOC_INFO:
-		return copy_to_user(argp, &info, sizeof(info)) ? -EFAULT : 0;
-	case DIRTYMAP_IOC_WRITE_PROTECT:
-	case DIRTYMAP_IOC_CLEAN_RECORD:
-		return dirtymap_range(dev, cmd, argp);
-	default:
+	if (cmd != DIRTYMAP_IOC_TRACK)
 		return -ENOTTY;
-	}
+	return dirtymap_track((void __user *)arg);
 }
 
 static const struct file_operations dirtymap_fops = {
@@ -394,8 +717,11 @@ static const struct file_operations dirtymap_fops = {
 };
 
 /*
- * Anyone may open the device: every operation needs a file descriptor of the
- * file open for writing, whose owner could write every page of it anyway.
+ * Anyone may open the device: a tracker needs a descriptor of the file open
+ * for writing, whose owner could write every page of it anyway; its bitmap
+ * is charged to the caller's memory cgroup, and no operation touches a
+ * page-table entry other than through folio_mkclean() on a locked folio or
+ * (in the tree) the page walks of mm/mapping_dirty_helpers.c.
  */
 static struct miscdevice dirtymap_dev = {
 	.minor = MISC_DYNAMIC_MINOR,
@@ -406,5 +732,5 @@ static struct miscdevice dirtymap_dev = {
 
 module_misc_device(dirtymap_dev);
 
-MODULE_DESCRIPTION("address_space-wide dirty tracking of shared-memory files");
+MODULE_DESCRIPTION("which pages of a shared-memory file were written, by anyone");
 MODULE_LICENSE("GPL");

@@ -2,15 +2,19 @@
 /*
  * The mapping backend: the kernel addition of kernel/ (/dev/dirtymap).
  *
- * The kernel cleans and records the dirty bits of the page-table entries of
- * every shared mapping of a range of a shmem file, in every process that maps
- * it (mm/mapping_dirty_helpers.c).  That ioctl always cleans what it records,
- * so each tracked range keeps the pages recorded but not yet reported and
- * cleaned in a bitmap of its own ("pending"): a collect first moves the
- * kernel's dirty bits into it, then reports from it, and with
- * DIRTY_COLLECT_CLEAN clears exactly the bits it reported.  A write after
- * the kernel's record sets the page-table entry dirty again and is seen by
- * the next collect, so collect-and-clean is atomic per page as the contract
+ * For each tracked range of a shmem file the kernel keeps a tracker: a
+ * descriptor with a bitmap of its own, in which it records every write to
+ * the range, by any process (DIRTYMAP_RECORDS_EVERY_WRITE, the patched
+ * kernel), or the dirty page-table entries it finds at each collect (the
+ * module).  Every tracker sees every write: two libdirty trackers of the
+ * same memory, in this process or another, take nothing from each other.
+ *
+ * The kernel's collect-and-clean takes what it reports, so each range keeps
+ * the pages taken but not yet reported and cleaned in a bitmap of its own
+ * ("pending"): a collect first moves the kernel's bits into it, then reports
+ * from it, and with DIRTY_COLLECT_CLEAN clears exactly the bits it
+ * reported.  A write after the kernel's collect is recorded again and seen
+ * by the next one, so collect-and-clean is atomic per page as the contract
  * asks.
  *
  * Two ways in, one state: dirty_track() of an address range of shared
@@ -40,7 +44,7 @@
 
 /* A tracked range of a file. */
 struct mapping_range {
-	int fd;                 /* our descriptor of the file, open for writing */
+	int tracker;            /* the kernel's tracker of the range */
 	dev_t dev;
 	ino_t ino;
 	uint64_t offset, end;   /* bytes, page aligned */
@@ -53,106 +57,40 @@ struct mapping_files {
 	size_t n, cap;
 };
 
-/*
- * What the mapping trackers of this process track: file ranges, and the
- * addresses of dirty_track()'s regions.  The kernel's clean is global, so
- * two trackers of the same pages would take each other's dirty bits: the
- * second is refused (-EEXIST).  An address region whose memory is unmapped
- * keeps its claim until it is untracked, as under uffd-async.
- */
-struct claim {
-	dev_t dev;              /* 0 for an address claim */
-	ino_t ino;
-	uint64_t start, end;    /* file offsets, or addresses */
-	const void *owner;
-};
-
-static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct claim *claims;
-static size_t nclaims, claims_cap;
-
-static void claims_atfork_prepare(void)
-{
-	pthread_mutex_lock(&claims_lock);
-}
-
-static void claims_atfork_parent(void)
-{
-	pthread_mutex_unlock(&claims_lock);
-}
-
-/*
- * The child keeps the claims: the parent's trackers go on cleaning the same
- * files, which the child's memory shares, so a tracker of the child must not
- * take them.  (Its copies of the parent's trackers refuse use, -ECHILD, and
- * release their claims when freed.)
- */
-static void claims_init(void)
-{
-	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_parent);
-}
-
-static bool claims_overlap(dev_t dev, ino_t ino, uint64_t start, uint64_t end)
-{
-	for (size_t i = 0; i < nclaims; i++)
-		if (claims[i].dev == dev && claims[i].ino == ino && claims[i].start < end &&
-		    start < claims[i].end)
-			return true;
-	return false;
-}
-
-static int claim(dev_t dev, ino_t ino, uint64_t start, uint64_t end, const void *owner)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	int err = 0;
-
-	pthread_once(&once, claims_init);
-	pthread_mutex_lock(&claims_lock);
-	if (claims_overlap(dev, ino, start, end)) {
-		err = -EEXIST;
-	} else if (nclaims == claims_cap) {
-		size_t cap = claims_cap ? 2 * claims_cap : 16;
-		struct claim *grown = realloc(claims, cap * sizeof(*grown));
-
-		if (!grown)
-			err = -ENOMEM;
-		else
-			claims = grown, claims_cap = cap;
-	}
-	if (!err)
-		claims[nclaims++] = (struct claim){ dev, ino, start, end, owner };
-	pthread_mutex_unlock(&claims_lock);
-	return err;
-}
-
-static void unclaim(const void *owner)
-{
-	pthread_mutex_lock(&claims_lock);
-	for (size_t i = 0; i < nclaims; i++)
-		if (claims[i].owner == owner)
-			claims[i--] = claims[--nclaims];
-	pthread_mutex_unlock(&claims_lock);
-}
-
-static bool mapping_claimed(uintptr_t start, uintptr_t end)
-{
-	bool found;
-
-	pthread_mutex_lock(&claims_lock);
-	found = claims_overlap(0, 0, start, end);
-	pthread_mutex_unlock(&claims_lock);
-	return found;
-}
-
 /* ---- the device ---- */
 
-/* /dev/dirtymap, open, with its answer to DIRTYMAP_IOC_INFO checked: fd or -errno and why. */
-static int device_open(struct dirtymap_info *info, char *why, size_t why_len)
-{
-	int fd, err;
+/* What the device says of a tracker: its semantics and limits. */
+struct device_info {
+	uint64_t semantics;     /* DIRTYMAP_RECORDS_* */
+	uint64_t max_pages;
+};
 
-	fd = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
+/* A kernel tracker of [offset, offset + len) of fd: its descriptor, or -errno. */
+static int kernel_track(int dev, int fd, uint64_t offset, uint64_t len,
+			struct device_info *info)
+{
+	struct dirtymap_track a = {
+		.fd = fd, .flags = DIRTYMAP_TRACK_CLOEXEC, .offset = offset, .length = len,
+	};
+	int tracker = ioctl(dev, DIRTYMAP_IOC_TRACK, &a);
+
+	if (tracker < 0)
+		return -errno;
+	if (info)
+		*info = (struct device_info){ a.semantics, a.max_pages };
+	return tracker;
+}
+
+/*
+ * /dev/dirtymap, open, with the tracker interface checked on a memfd of one
+ * page: the descriptor, or -errno and why.
+ */
+static int device_open(struct device_info *info, char *why, size_t why_len)
+{
+	int dev, fd, tracker, err;
+
+	dev = open(DIRTYMAP_DEVICE, O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
 		err = errno;
 		if (err == ENOENT)
 			return dirty_reason(why, why_len, -EOPNOTSUPP,
@@ -162,58 +100,64 @@ static int device_open(struct dirtymap_info *info, char *why, size_t why_len)
 		return dirty_reason(why, why_len, err == EACCES ? -EPERM : -err,
 				    "cannot open " DIRTYMAP_DEVICE ": %s", strerror(err));
 	}
-	memset(info, 0, sizeof(*info));
-	if (ioctl(fd, DIRTYMAP_IOC_INFO, info) < 0) {
-		err = errno;
-		close(fd);
+	fd = memfd_create("libdirty-probe", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)dirty_page_size()) < 0) {
+		err = -errno;
+		if (fd >= 0)
+			close(fd);
+		close(dev);
+		return dirty_reason(why, why_len, err, "cannot make a memfd to probe "
+				    DIRTYMAP_DEVICE ": %s", strerror(-err));
+	}
+	tracker = kernel_track(dev, fd, 0, dirty_page_size(), info);
+	close(fd);
+	if (tracker < 0) {
+		close(dev);
+		if (tracker == -ENOTTY)
+			return dirty_reason(why, why_len, -EOPNOTSUPP,
+					    DIRTYMAP_DEVICE " is version 1 of the module, without "
+					    "trackers: build and load kernel/dirtymap.ko again");
 		return dirty_reason(why, why_len, -EOPNOTSUPP,
-				    DIRTYMAP_DEVICE " does not answer DIRTYMAP_IOC_INFO: %s",
-				    strerror(err));
+				    DIRTYMAP_DEVICE " refuses a tracker of a memfd: %s",
+				    strerror(-tracker));
 	}
-	err = 0;
-	if (info->version >> 16 != DIRTYMAP_VERSION_MAJOR)
-		err = dirty_reason(why, why_len, -EOPNOTSUPP,
-				   DIRTYMAP_DEVICE " speaks version %u.%u; libdirty needs %u.x",
-				   info->version >> 16, info->version & 0xffff,
-				   DIRTYMAP_VERSION_MAJOR);
-	else if (info->page_size != dirty_page_size() || info->max_pages < 64)
-		err = dirty_reason(why, why_len, -EOPNOTSUPP,
-				   DIRTYMAP_DEVICE " reports page size %" PRIu64
-				   " and %" PRIu64 " pages a call", (uint64_t)info->page_size,
-				   (uint64_t)info->max_pages);
-	if (err) {
-		close(fd);
-		return err;
-	}
-	return fd;
+	close(tracker);
+	if (info->max_pages < 64)
+		return close(dev), dirty_reason(why, why_len, -EOPNOTSUPP,
+						DIRTYMAP_DEVICE " takes %" PRIu64 " pages a tracker",
+						info->max_pages);
+	return dev;
 }
 
 int dirty_mapping_probe(char *why, size_t why_len)
 {
-	struct dirtymap_info info;
-	int fd = device_open(&info, why, why_len);
+	struct device_info info;
+	int dev = device_open(&info, why, why_len);
 
-	if (fd < 0)
-		return fd;
-	close(fd);
+	if (dev < 0)
+		return dev;
+	close(dev);
+	if (info.semantics & DIRTYMAP_RECORDS_EVERY_WRITE)
+		return dirty_reason(why, why_len, 0,
+				    DIRTYMAP_DEVICE ": shared-memory files across processes, every "
+				    "write recorded (a kernel with the patch series)");
 	return dirty_reason(why, why_len, 0,
-			    DIRTYMAP_DEVICE " version %u.%u: shared-memory files across processes%s",
-			    info.version >> 16, info.version & 0xffff,
-			    info.flags & DIRTYMAP_INFO_HUGE_PMD ? " (huge pages cleaned whole)"
-								: "");
+			    DIRTYMAP_DEVICE ": shared-memory files across processes, page-table "
+			    "entries only (the module: a write whose entry is gone before the "
+			    "collect, and write(2), are not seen)");
 }
 
 static int mapping_open(struct dirty_tracker *t)
 {
-	struct dirtymap_info info;
-	int fd;
+	struct device_info info;
+	int dev;
 
 	if (t->mapping_fd >= 0)
 		return 0;
-	fd = device_open(&info, NULL, 0);
-	if (fd < 0)
-		return fd;
-	t->mapping_fd = fd;
+	dev = device_open(&info, NULL, 0);
+	if (dev < 0)
+		return dev;
+	t->mapping_fd = dev;
 	t->mapping_max_pages = info.max_pages;
 	return 0;
 }
@@ -222,9 +166,8 @@ static void range_free(struct mapping_range *m)
 {
 	if (!m)
 		return;
-	unclaim(m);
-	if (m->fd >= 0)
-		close(m->fd);
+	if (m->tracker >= 0)
+		close(m->tracker);
 	free(m->pending);
 	free(m);
 }
@@ -257,8 +200,6 @@ static bool test_bit(const uint64_t *bits, uint64_t i)
 	return bits[i / 64] >> (i % 64) & 1;
 }
 
-static void pending_set(struct mapping_range *m, uint64_t off, uint64_t end);
-
 /* OR the bits of npages pages, found at page index first of m, into m->pending. */
 static void pending_merge(struct mapping_range *m, uint64_t first, const uint64_t *bits,
 			  uint64_t npages)
@@ -275,20 +216,24 @@ static void pending_merge(struct mapping_range *m, uint64_t first, const uint64_
 	}
 }
 
+/* Pages one collect ioctl covers: a 4 KiB bitmap. */
+#define COLLECT_CHUNK_PAGES (8 * 4096)
+
 /*
  * Move the kernel's dirty bits of [off, end) into m->pending (record), or
- * drop them (record false: a clean).  The kernel cleans what it records.  A
- * call that fails may have cleaned part of its chunk first: all of the chunk
- * is then counted dirty (false positives, never a lost write).
+ * drop them (record false: a clean).  The kernel cleans what it reports; a
+ * call that fails keeps recorded what it did not report (the kernel gives it
+ * back), and what it reported before the failure is merged.
  */
 static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
 			       uint64_t end, bool record)
 {
-	uint64_t total = pages_of(end - off), chunk = t->mapping_max_pages;
+	uint64_t total = pages_of(end - off), chunk = COLLECT_CHUNK_PAGES;
 	size_t bytes = (size_t)((total < chunk ? total : chunk) + 63) / 64 * sizeof(uint64_t);
 	uint64_t *bits = NULL;
 	int err = 0;
 
+	(void)t;
 	if (record) {
 		/* not the heap, which another tracker of this process may protect */
 		bits = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -297,16 +242,17 @@ static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m,
 	}
 	while (off < end) {
 		uint64_t npages = pages_of(end - off) < chunk ? pages_of(end - off) : chunk;
-		struct dirtymap_range arg = {
-			.fd = m->fd,
+		struct dirtymap_collect arg = {
 			.offset = off,
 			.length = npages * dirty_page_size(),
 			.bitmap = (uintptr_t)bits,
+			.flags = DIRTYMAP_COLLECT_CLEAN,
 		};
 
-		if (ioctl(t->mapping_fd, DIRTYMAP_IOC_CLEAN_RECORD, &arg) < 0) {
+		if (ioctl(m->tracker, DIRTYMAP_IOC_COLLECT, &arg) < 0) {
 			err = -errno;
-			pending_set(m, off, off + arg.length);
+			if (record && arg.done)
+				pending_merge(m, pages_of(off - m->offset), bits, pages_of(arg.done));
 			break;
 		}
 		if (record && arg.dirty)
@@ -376,7 +322,7 @@ static int range_collect(struct dirty_tracker *t, struct mapping_range *m, uint6
 	return 0;
 }
 
-/* A range of fd's file, with its own descriptor and a clean start. */
+/* A range of fd's file, with a kernel tracker of its own: it starts clean. */
 static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t end,
 		     struct mapping_range **ret)
 {
@@ -393,28 +339,25 @@ static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t 
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EOPNOTSUPP;
+	if (pages_of(end - offset) > t->mapping_max_pages) {
+		dirty_log(t, LOG_WARNING, "mapping: a range of %" PRIu64 " pages is more than the "
+			  "%" PRIu64 " one kernel tracker covers", pages_of(end - offset),
+			  t->mapping_max_pages);
+		return -E2BIG;
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	err = -errno;
 	m->dev = st.st_dev;
 	m->ino = st.st_ino;
 	m->offset = offset;
 	m->end = end;
+	m->tracker = kernel_track(t->mapping_fd, fd, offset, end - offset, NULL);
 	m->pending = calloc((pages_of(end - offset) + 63) / 64, sizeof(uint64_t));
-	if (m->fd < 0 || !m->pending) {
-		err = m->fd < 0 ? err : -ENOMEM;
+	if (m->tracker < 0 || !m->pending) {
+		err = m->tracker < 0 ? m->tracker : -ENOMEM;
 		goto fail;
 	}
-	/* st_dev is never 0 for a file: 0 is the address claims' */
-	err = claim(st.st_dev, st.st_ino, offset, end, m);
-	if (err)
-		goto fail;
-	/* starts clean: whatever any process wrote before is forgotten */
-	err = kernel_clean_record(t, m, offset, end, false);
-	if (err)
-		goto fail;
 	*ret = m;
 	return 0;
 fail:
@@ -553,13 +496,6 @@ static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 	close(fd);
 	if (err)
 		return err;
-	if (!t->pid) {
-		err = claim(0, 0, r->start, r->end, r);
-		if (err) {
-			range_free(m);
-			return err;
-		}
-	}
 	r->priv = m;
 	return 0;
 }
@@ -567,7 +503,6 @@ static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 static void mapping_untrack(struct dirty_tracker *t, struct dirty_region *r)
 {
 	(void)t;
-	unclaim(r);
 	range_free(r->priv);
 	r->priv = NULL;
 }
@@ -618,7 +553,6 @@ const struct dirty_backend dirty_backend_mapping = {
 	.collect = mapping_collect,
 	/* no unprotect: writes are never trapped, so DIRTY_TRACKER_ADAPTIVE has nothing to save */
 	.redirty = mapping_redirty,
-	.claimed = mapping_claimed,
 };
 
 /* ---- file ranges (dirty_track_file() and friends) ---- */

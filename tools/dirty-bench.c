@@ -844,12 +844,24 @@ static void lib_file_teardown(struct run *r)
 	free(s);
 }
 
-/* raw: DIRTYMAP_IOC_CLEAN_RECORD on the memfd, straight into the answer's bitmap */
+/* raw: a kernel tracker of the memfd, DIRTYMAP_IOC_COLLECT straight into the answer's bitmap */
 
 struct raw_mapping_state {
-	int dev, fd;
-	uint64_t max_pages; /* per call, a multiple of 64: chunks start at whole words */
+	int dev, tracker;
 };
+
+/* A kernel tracker of npages pages of fd, or -errno; its semantics in *semantics. */
+static int raw_mapping_track(int dev, int fd, uint64_t npages, uint64_t *semantics)
+{
+	struct dirtymap_track a = {
+		.fd = fd, .flags = DIRTYMAP_TRACK_CLOEXEC, .length = npages * page_size,
+	};
+	int tracker = ioctl(dev, DIRTYMAP_IOC_TRACK, &a);
+
+	if (semantics)
+		*semantics = a.semantics;
+	return tracker < 0 ? -errno : tracker;
+}
 
 static const char *raw_mapping_unavailable(const struct bench_case *c)
 {
@@ -860,59 +872,61 @@ static const char *raw_mapping_unavailable(const struct bench_case *c)
 	if (!shared_memory(c))
 		return "tracks shared memory only (memfd, MAP_SHARED|MAP_ANONYMOUS)";
 	if (!probed) {
-		struct dirtymap_info info;
-		int fd = open("/dev/dirtymap", O_RDWR | O_CLOEXEC);
+		int dev = open("/dev/dirtymap", O_RDWR | O_CLOEXEC), fd = -1, t = -1;
 
 		probed = true;
-		memset(&info, 0, sizeof(info));
-		if (fd < 0)
+		if (dev < 0) {
 			snprintf(why, sizeof(why), "cannot open /dev/dirtymap: %s%s", strerror(errno),
 				 errno == ENOENT ? " (kernel/'s dirtymap.ko is not loaded)" : "");
-		else if (ioctl(fd, DIRTYMAP_IOC_INFO, &info) < 0)
-			snprintf(why, sizeof(why), "DIRTYMAP_IOC_INFO: %s", strerror(errno));
-		else if (info.version >> 16 != DIRTYMAP_VERSION_MAJOR || info.page_size != page_size ||
-			 info.max_pages < 64)
-			snprintf(why, sizeof(why), "/dev/dirtymap speaks version %u.%u, page size %llu",
-				 info.version >> 16, info.version & 0xffff,
-				 (unsigned long long)info.page_size);
-		else
-			why[0] = '\0';
+		} else {
+			fd = memfd_create("dirty-bench-probe", MFD_CLOEXEC);
+			if (fd < 0 || ftruncate(fd, (off_t)page_size) < 0)
+				snprintf(why, sizeof(why), "memfd: %s", strerror(errno));
+			else if ((t = raw_mapping_track(dev, fd, 1, NULL)) < 0)
+				snprintf(why, sizeof(why), "DIRTYMAP_IOC_TRACK: %s%s", strerror(-t),
+					 t == -ENOTTY ? " (version 1 of the module: load kernel/'s "
+							"dirtymap.ko again)" : "");
+			else
+				why[0] = '\0';
+		}
 		answer = why[0] ? why : NULL;
+		if (t >= 0)
+			close(t);
 		if (fd >= 0)
 			close(fd);
+		if (dev >= 0)
+			close(dev);
 	}
 	if (answer)
 		return answer;
 	return strcmp(c->memory, "shared-anon") ? NULL : map_files_unavailable();
 }
 
+/* record: into the answer's bitmap; else a clean, reported nowhere */
 static void raw_mapping_call(struct raw_mapping_state *s, struct run *r, bool record)
 {
-	for (uint64_t first = 0; first < r->npages; first += s->max_pages) {
-		uint64_t n = r->npages - first < s->max_pages ? r->npages - first : s->max_pages;
-		struct dirtymap_range arg = {
-			.fd = s->fd,
-			.offset = first * page_size,
-			.length = n * page_size,
-			.bitmap = record ? (uintptr_t)&r->found.bits[first / 64] : 0,
-		};
+	struct dirtymap_collect arg = {
+		.length = r->npages * page_size,
+		.bitmap = record ? (uintptr_t)r->found.bits : 0,
+		.flags = DIRTYMAP_COLLECT_CLEAN,
+	};
 
-		if (ioctl(s->dev, DIRTYMAP_IOC_CLEAN_RECORD, &arg) < 0)
-			die("DIRTYMAP_IOC_CLEAN_RECORD: %s", strerror(errno));
-	}
+	if (ioctl(s->tracker, DIRTYMAP_IOC_COLLECT, &arg) < 0)
+		die("DIRTYMAP_IOC_COLLECT: %s", strerror(errno));
 }
 
 static void raw_mapping_setup(struct run *r)
 {
 	struct raw_mapping_state *s = calloc(1, sizeof(*s));
-	struct dirtymap_info info;
 
-	memset(&info, 0, sizeof(info));
+	if (!s)
+		die("raw mapping setup: out of memory");
 	s->dev = open("/dev/dirtymap", O_RDWR | O_CLOEXEC);
-	if (s->dev < 0 || ioctl(s->dev, DIRTYMAP_IOC_INFO, &info) < 0)
-		die("raw mapping setup: %s", strerror(errno));
-	s->max_pages = info.max_pages & ~(uint64_t)63;
-	s->fd = run_fd(r);
+	if (s->dev < 0)
+		die("raw mapping setup: /dev/dirtymap: %s", strerror(errno));
+	s->tracker = raw_mapping_track(s->dev, run_fd(r), r->npages, NULL);
+	if (s->tracker < 0)
+		die("raw mapping setup: DIRTYMAP_IOC_TRACK: %s", strerror(-s->tracker));
 	r->state = s;
 	raw_mapping_call(s, r, false); /* the first clean */
 }
@@ -926,6 +940,7 @@ static void raw_mapping_teardown(struct run *r)
 {
 	struct raw_mapping_state *s = r->state;
 
+	close(s->tracker);
 	close(s->dev);
 	free(s);
 }
