@@ -2,7 +2,8 @@
 # Run the conformance suite on Debian's own kernels, booted in qemu, and the
 # NUMA suite on a guest with two NUMA nodes.
 #
-#   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm) or 6.12 (bookworm-backports)
+#   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm), 6.12 (bookworm-backports)
+#                                          or 6.12-legacy (see below)
 #
 # The host kernel (6.18, no soft-dirty) cannot show how libdirty behaves on the
 # kernels users run: 6.1 has userfaultfd write-protect but neither WP_ASYNC nor
@@ -16,14 +17,16 @@
 #      caches the .deb and its unpacked tree;
 #   1b. for 6.12: fetches Debian's linux-headers (and -common, linux-kbuild) the
 #      same way and builds kernel/dirtymap.ko against them on the host, with
-#      kernel/tests/dirtymap-test (see kernel/build-module.sh);
+#      kernel/tests/dirtymap-test and dirtymap-race (see kernel/build-module.sh);
 #   2. builds an initramfs: static busybox, BUILD_DIR's test-conformance,
 #      test-api, test-numa and dirtyctl with the shared libraries they load
 #      (libnuma among them), the modules that give the guest an ext4 disk, and
 #      an /init that runs the cells: api, numa (test-numa with
 #      DIRTY_TEST_NUMA_NODES=2, so that it fails rather than skips if the
 #      guest does not have the two nodes), module (6.12: dirtymap-test on
-#      /dev/dirtymap, with its reclaim stress on a swap file), syncd
+#      /dev/dirtymap, with its reclaim stress on a swap file), race (6.12:
+#      dirtymap-race, collects racing move_pages() between the two nodes and
+#      compaction, the kernel log checked), syncd
 #      (test-syncd --mode mapping, when BUILD_DIR has tools/dirty-syncd and
 #      tests/test-syncd) and every backend x suite; the backend "mapping"
 #      (the dirtymap device) is usable on 6.12, where the module is loaded,
@@ -32,6 +35,11 @@
 #      serial console to BUILD_DIR/tests/vm/log-KERNEL.txt;
 #   4. reads the marker lines "@@LIBDIRTY ..." of the log, prints one line per
 #      cell and checks the expected matrix (see check_matrix).
+# 6.12-legacy is the negative control of the race cell: the same guest with
+# version 1 of the module (kernel/tests/legacy/dirtymap-v1.c, which runs
+# Linux 6.12's unpatched page walk over migration entries) runs the race cell
+# only, and the matrix requires it to FAIL (a kernel error logged, a collect
+# or the writer failing): a race test that passes there would prove nothing.
 # Exit status: 0 every expected cell passed, 1 otherwise, 77 the host lacks qemu
 # or another tool and it cannot be installed (not root).
 #
@@ -51,9 +59,12 @@
 #                          5-10x slower than on the host and takes 25-65 s so; still
 #                          three writer threads racing a collector on two vCPUs)
 #   LIBDIRTY_VM_BACKENDS, LIBDIRTY_VM_SUITES  run a subset (debugging)
+#   LIBDIRTY_VM_CELLS      run only these of the other cells: api image module
+#                          race numa syncd (debugging; the matrix then fails)
 #   LIBDIRTY_VM_DIRTYMAP_RECLAIM  the module cell's reclaim stress: "MEMFD_MIB
 #                          CGROUP_MIB ROUNDS" (default "192 48 10": a 192 MiB memfd
 #                          written by a process limited to 48 MiB, swap file 256 MiB)
+#   LIBDIRTY_VM_RACE_SECONDS  how long the race cell collects (default 20)
 #   LIBDIRTY_VM_APPEND     more kernel command line (debugging, e.g. loglevel=7)
 #   LIBDIRTY_VM_EXEC       a host program (dynamically linked) to run in the
 #                          guest before the cells, its output in the log (debugging)
@@ -61,7 +72,7 @@ set -eu
 set -o pipefail -o errtrace
 trap 'echo "vm: failed (status $?): line $LINENO: $BASH_COMMAND" >&2' ERR
 
-usage() { echo "usage: $0 BUILD_DIR KERNEL...   (KERNEL: 6.1 or 6.12)" >&2; exit 2; }
+usage() { echo "usage: $0 BUILD_DIR KERNEL...   (KERNEL: 6.1, 6.12 or 6.12-legacy)" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 build_dir=$(realpath "$1"); shift
 source_dir=$(realpath "$(dirname "$0")/../..")
@@ -74,8 +85,9 @@ cell_timeout=${LIBDIRTY_VM_CELL_TIMEOUT:-600}
 stress_writes=${LIBDIRTY_VM_STRESS_WRITES:-200000}
 stress_rounds=${LIBDIRTY_VM_STRESS_ROUNDS:-200}
 dirtymap_reclaim=${LIBDIRTY_VM_DIRTYMAP_RECLAIM:-192 48 10}
+race_seconds=${LIBDIRTY_VM_RACE_SECONDS:-20}
 for k in "$@"; do
-	case $k in 6.1|6.12) ;; *) usage ;; esac
+	case $k in 6.1|6.12|6.12-legacy) ;; *) usage ;; esac
 done
 for f in tests/test-conformance tests/test-api tests/test-numa tests/test-image tools/dirtyctl; do
 	[ -x "$build_dir/$f" ] || { echo "vm: $build_dir/$f is not built" >&2; exit 1; }
@@ -233,20 +245,25 @@ fetch_headers() {
 # Builds dirtymap.ko against the headers and dirtymap-test into
 # $out_dir/dirtymap-KERNEL; returns 1 (and says why) when it cannot.
 build_dirtymap() {
-	local k=$1 out=$out_dir/dirtymap-$1 t
+	local k=$1 out=$out_dir/dirtymap-$1 source=${2:-} t
 	for t in make gcc-12; do
 		command -v $t >/dev/null ||
 			{ echo "vm $k: $t is missing: cannot build the dirtymap module (apt-get install $t)" >&2; return 1; }
 	done
-	fetch_headers "$k" || return 1
+	fetch_headers "${k%-legacy}" || return 1
 	echo "vm $k: building dirtymap.ko against ${headers_dir##*/}"
-	if ! JOBS=2 nice -n 10 "$source_dir/kernel/build-module.sh" "$headers_dir" "$out" > "$out.log" 2>&1; then
+	if ! JOBS=2 nice -n 10 "$source_dir/kernel/build-module.sh" "$headers_dir" "$out" $source > "$out.log" 2>&1; then
 		echo "vm $k: kernel/build-module.sh failed ($out.log):" >&2
 		tail -n 20 "$out.log" >&2
 		return 1
 	fi
-	"${CC:-cc}" -O2 -Wall -I "$source_dir/kernel/include/uapi" -o "$out/dirtymap-test" \
-		"$source_dir/kernel/tests/dirtymap-test.c"
+	# the version 1 module (a SOURCE given) speaks only to the race test
+	local tests="dirtymap-test dirtymap-race"
+	[ -n "$source" ] && tests=dirtymap-race
+	for t in $tests; do
+		"${CC:-cc}" -O2 -Wall -I "$source_dir/kernel/include/uapi" -o "$out/$t" \
+			"$source_dir/kernel/tests/$t.c" || return 1
+	done
 }
 
 # ---- 2. the initramfs -----------------------------------------------------
@@ -263,7 +280,7 @@ build_initramfs() {
 	for bin in "$build_dir/tests/test-conformance" "$build_dir/tests/test-api" \
 		   "$build_dir/tests/test-image" \
 		   "$build_dir/tests/test-numa" "$build_dir/tools/dirtyctl" \
-		   ${dirtymap_dir:+"$dirtymap_dir/dirtymap-test"} \
+		   $(ls "${dirtymap_dir:-/nonexistent}"/dirtymap-test "${dirtymap_dir:-/nonexistent}"/dirtymap-race 2>/dev/null || true) \
 		   ${syncd:+"$build_dir/tools/dirty-syncd" "$build_dir/tests/test-syncd"} \
 		   ${LIBDIRTY_VM_EXEC:+"$LIBDIRTY_VM_EXEC"}; do
 		cp "$bin" "$stage/opt/libdirty/"
@@ -300,6 +317,9 @@ build_initramfs() {
 	stress_writes=$stress_writes
 	stress_rounds=$stress_rounds
 	dirtymap_reclaim="$dirtymap_reclaim"
+	race_seconds=$race_seconds
+	legacy=$legacy
+	cells="${LIBDIRTY_VM_CELLS:-all}"
 	EOF
 	write_init > "$stage/init"
 	chmod 755 "$stage/init"
@@ -316,6 +336,7 @@ write_init() {
 	export PATH=/bin
 	. /etc/vm.conf
 	mark() { echo "@@LIBDIRTY $*"; }
+	want() { [ "$cells" = all ] || case " $cells " in *" $1 "*) ;; *) false ;; esac; }
 	now() { cut -d' ' -f1 /proc/uptime; }
 	mount -t proc proc /proc
 	mount -t sysfs sysfs /sys
@@ -357,23 +378,51 @@ write_init() {
 		mark "dirtymap insmod rc=$? dev=$(ls /dev/dirtymap 2>/dev/null)"
 	fi
 
+	# collects racing page migration and compaction (dirtymap-race); the
+	# kernel's log is part of the verdict
+	race_cell() {
+		mark "begin cell=race"
+		t0=$(now)
+		dmesg -c >/dev/null
+		timeout -s KILL $cell_timeout /opt/libdirty/dirtymap-race --seconds $race_seconds
+		rc=$?
+		kill -KILL -1 2>/dev/null
+		if dmesg | grep -qE 'Bad page|BUG:|WARNING:|Oops|general protection'; then
+			echo "not ok - the kernel logged errors during dirtymap-race:"
+			dmesg | grep -E -A8 'Bad page|BUG:|WARNING:|Oops|general protection' | head -n 40
+			[ $rc = 0 ] && rc=1
+		fi
+		mark "cell=race rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+	}
+	# the negative control (6.12-legacy): version 1 of the module, the race only
+	if [ "$legacy" = 1 ]; then
+		[ -n "$exec_debug" ] && $exec_debug
+		[ -x /opt/libdirty/dirtymap-race ] && want race && race_cell
+		mark "done uptime=$(now)"
+		poweroff -f
+	fi
+
 	/opt/libdirty/dirtyctl probe
 	mark "probe-json $(/opt/libdirty/dirtyctl probe --json)"
 	[ -n "$exec_debug" ] && $exec_debug
 
 	# the API suite: probing and the fallback paths, on this kernel
-	mark "begin cell=api"
-	timeout -s KILL $cell_timeout /opt/libdirty/test-api
-	mark "cell=api rc=$? secs=0"
+	if want api; then
+		mark "begin cell=api"
+		timeout -s KILL $cell_timeout /opt/libdirty/test-api
+		mark "cell=api rc=$? secs=0"
+	fi
 
 	# images: the writer on this kernel (and CRC-32C from tables: TCG has no SSE4.2)
-	mark "begin cell=image"
-	timeout -s KILL $cell_timeout /opt/libdirty/test-image
-	mark "cell=image rc=$? secs=0"
+	if want image; then
+		mark "begin cell=image"
+		timeout -s KILL $cell_timeout /opt/libdirty/test-image
+		mark "cell=image rc=$? secs=0"
+	fi
 
 	# the dirtymap device: its own tests, and a reclaim stress with a swap
 	# file on the ext4 disk (memfd, memory cgroup limit, rounds)
-	if [ -x /opt/libdirty/dirtymap-test ]; then
+	if [ -x /opt/libdirty/dirtymap-test ] && want module; then
 		mark "begin cell=module"
 		t0=$(now)
 		set -- $dirtymap_reclaim
@@ -399,17 +448,20 @@ write_init() {
 		rm -f /mnt/disk/swapfile
 		mark "cell=module rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
 	fi
+	[ -x /opt/libdirty/dirtymap-race ] && race_cell
 
 	# Check's per-test timeouts are set for the host; TCG is far slower.
 	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
 
 	# NUMA: exact per-node counts on this guest's two nodes
-	mark "begin cell=numa"
-	t0=$(now)
-	DIRTY_TEST_NUMA_NODES=2 timeout -s KILL $cell_timeout /opt/libdirty/test-numa
-	rc=$?
-	kill -KILL -1 2>/dev/null
-	mark "cell=numa rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+	if want numa; then
+		mark "begin cell=numa"
+		t0=$(now)
+		DIRTY_TEST_NUMA_NODES=2 timeout -s KILL $cell_timeout /opt/libdirty/test-numa
+		rc=$?
+		kill -KILL -1 2>/dev/null
+		mark "cell=numa rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+	fi
 
 	export DIRTY_TEST_STRESS_WRITES=$stress_writes DIRTY_TEST_STRESS_ROUNDS=$stress_rounds
 	for b in $backends; do
@@ -425,7 +477,7 @@ write_init() {
 		done
 	done
 	# the buffer sync daemon on the dirtymap device
-	if [ -x /opt/libdirty/test-syncd ]; then
+	if [ -x /opt/libdirty/test-syncd ] && want syncd; then
 		mark "begin cell=syncd"
 		t0=$(now)
 		timeout -s KILL $cell_timeout /opt/libdirty/test-syncd --mode mapping --daemon /opt/libdirty/dirty-syncd
@@ -448,6 +500,33 @@ check_matrix() {
 	kernel, log, backends, suites = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
 	qemu_rc = int(sys.argv[5])
 	required = sys.argv[6].split()  # module (6.12), syncd (when built)
+	if kernel.endswith("-legacy"):
+	    # the negative control: the race cell must have failed, one way or another
+	    lines = [l.rstrip("\r\n").replace("\r", "") for l in open(log, errors="replace")]
+	    out, rc, begun = [], None, False
+	    for l in lines:
+	        if "@@LIBDIRTY begin cell=race" in l:
+	            begun = True
+	        elif (m := re.search(r"@@LIBDIRTY cell=race rc=(\d+)", l)):
+	            rc = int(m.group(1))
+	        elif begun and rc is None:
+	            out.append(l)
+	    why = [l for l in out if l.startswith("not ok") or "kernel:" in l or "BUG" in l or "Bad page" in l]
+	    if not begun:
+	        verdict, good = "not run (the module did not load, or the guest lacks two nodes)", False
+	    elif rc is None:
+	        verdict, good = "the guest died while it ran (a kernel crash)", True
+	    elif rc == 0:
+	        verdict, good = "PASSED: the race test does not catch the unsafe module", False
+	    elif rc == 77:
+	        verdict, good = "skipped", False
+	    else:
+	        verdict, good = f"failed (exit {rc})", True
+	    print(f"{'race (version 1 module)':<26} {verdict}")
+	    for l in why[:12]:
+	        print(f"    | {l}")
+	    print(f"vm {kernel}: negative control {'OK: the race test catches version 1' if good else 'FAILED'}")
+	    sys.exit(0 if good else 1)
 	# Every backend must be usable, except these: backend -> a pattern the probe's
 	# reason must match, naming a feature the kernel lacks.  6.1 has none of the
 	# userfaultfd features WP_UNPOPULATED (6.4), WP_ASYNC (6.7) and of PAGEMAP_SCAN (6.7).
@@ -580,11 +659,22 @@ check_matrix() {
 run_kernel() {
 	local k=$1 stage initrd disk log start qemu_pid qemu_rc=0 matrix_rc=0
 	local -a qemu_accel=(-accel "$accel")
-	local dirtymap_dir='' syncd='' required=''
-	fetch_kernel "$k"
+	local dirtymap_dir='' syncd='' required='' legacy=0 base=${k%-legacy}
+	[ "$base" != "$k" ] && legacy=1
+	fetch_kernel "$base"
 	echo "vm $k: $kernel_package $kernel_version (uname -r $kernel_release)"
-	if [ "$k" = 6.12 ]; then
-		required=module
+	if [ "$k" = 6.12-legacy ]; then
+		# the negative control: version 1 of the module, the race cell only
+		required=race
+		rm -rf "$out_dir/dirtymap-$k"
+		mkdir -p "$out_dir/dirtymap-$k"
+		if build_dirtymap "$k" "$source_dir/kernel/tests/legacy/dirtymap-v1.c"; then
+			dirtymap_dir=$out_dir/dirtymap-$k
+		else
+			echo "vm $k: the version 1 module did not build" >&2
+		fi
+	elif [ "$k" = 6.12 ]; then
+		required="module race"
 		rm -rf "$out_dir/dirtymap-$k"
 		mkdir -p "$out_dir/dirtymap-$k"
 		if build_dirtymap "$k"; then
