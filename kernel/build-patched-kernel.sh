@@ -24,13 +24,19 @@ exec 8>"$dir/lock"
 flock 8
 
 # tinyconfig plus what the guest needs: serial console, initramfs, devtmpfs,
-# tmpfs/shmem/memfd, THP, swap on a virtio disk, the dirtymap driver.
+# tmpfs/shmem/memfd, THP, swap and an O_DIRECT source on virtio disks, the
+# dirtymap driver; two (emulated) NUMA nodes, migration and compaction for
+# the race test; io_uring, memory cgroups and soft-dirty for the write
+# oracle; DEBUG_VM and PAGE_TABLE_CHECK so that the kernel complains about
+# any page table it finds wrong.
 config_options=(64BIT SMP PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE
 	BLK_DEV_INITRD RD_GZIP DEVTMPFS PROC_FS PROC_SYSCTL SYSFS TMPFS SHMEM
 	MEMFD_CREATE TRANSPARENT_HUGEPAGE SWAP BLOCK BLK_DEV PCI VIRTIO_MENU
 	VIRTIO VIRTIO_PCI VIRTIO_BLK USERFAULTFD BINFMT_ELF BINFMT_SCRIPT FUTEX
 	EPOLL SIGNALFD TIMERFD EVENTFD MULTIUSER POSIX_TIMERS PROC_PAGE_MONITOR
-	FILE_LOCKING ADVISE_SYSCALLS DIRTYMAP)
+	FILE_LOCKING ADVISE_SYSCALLS DIRTYMAP NUMA NUMA_EMU MIGRATION COMPACTION
+	IO_URING CGROUPS MEMCG CHECKPOINT_RESTORE MEM_SOFT_DIRTY DEBUG_KERNEL
+	DEBUG_VM PAGE_TABLE_CHECK PAGE_TABLE_CHECK_ENFORCED CROSS_MEMORY_ATTACH)
 
 # ---- the source package (bookworm-backports) ----------------------------------
 src_deb=$(ls "$dir"/linux-source-6.12_*.deb 2>/dev/null | tail -n1 || true)
@@ -47,6 +53,22 @@ if [ -z "$src_deb" ]; then
 	apt-get "${apt_opts[@]}" -qq update
 	(cd "$dir" && apt-get "${apt_opts[@]}" -qq download linux-source-6.12)
 	src_deb=$(ls "$dir"/linux-source-6.12_*.deb | tail -n1)
+fi
+
+# the driver of the series is kernel/dirtymap.c without its module-only parts
+if command -v unifdef >/dev/null; then
+	drv=$(mktemp)
+	unifdef -DMAPPING_WRITE_TRACKERS -o "$drv" "$here/dirtymap.c" || true
+	if ! cat "$here"/patches/*.patch | awk '
+		/^\+\+\+ b\/drivers\/misc\/dirtymap.c/ { on = 1; next }
+		on && /^(diff --git|-- $)/ { on = 0 }
+		on && /^\+/ { print substr($0, 2) }' | cmp -s - "$drv"; then
+		echo "patched: kernel/patches' drivers/misc/dirtymap.c is not kernel/dirtymap.c" \
+			"(unifdef -DMAPPING_WRITE_TRACKERS): regenerate the series" >&2
+		rm -f "$drv"
+		exit 1
+	fi
+	rm -f "$drv"
 fi
 
 key=$( { basename "$src_deb"; cat "$here"/patches/*.patch "$0";

@@ -14,7 +14,9 @@
 # change of kernel/patches rebuilds in seconds).
 # Environment: LIBDIRTY_VM_CACHE (see build-patched-kernel.sh),
 # LIBDIRTY_VM_ACCEL (default tcg), DIRTYMAP_RECLAIM "MEMFD_MIB ROUNDS"
-# (default "384 10"; the guest has 256 MiB of RAM and 512 MiB of swap).
+# (default "384 10"; the guest has 256 MiB of RAM and 512 MiB of swap),
+# DIRTYMAP_RACE_SECONDS (default 20), DIRTYMAP_BENCH=1 (adds the cost of each
+# collect method, dirtymap-test --bench).
 set -eu
 set -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +25,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 accel=${LIBDIRTY_VM_ACCEL:-tcg}
 read -r reclaim_mib reclaim_rounds <<< "${DIRTYMAP_RECLAIM:-384 10}"
+race_seconds=${DIRTYMAP_RACE_SECONDS:-20}
 # the kernel build needs make, flex, bison, bc and libelf (objtool)
 for t in qemu-system-x86_64 cpio gzip xz cc make flex bison bc; do
 	command -v "$t" >/dev/null ||
@@ -41,8 +44,13 @@ rm -rf "$stage"
 mkdir -p "$stage"/{bin,dev,proc,sys,tmp}
 cp /bin/busybox "$stage/bin/"
 # static: the guest has no C library
-cc -static -O2 -Wall -I "$here/include/uapi" -o "$stage/bin/dirtymap-test" \
-	"$here/tests/dirtymap-test.c"
+for t in dirtymap-test dirtymap-race; do
+	cc -static -O2 -Wall -I "$here/include/uapi" -o "$stage/bin/$t" "$here/tests/$t.c"
+done
+# the series' own selftest, built from the patched tree
+tree=$(dirname "$(dirname "$bzimage")")/tree
+cc -static -O2 -Wall -I "$here/include/uapi" -I "$tree/tools/testing/selftests/mm" \
+	-o "$stage/bin/dirtymap-selftest" "$tree/tools/testing/selftests/mm/dirtymap.c"
 cat > "$stage/init" <<EOI
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -50,36 +58,61 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
-echo "@@LIBDIRTY boot kernel=\$(uname -r) mem=\$(awk '/MemTotal/ { print \$2 \$3 }' /proc/meminfo)"
+echo "@@LIBDIRTY boot kernel=\$(uname -r) mem=\$(awk '/MemTotal/ { print \$2 \$3 }' /proc/meminfo) nodes=\$(cat /sys/devices/system/node/online)"
 i=0
-while [ ! -b /dev/vda ] && [ \$i -lt 20 ]; do sleep 1; i=\$((i + 1)); done
+while [ ! -b /dev/vdb ] && [ \$i -lt 20 ]; do sleep 1; i=\$((i + 1)); done
 mkswap /dev/vda >/dev/null && swapon /dev/vda && echo "@@LIBDIRTY swap=/dev/vda"
 cd /tmp
-dirtymap-test --reclaim $reclaim_mib --rounds $reclaim_rounds
-echo "@@LIBDIRTY cell=patched rc=\$?"
-dmesg | grep -iE -A12 "warning|bug|oops" | head -40
+cell() {
+	name=\$1; shift
+	echo "@@LIBDIRTY begin cell=\$name"
+	"\$@"
+	echo "@@LIBDIRTY cell=\$name rc=\$?"
+}
+cell selftest dirtymap-selftest
+cell test dirtymap-test --reclaim $reclaim_mib --rounds $reclaim_rounds --odirect /dev/vdb ${DIRTYMAP_BENCH:+--bench}
+cell race dirtymap-race --seconds $race_seconds
+echo "@@LIBDIRTY kernel-log"
+dmesg | grep -iE -A12 "warning|bug|oops|bad page|page table check" | head -60
 # no ACPI in this kernel: poweroff would only halt; qemu -no-reboot exits on reboot
 reboot -f
 EOI
 chmod 755 "$stage/init"
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$out/initrd.gz"
 rm -rf "$stage"
-rm -f "$out/swap.img"
+rm -f "$out/swap.img" "$out/data.img"
 truncate -s 512M "$out/swap.img"
+# what the O_DIRECT case reads into the mapping
+head -c 1M /dev/urandom > "$out/data.img"
 log=$out/log-patched.txt
-echo "patched: booting ($accel, 2 vCPUs, 256 MiB, 512 MiB swap); serial log: $log"
+echo "patched: booting ($accel, 2 vCPUs, 256 MiB as two NUMA nodes, 512 MiB swap); serial log: $log"
 start=$(date +%s)
-timeout -k 10 900 qemu-system-x86_64 -accel "$accel" -smp 2 -m 256 -nographic -no-reboot \
+timeout -k 10 1200 qemu-system-x86_64 -accel "$accel" -smp 2 -m 256 -nographic -no-reboot \
 	-kernel "$bzimage" -initrd "$out/initrd.gz" \
-	-drive "file=$out/swap.img,format=raw,if=virtio,cache=unsafe" -nic none \
-	-append "console=ttyS0 panic=-1 loglevel=4" </dev/null > "$log" 2>&1 || true
-rm -f "$out/swap.img"
+	-drive "file=$out/swap.img,format=raw,if=virtio,cache=unsafe" \
+	-drive "file=$out/data.img,format=raw,if=virtio,cache=unsafe" -nic none \
+	-append "console=ttyS0 panic=-1 loglevel=4 numa=fake=2" </dev/null > "$log" 2>&1 || true
+rm -f "$out/swap.img" "$out/data.img"
 echo "patched: guest ran $(( $(date +%s) - start )) s"
-tr -d '\r' < "$log" | grep -E '^(ok|not ok|#|1\.\.)|@@LIBDIRTY|WARNING|BUG' || true
-rc=$(tr -d '\r' < "$log" | sed -n 's/.*@@LIBDIRTY cell=patched rc=\([0-9]*\).*/\1/p')
-if [ "$rc" = 0 ] && ! grep -qE 'WARNING:|BUG:|Oops' "$log"; then
+tr -d '\r' < "$log" | grep -E '^(ok|not ok|#|1\.\.)|^ *(ok|not ok) |@@LIBDIRTY|WARNING|BUG' || true
+status=0
+for c in selftest test race; do
+	rc=$(tr -d '\r' < "$log" | sed -n "s/.*@@LIBDIRTY cell=$c rc=\([0-9]*\).*/\1/p")
+	echo "patched: cell $c: ${rc:-did not finish}"
+	[ "$rc" = 0 ] || status=1
+done
+# the kernel addition's promise: every write recorded, on this kernel
+if tr -d '\r' < "$log" | grep -q '# TODO'; then
+	echo "patched: a case is a known limit (TODO) on the patched kernel: it must pass"
+	status=1
+fi
+if tr -d '\r' < "$log" | grep -qE 'WARNING:|BUG:|Oops|Bad page|page table check'; then
+	echo "patched: the kernel logged errors"
+	status=1
+fi
+if [ $status = 0 ]; then
 	echo "patched: PASS"
 	exit 0
 fi
-echo "patched: FAIL (rc ${rc:-none}; see $log)"
+echo "patched: FAIL (see $log)"
 exit 1

@@ -7,7 +7,7 @@ packages=(gcc g++ meson ninja-build pkg-config check liburing-dev libnuma-dev py
 packages+=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod)
 # kernel/: the dirtymap module against Debian's 6.12 headers, and the patched
 # 6.12 kernel (kernel/build-patched-kernel.sh)
-packages+=(make gcc-12 flex bison bc libelf-dev)
+packages+=(make gcc-12 flex bison bc libelf-dev unifdef)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
