@@ -35,6 +35,13 @@
  *          mapping, and maps the page again whole and unprotected, so a write
  *          reports its whole huge page (without the flag, a clean splits such
  *          mappings and tracking is exact);
+ *        - uffd-async with DIRTY_TRACKER_SPARSE: a page dropped after a clean
+ *          is reported even where its contents were zeroes already; a
+ *          written page of a private file mapping that the kernel swaps out
+ *          is reported once (the kernel shows it as it shows one dropped,
+ *          whose contents went back to the file's); and when memory runs
+ *          out, the record of populated pages is widened rather than lost,
+ *          so holes in the widened part may be reported once;
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
  *        - soft-dirty: the kernel marks a new mapping soft-dirty as a whole,
  *          and so a mapping that grows by merging with a new neighbour (an
@@ -45,8 +52,18 @@
  *          at a time, and pages pinned for DMA are always dirty.
  *      A page that is only read is never reported.
  *   Not reported, because the kernel keeps no trace of it: under soft-dirty
- *   and mprotect, and uffd-async with DIRTY_TRACKER_SPARSE, a page written
- *   and then dropped (MADV_DONTNEED, MADV_FREE) before the next collect.
+ *   and mprotect, a page written and then dropped (MADV_DONTNEED, MADV_FREE)
+ *   before the next collect.  uffd-async with DIRTY_TRACKER_SPARSE reports
+ *   a page that held data at the last clean and was dropped since (its
+ *   contents changed, to zeroes); it does not report a page that held
+ *   nothing then (a hole, or the shared zero page), was written and dropped
+ *   again before the next collect: zeroes again, no change, for private
+ *   memory; but for shared memory and files the written contents stay in
+ *   the file, and that write is missed.  Every uffd-async mode misses a
+ *   clean page of shared memory or hugetlb whose contents the kernel
+ *   replaces behind a protection marker it keeps: hole punching
+ *   (MADV_REMOVE, fallocate), and a hugetlb page dropped and read again
+ *   before the next collect.
  *   soft-dirty cleans with the process-wide /proc/PID/clear_refs: while it
  *   reads and clears, the writers are stopped (the other threads of this
  *   process by signal SIGRTMAX-4, whose handler the backend installs; a
@@ -145,10 +162,12 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   leaves never-populated pages unprotected instead of giving the whole range
  *   kernel page tables to hold protection markers, so tracking costs what is
  *   populated, not what is reserved (a 1 TiB reservation otherwise costs 2 GiB
- *   of page tables and a walk over them at every collect).  The price, under
- *   uffd-async only: a page that is written and then dropped (MADV_DONTNEED,
- *   MADV_FREE) before the next collect is not reported, as under mprotect.
- *   Reads of never-written pages are still not reported.
+ *   of page tables and a walk over them at every collect).  Each region keeps
+ *   the runs of its pages that held data at their last clean, so that a page
+ *   dropped since (MADV_DONTNEED, MADV_FREE and then freed by the kernel) is
+ *   still reported: that too costs what is populated.  What it does not see
+ *   is in the contract above ("Not reported").  Reads of never-written pages
+ *   are still not reported.
  *
  * DIRTY_TRACKER_ADAPTIVE: for memory that is mostly rewritten every cycle.
  *   A region that is at least half dirty at 3 consecutive collect-and-cleans

@@ -174,6 +174,33 @@ void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page
 			     uintptr_t start, uintptr_t end, bool clean, struct dirty_sink *sink,
 			     uintptr_t *done, dirty_reprotect_fn reprotect, void *ctx);
 
+/* run-set.c: a set of pages as sorted, disjoint, coalesced runs */
+struct dirty_span {
+	uintptr_t start, end;
+};
+struct dirty_run_set {
+	struct dirty_span *v;
+	size_t n, cap; /* cap >= 1 once initialized */
+};
+int dirty_run_set_init(struct dirty_run_set *s);
+void dirty_run_set_free(struct dirty_run_set *s);
+/* Index of the first run that ends above addr (n if none). */
+size_t dirty_run_set_lower_bound(const struct dirty_run_set *s, uintptr_t addr);
+/* Add [start, end).  Never fails: without memory the set grows to a superset. */
+void dirty_run_set_add(struct dirty_run_set *s, uintptr_t start, uintptr_t end);
+/*
+ * Replacing the part of a set inside [start, end) with runs found in
+ * address order: builder_init() (-ENOMEM, nothing changed), builder_add()
+ * for each run, in order (never fails: without memory, it widens the last
+ * run), then replace(), which cannot fail and consumes the builder.
+ * Nothing else may change the replaced set in between.
+ */
+int dirty_run_set_builder_init(struct dirty_run_set *b, const struct dirty_run_set *replaced);
+void dirty_run_set_builder_add(struct dirty_run_set *b, const struct dirty_run_set *replaced,
+			       uintptr_t start, uintptr_t end);
+void dirty_run_set_replace(struct dirty_run_set *s, uintptr_t start, uintptr_t end,
+			   struct dirty_run_set *b);
+
 /* maps.c */
 /*
  * Describe [start, end) of pid's address space (0 = self) from

@@ -29,6 +29,20 @@
  *     reported pages are re-protected, and a write between the scan and the
  *     re-protection lands in a page this collect reports, whose contents the
  *     caller reads after the call.
+ *
+ * DIRTY_TRACKER_SPARSE leaves holes unprotected, so the kernel has nothing
+ * to say about a hole: a page that held data at the last clean and was
+ * dropped since (MADV_DONTNEED, MADV_FREE then reclaim) is a hole like any
+ * never-touched page, though its contents changed, to zeroes.  Each region
+ * therefore keeps the set of its pages that held data at its last clean
+ * (runs: a sparse reservation costs what is touched), and a collect reports
+ * the pages of that set that hold no data now.  The scan that finds the
+ * written pages finds the populated ones too, in the same walk, under the
+ * same page-table lock: a page dropped after the walk passed it is still in
+ * the new set, and reported by the next collect.  "Holds data" depends on
+ * the memory (populated_category()): a page written, then dropped, between
+ * two collects, having held nothing at the first, is back to what it was
+ * and not reported.
  */
 #include <assert.h>
 #include <errno.h>
@@ -259,6 +273,198 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 	return ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
+/* ---- DIRTY_TRACKER_SPARSE: the pages that held data at the last clean ---- */
+
+/*
+ * The scan of a sparse region: every page that exists and is not the
+ * shared zero page, written or not, with what tells written and populated
+ * apart.  With PM_SCAN_WP_MATCHING the kernel protects only the written
+ * ones among them (pagemap_scan_pmd_entry(): "~categories &
+ * PAGE_IS_WRITTEN").
+ */
+static void sparse_scan_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
+				 uintptr_t start, uintptr_t end, bool protect)
+{
+	*arg = (struct pm_scan_arg){
+		.size = sizeof(*arg),
+		.flags = PM_SCAN_CHECK_WPASYNC | (protect ? PM_SCAN_WP_MATCHING : 0),
+		.start = start,
+		.end = end,
+		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.category_inverted = PAGE_IS_PFNZERO,
+		.category_mask = PAGE_IS_PFNZERO,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	/*
+	 * hugetlb: a clean leaves a protection marker in every hole
+	 * (UFFDIO_WRITEPROTECT), which the kernel counts as swapped; hugetlb
+	 * memory is never swapped, so only present pages hold data.
+	 */
+	if (r->kind == DIRTY_MEM_HUGETLB)
+		arg->category_anyof_mask = PAGE_IS_PRESENT;
+	/*
+	 * A private file mapping: a page of the file's page cache holds what
+	 * the file does (a drop gives it back: no change); a written page is
+	 * a private copy.  A copy that was protected and is dropped leaves a
+	 * protection marker (the vma is not anonymous), which the kernel counts
+	 * as swapped, like a copy really swapped out: both are taken as holes,
+	 * which makes a copy that is swapped out reported once (a false
+	 * positive) rather than a dropped one missed.
+	 */
+	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
+		arg->return_mask |= PAGE_IS_PRESENT | PAGE_IS_FILE;
+}
+
+/*
+ * Does a run the sparse scan returned hold data?  Private anonymous memory:
+ * every page that exists (the zero page is not matched).  Shared memory and
+ * files: also the protection markers the kernel leaves when it unmaps a
+ * protected page (reclaim, MADV_DONTNEED), counted as swapped: the page and
+ * its contents are still in the file.
+ */
+static bool populated_category(const struct dirty_region *r, uint64_t categories)
+{
+	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
+		return (categories & PAGE_IS_PRESENT) && !(categories & PAGE_IS_FILE);
+	return true;
+}
+
+struct sparse_region {
+	struct dirty_run_set populated; /* at the last clean of each page */
+};
+
+static void sparse_region_free(struct dirty_region *r)
+{
+	struct sparse_region *sr = r->priv;
+
+	if (sr)
+		dirty_run_set_free(&sr->populated);
+	free(sr);
+	r->priv = NULL;
+}
+
+/*
+ * Feed the pages of populated that lie in [*cur, gap_end) to sink: they held
+ * data and hold none now.  *index is a cursor into populated, moving forward
+ * only.  Returns false, *cur at the first page not fed, if the sink is full.
+ */
+static bool feed_dropped(const struct dirty_run_set *populated, size_t *index, uintptr_t *cur,
+			 uintptr_t gap_end, struct dirty_sink *sink)
+{
+	if (*cur >= gap_end)
+		return true;
+	while (*index < populated->n && populated->v[*index].end <= *cur)
+		++*index;
+	for (; *index < populated->n && populated->v[*index].start < gap_end; ++*index) {
+		const struct dirty_span *p = &populated->v[*index];
+		uintptr_t a = p->start > *cur ? p->start : *cur, b = p->end < gap_end ? p->end : gap_end;
+
+		if (sink && !dirty_sink_add(sink, a, b)) {
+			*cur = a;
+			return false;
+		}
+		if (b < p->end)
+			break; /* the rest of the run is in a later gap */
+	}
+	*cur = gap_end;
+	return true;
+}
+
+/*
+ * The sparse form of collect, and of clean (sink NULL: nothing reported,
+ * everything protected).  One scan per batch finds the populated pages and,
+ * among them, the written ones; with protect the kernel re-protects the
+ * written ones it returns.  Between two populated runs lie holes: what of
+ * them was populated at the last clean is reported (dropped).  With
+ * rebuild, the populated set of [start, *done) becomes what the scan
+ * found.  Everything is fed in address order; when the sink is full, the
+ * written pages the kernel protected and that could not be fed are made
+ * written again, and *done is where the next call resumes.
+ */
+static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		       uintptr_t end, bool protect, bool rebuild, struct dirty_sink *sink,
+		       uintptr_t *done)
+{
+	struct sparse_region *sr = r->priv;
+	struct page_region vec[SCRATCH_REGIONS];
+	bool protect_after = protect && r->kind == DIRTY_MEM_HUGETLB;
+	struct dirty_run_set found;
+	struct pm_scan_arg arg;
+	size_t index = dirty_run_set_lower_bound(&sr->populated, start);
+	uintptr_t cur = start, walked;
+	int n = 0, i, err = 0, stalls = 0;
+	bool full = false;
+
+	if (rebuild && dirty_run_set_builder_init(&found, &sr->populated))
+		return -ENOMEM;
+	sparse_scan_arg_init(r, &arg, start, end, protect && !protect_after);
+	while (cur < end && !full) {
+		size_t room = sink ? dirty_sink_room(sink) : SCRATCH_REGIONS;
+
+		if (!room)
+			break;
+		arg.start = cur;
+		arg.vec = (uintptr_t)vec;
+		arg.vec_len = room < SCRATCH_REGIONS ? room : SCRATCH_REGIONS;
+		n = pagemap_scan(t, &arg);
+		if (n < 0) {
+			err = n;
+			break;
+		}
+		walked = (uintptr_t)arg.walk_end;
+		if (n > 0 && vec[n - 1].end > walked)
+			walked = (uintptr_t)vec[n - 1].end;
+		if (walked <= cur && !n && ++stalls > 1000) {
+			err = -EAGAIN; /* the kernel must move on */
+			break;
+		}
+		for (i = 0; i < n && !full; i++) {
+			uintptr_t run_start = (uintptr_t)vec[i].start, run_end = (uintptr_t)vec[i].end;
+			bool written = vec[i].categories & PAGE_IS_WRITTEN;
+
+			bool populated = populated_category(r, vec[i].categories);
+
+			if (!feed_dropped(&sr->populated, &index, &cur, run_start, sink)) {
+				full = true;
+				break;
+			}
+			if (written && sink && !dirty_sink_add(sink, run_start, run_end)) {
+				full = true;
+				break;
+			}
+			if (written && protect_after) {
+				err = write_protect(t, run_start, run_end, true);
+				if (err)
+					break;
+			}
+			/* a run that holds no data is a hole too (unless reported as written) */
+			if (!written && !populated &&
+			    !feed_dropped(&sr->populated, &index, &cur, run_end, sink)) {
+				full = true;
+				i++; /* vec[i] is not written: nothing to give back */
+				break;
+			}
+			if (rebuild && populated)
+				dirty_run_set_builder_add(&found, &sr->populated, run_start, run_end);
+			cur = run_end;
+		}
+		if (err)
+			break;
+		/* written pages the kernel protected and that were not fed: written again */
+		for (; full && protect && !protect_after && i < n; i++)
+			if (vec[i].categories & PAGE_IS_WRITTEN)
+				write_protect(t, (uintptr_t)vec[i].start, (uintptr_t)vec[i].end, false);
+		if (!full && !feed_dropped(&sr->populated, &index, &cur, walked, sink))
+			full = true;
+	}
+	/* what was learned of [start, cur) stands, whatever stopped the walk */
+	if (rebuild)
+		dirty_run_set_replace(&sr->populated, start, cur, &found);
+	if (!err)
+		*done = cur;
+	return err;
+}
+
 /*
  * Write-protect every page of [start, end).  UFFDIO_WRITEPROTECT leaves a
  * marker on pages that have no page table entry, so that a first touch
@@ -274,30 +480,25 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end)
 {
-	struct page_region discard[SCRATCH_REGIONS];
-	struct pm_scan_arg arg;
-	uintptr_t resume;
-	int n;
+	uintptr_t done;
+	int err;
 
 	if (r->kind == DIRTY_MEM_HUGETLB || !(t->flags & DIRTY_TRACKER_SPARSE)) {
 		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
 			return -ESRCH;
-		n = write_protect(t, start, end, true);
-		return n == -ENOENT ? -ESTALE : n;
+		err = write_protect(t, start, end, true);
+		if (err)
+			return err == -ENOENT ? -ESTALE : err;
+		if (!(t->flags & DIRTY_TRACKER_SPARSE))
+			return 0;
+		/* then what holds data: a page populated meanwhile is written, hence reported */
+		err = sparse_scan(t, r, start, end, false, true, NULL, &done);
+		if (err) /* the range keeps its dirty pages, and more */
+			write_protect(t, start, end, false);
+		return err;
 	}
-	scan_arg_init(t, &arg, start, end, true);
-	arg.vec = (uintptr_t)discard;
-	arg.vec_len = SCRATCH_REGIONS;
-	while (arg.start < end) {
-		n = pagemap_scan(t, &arg);
-		if (n < 0)
-			return n;
-		resume = (uintptr_t)arg.walk_end;
-		if (n > 0 && discard[n - 1].end > resume)
-			resume = (uintptr_t)discard[n - 1].end;
-		arg.start = resume;
-	}
-	return 0;
+	/* the populated set of the range becomes what the protecting scan finds */
+	return sparse_scan(t, r, start, end, true, true, NULL, &done);
 }
 
 static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
@@ -307,10 +508,20 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		.mode = UFFDIO_REGISTER_MODE_WP,
 	};
 	struct uffdio_range range = reg.range;
+	struct sparse_region *sr = NULL;
 	int err;
 
+	if (t->flags & DIRTY_TRACKER_SPARSE) {
+		sr = calloc(1, sizeof(*sr));
+		if (!sr || dirty_run_set_init(&sr->populated)) {
+			free(sr);
+			return -ENOMEM;
+		}
+		r->priv = sr;
+	}
 	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		err = -errno;
+		sparse_region_free(r);
 		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
 			return -ESRCH; /* the target exec'ed: our userfaultfd is of its old mm */
 		/* EBUSY: registered with another userfaultfd, such as another tracker */
@@ -340,8 +551,10 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 	}
 	if (!err && !t->pid) /* claims are of this process's addresses */
 		err = claim(r->start, r->end);
-	if (err)
+	if (err) {
 		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
+		sparse_region_free(r);
+	}
 	return err;
 }
 
@@ -354,8 +567,10 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 	 * forked child, unregistering would stop the parent's tracking.  The
 	 * child's own memory lost its registration at fork anyway.
 	 */
-	if (dirty_tracker_forked(t))
+	if (dirty_tracker_forked(t)) {
+		sparse_region_free(r);
 		return;
+	}
 	/*
 	 * Unregistering also drops the uffd-wp bits: writes no longer trap.
 	 * A gone region may still have a part mapped and registered; the
@@ -365,6 +580,7 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
 	if (!t->pid)
 		unclaim(r->start);
+	sparse_region_free(r);
 }
 
 static void prefault(uintptr_t start, size_t len)
@@ -396,6 +612,8 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 	size_t room;
 	int n, i, err, stalls = 0;
 
+	if (t->flags & DIRTY_TRACKER_SPARSE)
+		return sparse_scan(t, r, start, end, clean, clean, sink, done);
 	scan_arg_init(t, &arg, start, end, clean && !protect_after);
 	while (arg.start < end) {
 		room = dirty_sink_room(sink);
@@ -454,9 +672,12 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 static void uffd_async_redirty(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			       uintptr_t end)
 {
+	struct sparse_region *sr = r->priv;
 	int err = write_protect(t, start, end, false);
 
-	(void)r;
+	/* a dropped page given back: a hole, which only the populated set can report */
+	if (sr)
+		dirty_run_set_add(&sr->populated, start, end);
 	if (err)
 		dirty_log(t, LOG_ERR, "uffd-async: cannot mark %#lx-%#lx dirty again: %s",
 			  (unsigned long)start, (unsigned long)end, strerror(-err));

@@ -686,9 +686,8 @@ static int open_tracker(struct watch *w)
 	 * Sparse: programs reserve far more than they touch (sanitizer shadow,
 	 * Go and Java heaps: terabytes of MAP_NORESERVE).  Exact tracking of a
 	 * hole needs a page table for its protection marker: for a sanitized
-	 * target that is more memory than the machine has.  The price, a page
-	 * written and then dropped within one interval going unreported, is
-	 * no matter for a report of write rates.
+	 * target that is more memory than the machine has.  Pages dropped
+	 * after a collect are still reported (libdirty.h says what is not).
 	 */
 	struct dirty_options opts = { .sz = sizeof(opts), .backend = w->o->backend,
 				      .pid = w->pid, .flags = DIRTY_TRACKER_SPARSE };
