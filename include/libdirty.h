@@ -269,6 +269,29 @@ const char *const *dirty_backend_names(void);
 int dirty_track(struct dirty_tracker *t, void *addr, size_t len);
 
 /*
+ * dirty_track() with flags:
+ *
+ * DIRTY_TRACK_POPULATED_DIRTY: the range is memory that appeared since the
+ *   last collect (a new mapping, a heap that grew, memory that replaced a
+ *   region that went away): its pages that hold data when tracking starts
+ *   are reported by the next collect, as pages written after a clean would
+ *   be, so that writes made before the call are not lost.  Pages that hold
+ *   data: present pages other than the shared zero page (only read), and
+ *   swapped-out ones; of a private file mapping, its private copies only
+ *   (the written ones); of hugetlb memory, present pages.  A page of shared
+ *   memory or of a shared file that was only read is reported too (the
+ *   kernel does not tell it from one written), and so is any page where
+ *   /proc/PID/pagemap hides frame numbers and lacks PAGEMAP_SCAN (before
+ *   Linux 6.7, without CAP_SYS_ADMIN: the zero page cannot be told apart).
+ *   Not seen, because nothing of them remains: pages written and dropped
+ *   again before the call, and memory mapped and unmapped again.  The
+ *   pages are read from /proc/PID/pagemap (-EACCES, -ESRCH as for it).
+ * flags 0 is dirty_track(); unknown flags are -EINVAL.
+ */
+#define DIRTY_TRACK_POPULATED_DIRTY 0x1u
+int dirty_track_flags(struct dirty_tracker *t, void *addr, size_t len, unsigned flags);
+
+/*
  * Stop tracking.  The range must consist of whole tracked regions (-EINVAL if
  * it cuts one).  Writes no longer trap or fault; memory contents are untouched.
  * A region that is gone (-ESTALE elsewhere) is forgotten and this succeeds.

@@ -218,6 +218,19 @@ int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end);
  * lives; -ESRCH once the process has exited or exec'ed.
  */
 int dirty_pagemap_alive(int pagemap_fd);
+typedef int (*dirty_run_fn_int)(uintptr_t start, uintptr_t end, void *ctx);
+/*
+ * Call fn for each run of [start, end) whose pages hold data, in address
+ * order: present pages other than the shared zero page, and with swapped
+ * swapped-out ones (and, once userfaultfd has left its protection markers
+ * there, those too: the kernel does not tell them apart).  Of a private
+ * file mapping, only its private copies; of hugetlb memory, present pages.
+ * PAGEMAP_SCAN, else 8 bytes of pagemap per page (where frame numbers are
+ * hidden, the zero page then counts as data).  A non-zero return from fn
+ * stops the walk and is returned; else 0 or -errno (-ESRCH: gone).
+ */
+int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
+			 enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx);
 
 /* remote.c */
 /*
