@@ -441,7 +441,7 @@ struct dirty_image_header {
 	uint32_t version;       /* DIRTY_IMAGE_VERSION */
 	uint32_t header_size;   /* sizeof(struct dirty_image_header) */
 	uint32_t page_size;
-	uint32_t flags;         /* DIRTY_IMAGE_BASE: every page of the regions */
+	uint32_t flags;         /* DIRTY_IMAGE_BASE, DIRTY_IMAGE_NEW_PROGRAM */
 	uint64_t sequence;      /* its place in a chain: 0 = the base image */
 	uint64_t pid;           /* the process, 0 = unknown */
 	uint64_t time_ns;       /* CLOCK_REALTIME when the collect began */
@@ -450,7 +450,16 @@ struct dirty_image_header {
 	uint32_t crc;
 	uint32_t reserved;
 };
-#define DIRTY_IMAGE_BASE 0x1u
+#define DIRTY_IMAGE_BASE 0x1u        /* every page of its regions */
+/*
+ * With DIRTY_IMAGE_BASE: the process replaced its program (execve(2)) since
+ * the previous image of the chain.  The memory the earlier images describe
+ * is gone; this image starts the new program's: a reader rebuilding the
+ * memory starts over here (nothing of the earlier images is part of it).
+ * The pid and the sequence go on.  A reader that does not know this flag
+ * refuses the image (unknown flags are -EBADMSG).
+ */
+#define DIRTY_IMAGE_NEW_PROGRAM 0x2u
 
 struct dirty_image_region {
 	uint64_t start, end;    /* a tracked range */
@@ -480,6 +489,8 @@ struct dirty_image_options {
 #define DIRTY_IMAGE_ALL 0x2u     /* every page of the regions: a base image */
 #define DIRTY_IMAGE_PWRITEV 0x4u /* do not use io_uring */
 #define DIRTY_IMAGE_DIRECT 0x8u  /* fd was opened with O_DIRECT: aligned buffers only */
+/* with DIRTY_IMAGE_ALL: the header says DIRTY_IMAGE_NEW_PROGRAM (the process exec'ed) */
+#define DIRTY_IMAGE_EXEC 0x10u
 
 struct dirty_image_stats {
 	size_t sz;
@@ -494,7 +505,8 @@ struct dirty_image_stats {
  * offset, which is advanced.  Pages of this process are written from memory,
  * those of another process read with process_vm_readv(2); a page's content is
  * from collect time or later (for an exact image, stop the target first).
- * Regions must be sorted and must not overlap (-EINVAL).  With
+ * Regions must be sorted and must not overlap (-EINVAL); DIRTY_IMAGE_EXEC
+ * needs DIRTY_IMAGE_ALL (-EINVAL).  With
  * DIRTY_IMAGE_DIRECT (or an fd opened O_DIRECT) fd must be seekable, not
  * O_APPEND, at a 4096-aligned offset (-EINVAL).  Pages of this process that
  * are written while the image is written are staged and written again, so
