@@ -4,12 +4,15 @@
  *
  * A tracker on the target's pid (uffd-async through a userfaultfd the target
  * is made to create, or soft-dirty), one region per writable mapping of its
- * /proc/PID/maps.  Each interval: collect-and-clean every region, report,
- * then read the maps again: regions whose memory is gone are untracked, new
- * writable memory (a new mapping, a grown heap) is tracked as new regions.
- * A region is never re-tracked while its memory stays, so growing a mapping
- * loses nothing of what was tracked; memory that appears is tracked from the
- * next interval on (its writes before that are not seen).
+ * /proc/PID/maps.  Each interval: read the maps again (regions whose memory
+ * is gone are untracked, new writable memory, a new mapping or a grown heap,
+ * is tracked as new regions), then collect-and-clean every region, and
+ * report.  A region is never re-tracked while its memory stays, so growing a
+ * mapping loses nothing of what was tracked; memory that appeared during the
+ * interval is tracked with the pages it holds dirty
+ * (DIRTY_TRACK_POPULATED_DIRTY), so that its writes count in the interval
+ * they were made in.  Memory mapped and unmapped within one interval is not
+ * seen.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -241,7 +244,8 @@ static int region_cmp(const void *a, const void *b)
  */
 #define SOFT_DIRTY_MAX_REGION ((uintptr_t)16 << 30)
 
-static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t mapping)
+static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t mapping,
+		       bool appeared)
 {
 	int err;
 
@@ -256,7 +260,8 @@ static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t m
 	}
 	if (!grow((void **)&w->regions, &w->regions_cap, w->nregions, sizeof(*w->regions)))
 		return -ENOMEM;
-	err = dirty_track(w->t, (void *)start, end - start);
+	err = dirty_track_flags(w->t, (void *)start, end - start,
+				appeared ? DIRTY_TRACK_POPULATED_DIRTY : 0);
 	if (err)
 		return err; /* memory the backend cannot take (a device mapping), gone meanwhile,
 			       or -ESRCH: the target exec'ed */
@@ -267,10 +272,14 @@ static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t m
 
 /*
  * Read the maps again: untrack regions whose memory is no longer a writable
- * mapping, track what is writable and not yet tracked.  Returns -ESRCH when
- * the target is gone.
+ * mapping, track what is writable and not yet tracked; with appeared, as
+ * memory that appeared since the last collect, whose pages holding data
+ * were written in this interval.  (A region cut short by an munmap is
+ * replaced by what remains of it: its dirty state since the last collect
+ * went with the region, so it counts as appeared too.)  Returns -ESRCH when
+ * the tracker's address space is gone (the target exited, or exec'ed).
  */
-static int reconcile(struct watch *w)
+static int reconcile(struct watch *w, bool appeared)
 {
 	char path[64], line[4600];
 	size_t i, before = w->nregions;
@@ -308,12 +317,13 @@ static int reconcile(struct watch *w)
 				continue;
 			g->keep = true;
 			g->mapping = mapping;
-			if (g->start > cur && track_piece(w, cur, g->start, mapping) == -ESRCH)
+			if (g->start > cur &&
+			    track_piece(w, cur, g->start, mapping, appeared) == -ESRCH)
 				gone = true;
 			if (g->end > cur)
 				cur = g->end;
 		}
-		if (cur < hi && track_piece(w, cur, hi, mapping) == -ESRCH)
+		if (cur < hi && track_piece(w, cur, hi, mapping, appeared) == -ESRCH)
 			gone = true;
 	}
 	fclose(f);
@@ -714,7 +724,8 @@ static int open_tracker(struct watch *w)
 
 /*
  * The tracker's address space is gone.  If the process lives on, it has
- * exec'ed: watch its new program with a new tracker.  0, or -ESRCH.
+ * exec'ed: watch its new program with a new tracker; all of its memory
+ * appeared since the last collect.  0, or -ESRCH.
  */
 static int reattach(struct watch *w, bool child, int *status)
 {
@@ -727,7 +738,18 @@ static int reattach(struct watch *w, bool child, int *status)
 	if (!w->o->json)
 		fprintf(w->o->out, "dirtyctl: process %d exec'ed a new program: watching it\n",
 			(int)w->pid);
-	return reconcile(w);
+	return reconcile(w, true);
+}
+
+/*
+ * Track what appeared since the last collect, and follow an exec.  -ESRCH
+ * when the target is gone.
+ */
+static int refresh(struct watch *w, bool child, int *status)
+{
+	if (reconcile(w, true) != -ESRCH)
+		return 0;
+	return stop_requested ? -ESRCH : reattach(w, child, status);
 }
 
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status)
@@ -756,7 +778,8 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 	sigaction(SIGTERM, &sa, &old_term);
 
 	w.start = w.last = now();
-	if (reconcile(&w) < 0 && reattach(&w, child, &status) < 0) {
+	/* what is there at the attach starts clean: its earlier writes are not seen */
+	if (reconcile(&w, false) < 0 && reattach(&w, child, &status) < 0) {
 		fprintf(stderr, "dirtyctl: process %d is gone\n", (int)pid);
 		rc = EXIT_NO_PROCESS;
 		goto out;
@@ -785,7 +808,7 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 			rc = err == -ESRCH ? EXIT_NO_PROCESS : EXIT_TRACKING;
 		if (err || (o->count && w.intervals >= o->count))
 			goto out;
-		if (reconcile(&w) == -ESRCH)
+		if (reconcile(&w, true) == -ESRCH)
 			goto out;
 	}
 	for (;;) {
@@ -810,8 +833,10 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 			if (o->count && w.intervals >= o->count)
 				last = true;
 		} else {
-			if (collect_all(&w) == -ESRCH &&
-			    (stop_requested || reattach(&w, child, &status)))
+			/* memory that appeared during the interval first: its writes are this interval's */
+			if (refresh(&w, child, &status) < 0 ||
+			    (collect_all(&w) == -ESRCH &&
+			     (stop_requested || reattach(&w, child, &status))))
 				last = true;
 			report_interval(&w, t - w.start, t - w.last);
 		}
@@ -819,7 +844,7 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 		if (last || (o->duration > 0 && t - w.start >= o->duration - 1e-6))
 			break;
 		/* a dump cannot follow an exec: the new program's memory is not the chain's */
-		if (reconcile(&w) == -ESRCH && (o->dump_dir || reattach(&w, child, &status)))
+		if (o->dump_dir && reconcile(&w, true) == -ESRCH)
 			break;
 	}
 out:
