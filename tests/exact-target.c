@@ -9,6 +9,7 @@
  *   mapfill NAME PAGES BYTE   the same, every page then written: "ok ADDRESS"
  *   fill NAME FIRST COUNT BYTE   write BYTE to every byte of the pages: "ok"
  *   dontneed NAME FIRST COUNT    MADV_DONTNEED: "ok"
+ *   unmap NAME                munmap(2) all of it: "ok"
  *   free NAME FIRST COUNT     MADV_FREE, then MADV_PAGEOUT, which frees them
  *                             at once where the kernel can: "ok FREED" with
  *                             how many of them are no longer in memory
@@ -142,6 +143,14 @@ int main(int argc, char **argv)
 		} else if (!strcmp(cmd, "dontneed") && n == 4) {
 			if (madvise(pages_of(name, a, b), b * page_size, MADV_DONTNEED))
 				fail("madvise");
+			answer("ok");
+		} else if (!strcmp(cmd, "unmap") && n == 2) {
+			char *mem = pages_of(name, 0, 1);
+			int i = name[0] - 'a';
+
+			if (munmap(mem, maps[i].pages * page_size))
+				fail("munmap");
+			maps[i].addr = NULL;
 			answer("ok");
 		} else if (!strcmp(cmd, "free") && n == 4) {
 			char *mem = pages_of(name, a, b);

@@ -13,7 +13,8 @@ its answers never mix with dirtyctl's report:
   - 64 MiB mapped and written within one interval are reported in that
     interval, under run and attach;
   - a program that execs (exact-target, as a shim, execs exact-target) is
-    followed by run, which counts what the new program writes at once.
+    followed by run and dump, and the dump's chain rebuilds the last
+    program's memory.
 Every wait is for an event (an answer, a report line, a process state);
 dirtyctl is stopped (SIGSTOP) where the test needs writes to fall within one
 interval.  The process handling and the runner are tests/test-dirtyctl.py's.
@@ -275,6 +276,39 @@ def test_dump_rebuilds_dropped_pages():
                        "memory: the kernel does not free them on request" % (5 - freed))
 
 
+@base.uses_dirtyctl
+def test_dump_survives_unmap():
+    """dump: memory unmapped between two images is left out of the next one;
+    the chain goes on (it stopped with "Stale file handle")."""
+    require_attach()
+    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
+        t = Target(tmp)
+        a = t.map("a", 32, fill=0x11)
+        b = t.map("b", 32, fill=0x22)
+        t.map("c", 1)  # keeps a and b apart: the kernel would merge them
+        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "rebuilt")
+        d = base.Dirtyctl(["dump", str(t.pid), "--dir", images, "--interval", str(INTERVAL),
+                           "--json"])
+        images_after(d, 0, 1, "the base image")
+        t.do("fill a 0 4 51")
+        t.do("unmap b")
+        images_after(d, line_count(d), 3, "images after the unmap")
+        base.stop(t.pid)
+        images_after(d, line_count(d), 2, "images after the stop")
+        files, objs = apply_chain(d, out)
+        # b's file holds b as it was when it went away: apply does not forget regions
+        live = [(lo, hi, name) for lo, hi, name in rebuilt_ranges(out) if not lo <= b < hi]
+        for lo, hi, name in live:
+            with open(os.path.join(out, name), "rb") as f:
+                wrong = base.changed_pages(f.read(), base.read_memory(t.pid, lo, hi - lo))
+            check(not wrong, "%s differs from /proc/PID/mem: %s" % (name, base.describe(wrong)))
+        check(holds(out, a), "a was not rebuilt")
+        os.kill(d.pid, signal.SIGINT)
+        check(d.finish() == 0, "dump: exit status, stderr %r" % d.stderr())
+        base.cont(t.pid)
+        t.close()
+
+
 # ---------------------------------------------------------------------------
 # Memory mapped and written within one interval
 
@@ -326,6 +360,50 @@ def test_run_counts_new_mapping():
 # A program that execs
 
 @base.uses_dirtyctl
+def test_dump_follows_exec():
+    """dump -- SHIM: the chain goes on through the exec with the new program's
+    base image; verify accepts it, apply rebuilds the last program's memory."""
+    require_attach()
+    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
+        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "rebuilt")
+        t = Target(tmp, under=["dump", "--dir", images, "--interval", str(INTERVAL), "--json"])
+        d = t.dirtyctl
+        old = t.map("a", 64, fill=0x11)
+        images_after(d, 0, 2, "images of the shim")
+        t.exec_self()
+        index = line_count(d)
+        b = t.map("b", 32, fill=0x44)
+        c = t.map("c", 16, fill=0x55)
+        index, obj = after(d, index, lambda o: is_image(o) and o.get("new_program"), 20,
+                           "the new program's base image")
+        check(obj["error"] == 0, "the new program's base image failed: %r" % obj)
+        index = images_after(d, index + 1, 2, "images of the new program")
+        t.do("fill b 3 2 102")
+        t.do("dontneed c 0 4")
+        images_after(d, line_count(d), 2, "images of its writes")
+        base.stop(t.pid)
+        images_after(d, line_count(d), 2, "images after the stop")
+        files, objs = apply_chain(d, out)
+        seqs = [o["sequence"] for o in objs]
+        check(seqs == list(range(len(seqs))), "the sequence does not go on: %r" % seqs)
+        check(sum(1 for o in objs if o.get("new_program")) == 1,
+              "not one new program's base: %r" % objs)
+        compare_rebuilt(out, t.pid, [b, c])
+        check(not holds(out, old), "the shim's memory was rebuilt with the last program's")
+        rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "info"] + files)
+        check(rc == 0 and "base of a new program" in out_text, "info: %r" % out_text)
+        # the chain up to the shim's last image rebuilds the shim's memory
+        upto = [o["sequence"] for o in objs if o.get("new_program")][0] - 1
+        rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "apply", "--upto", str(upto),
+                                           "--out", out + "-shim"] + files)
+        check(rc == 0, "apply --upto %d: %r" % (upto, err_text))
+        check(holds(out + "-shim", old), "the shim's memory was not rebuilt")
+        check("failed" not in d.stderr() and "error" not in d.stderr(),
+              "dump: stderr %r" % d.stderr())
+        t.close()
+
+
+@base.uses_dirtyctl
 def test_run_follows_exec():
     """run -- SHIM: what the new program writes at once is reported."""
     require_attach()
@@ -346,8 +424,10 @@ TESTS = [
     test_attach_reports_dropped_pages,
     test_run_reports_dropped_pages,
     test_dump_rebuilds_dropped_pages,
+    test_dump_survives_unmap,
     test_attach_counts_new_mapping,
     test_run_counts_new_mapping,
+    test_dump_follows_exec,
     test_run_follows_exec,
 ]
 
