@@ -54,12 +54,16 @@
  *   Not reported, because the kernel keeps no trace of it: under soft-dirty
  *   and mprotect, a page written and then dropped (MADV_DONTNEED, MADV_FREE)
  *   before the next collect.  uffd-async with DIRTY_TRACKER_SPARSE reports
- *   a page that held data at the last clean and was dropped since (its
- *   contents changed, to zeroes); it does not report a page that held
- *   nothing then (a hole, or the shared zero page), was written and dropped
- *   again before the next collect: zeroes again, no change, for private
- *   memory; but for shared memory and files the written contents stay in
- *   the file, and that write is missed.  Every uffd-async mode misses a
+ *   a page that held data at the last clean, or that the last collect
+ *   reported, and was dropped since (its contents changed, to zeroes); it
+ *   does not report a page that held nothing then (a hole, or the shared
+ *   zero page) and was not reported, was written and dropped again before
+ *   the next collect: zeroes again, no change, for private memory (and the
+ *   caller had no reason to read it); but for shared memory and files the
+ *   written contents stay in the file, and that write is missed.  Of a
+ *   private file mapping or hugetlb memory, a page reported dropped and then
+ *   written and dropped again before the next collect is missed too (their
+ *   protection markers cannot tell).  Every uffd-async mode misses a
  *   clean page of shared memory or hugetlb whose contents the kernel
  *   replaces behind a protection marker it keeps: hole punching
  *   (MADV_REMOVE, fallocate), and a hugetlb page dropped and read again

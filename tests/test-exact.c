@@ -203,6 +203,52 @@ START_TEST(test_dropped_after_collect)
 END_TEST
 
 /*
+ * A page reported dropped is read by the caller after the collect, which may
+ * see what a write put there meanwhile: that write, and the page dropped
+ * again, must be reported by the next collect, though the page was a hole
+ * when the first one cleaned it.  (Dropped and read in between: the zero
+ * page; left alone: no more reports.)
+ */
+START_TEST(test_reported_drop_written_again)
+{
+	struct dirty_range runs[8];
+	char *mem = map_populated(16), copy;
+	struct dirty_tracker *t = sparse_tracker();
+	volatile char c;
+
+	ck_assert_int_eq(dirty_track(t, mem, 16 * page_size), 0);
+	drop(mem, 3, 1);
+	drop(mem, 7, 1);
+	c = mem[7 * page_size]; /* the zero page */
+	(void)c;
+	assert_runs(mem, runs,
+		    (size_t)dirty_collect(t, mem, 16 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL),
+		    (const size_t[][2]){ { 3, 4 }, { 7, 8 } }, 2);
+	/* after the collect: written, the caller copies it, dropped again */
+	mem[3 * page_size] = 5;
+	mem[7 * page_size] = 5;
+	copy = mem[3 * page_size];
+	ck_assert_int_eq(copy, 5);
+	drop(mem, 3, 1);
+	drop(mem, 7, 1);
+	assert_runs(mem, runs,
+		    (size_t)dirty_collect(t, mem, 16 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL),
+		    (const size_t[][2]){ { 3, 4 }, { 7, 8 } }, 2);
+	/* holes now, left alone, or only read: nothing more */
+	c = mem[7 * page_size];
+	ck_assert_int_eq(dirty_collect(t, mem, 16 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL), 0);
+	ck_assert_int_eq(dirty_collect(t, mem, 16 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL), 0);
+	/* and written again, reported again */
+	mem[3 * page_size] = 6;
+	assert_runs(mem, runs,
+		    (size_t)dirty_collect(t, mem, 16 * page_size, DIRTY_COLLECT_CLEAN, runs, 8, NULL),
+		    (const size_t[][2]){ { 3, 4 } }, 1);
+	dirty_tracker_free(t);
+	munmap(mem, 16 * page_size);
+}
+END_TEST
+
+/*
  * Drops and writes interleaved, collected one run at a time and as a bitmap:
  * every form gives the same runs, in order, each once.
  */
@@ -592,6 +638,7 @@ int main(void)
 	if (!strcmp(suite, "drops")) {
 		tcase_add_test(tc, test_dropped_after_clean);
 		tcase_add_test(tc, test_dropped_after_collect);
+		tcase_add_test(tc, test_reported_drop_written_again);
 		tcase_add_test(tc, test_dropped_resumed);
 		tcase_add_test(tc, test_dropped_given_back);
 		tcase_add_test(tc, test_clean_forgets_drops);
