@@ -37,9 +37,9 @@
  *          mappings and tracking is exact);
  *        - uffd-async with DIRTY_TRACKER_SPARSE: a page dropped after a clean
  *          is reported even where its contents were zeroes already; a
- *          written page of a private file mapping that the kernel swaps out
- *          is reported once (the kernel shows it as it shows one dropped,
- *          whose contents went back to the file's); and when memory runs
+ *          written page of a private file mapping that the kernel swaps out,
+ *          or a hugetlb page it migrates, is reported once (the kernel shows
+ *          it as it shows one dropped); and when memory runs
  *          out, the record of populated pages is widened rather than lost,
  *          so holes in the widened part may be reported once;
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
@@ -63,7 +63,9 @@
  *   written contents stay in the file, and that write is missed.  Of a
  *   private file mapping or hugetlb memory, a page reported dropped and then
  *   written and dropped again before the next collect is missed too (their
- *   protection markers cannot tell).  Every uffd-async mode misses a
+ *   protection markers cannot tell), and so is the drop of a page that was
+ *   swapped out or being migrated at a collect (reported then, as
+ *   dropped).  Every uffd-async mode misses a
  *   clean page of shared memory or hugetlb whose contents the kernel
  *   replaces behind a protection marker it keeps: hole punching
  *   (MADV_REMOVE, fallocate), and a hugetlb page dropped and read again

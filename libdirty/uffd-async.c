@@ -282,15 +282,81 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 /* ---- DIRTY_TRACKER_SPARSE: the pages that held data at the last clean ---- */
 
 /*
- * The scan of a sparse region: every page that exists, written or not, with
- * what tells written, populated and the zero page apart.  With
- * PM_SCAN_WP_MATCHING the kernel protects only the written ones among them
- * (pagemap_scan_pmd_entry(): "~categories & PAGE_IS_WRITTEN"), an
- * unprotected zero page included: from then on it is a page read since the
- * clean, which is no change.
+ * Each sparse region keeps the set of its pages that held data at their
+ * last clean (and the pages a collect reported dropped: below).  A collect
+ * makes two scans of the range:
+ *   1. the holes: where the set has pages, which of them hold no data now;
+ *      the set's pages among them were dropped, and are reported;
+ *   2. the written pages, as without the set (re-protected with clean).
+ * The new set is the old one, less what is known to hold nothing and be
+ * untouched, plus the written pages: no page that holds data now can be
+ * outside it, for private memory gets data by a write (scan 2), and a page
+ * dropped between the scans is still in it (and reported next time).  The
+ * set only ever needs pages that exist: each scan costs what is populated,
+ * and matches few pages (not every populated one: the kernel's output per
+ * matched page is what a scan of dense memory spends its time on).
+ *
+ * What is a hole depends on the memory:
+ *   - private anonymous memory, shared memory and files: no page-table
+ *     entry, or the zero page not protected yet (read after a drop).  A
+ *     protected zero page is neither a hole nor data: the set forgets it.
+ *     A protection marker (swapped, for the kernel) holds data: in shared
+ *     memory it is the kernel's, left on a protected page it unmapped
+ *     (reclaim, MADV_DONTNEED), whose contents are still in the file; in
+ *     private memory it is ours (below).
+ *   - a private file mapping: anything but a present private copy (a page
+ *     of the file's page cache holds what the file does; a protected copy
+ *     dropped leaves a marker, which looks like a copy swapped out: taken
+ *     as a hole, a copy swapped out is reported once, a false positive).
+ *   - hugetlb: anything not present (a clean leaves markers in every hole,
+ *     and hugetlb memory is never swapped).
+ *
+ * A page reported dropped is read by the caller after the call, and may
+ * hold what a write put there meanwhile: it stays in the set, so that
+ * dropped again it is reported again, and gets a protection marker, which
+ * makes it count as holding data (not reported again) for as long as
+ * nothing drops it, and a write to it reported.  Private file mappings and
+ * hugetlb: their markers are the kernel's too (a drop leaves one), and
+ * cannot say that: a page reported dropped leaves the set, and what a write
+ * puts there is lost if it is dropped again before the next collect
+ * (libdirty.h).
  */
-static void sparse_scan_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
-				 uintptr_t start, uintptr_t end, bool protect)
+
+static bool keeps_dropped(const struct dirty_region *r)
+{
+	return r->kind != DIRTY_MEM_FILE_PRIVATE && r->kind != DIRTY_MEM_HUGETLB;
+}
+
+/* Scan 1: the pages that hold no data, with what tells them apart. */
+static void holes_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
+			   uintptr_t start, uintptr_t end)
+{
+	*arg = (struct pm_scan_arg){
+		.size = sizeof(*arg),
+		.flags = PM_SCAN_CHECK_WPASYNC,
+		.start = start,
+		.end = end,
+	};
+	if (r->kind == DIRTY_MEM_HUGETLB) {
+		/* not present */
+		arg->category_inverted = PAGE_IS_PRESENT;
+		arg->category_mask = PAGE_IS_PRESENT;
+	} else if (r->kind == DIRTY_MEM_FILE_PRIVATE) {
+		/* not present, or a page of the file */
+		arg->category_inverted = PAGE_IS_PRESENT;
+		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_FILE;
+	} else {
+		/* not swapped, and not present or the zero page */
+		arg->category_inverted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		arg->category_mask = PAGE_IS_SWAPPED;
+		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO;
+		arg->return_mask = PAGE_IS_PFNZERO | PAGE_IS_WRITTEN;
+	}
+}
+
+/* Scan 2: the written pages that hold data (what a sparse region reports written). */
+static void written_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
+			     uintptr_t start, uintptr_t end, bool protect)
 {
 	*arg = (struct pm_scan_arg){
 		.size = sizeof(*arg),
@@ -298,48 +364,23 @@ static void sparse_scan_arg_init(const struct dirty_region *r, struct pm_scan_ar
 		.start = start,
 		.end = end,
 		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-		.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO,
+		.category_inverted = PAGE_IS_PFNZERO,
+		.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO,
+		.return_mask = PAGE_IS_WRITTEN,
 	};
-	/*
-	 * hugetlb: a clean leaves a protection marker in every hole
-	 * (UFFDIO_WRITEPROTECT), which the kernel counts as swapped; hugetlb
-	 * memory is never swapped, so only present pages hold data.
-	 */
 	if (r->kind == DIRTY_MEM_HUGETLB)
 		arg->category_anyof_mask = PAGE_IS_PRESENT;
-	/*
-	 * A private file mapping: a page of the file's page cache holds what
-	 * the file does (a drop gives it back: no change); a written page is
-	 * a private copy.  A copy that was protected and is dropped leaves a
-	 * protection marker (the vma is not anonymous), which the kernel counts
-	 * as swapped, like a copy really swapped out: both are taken as holes,
-	 * which makes a copy that is swapped out reported once (a false
-	 * positive) rather than a dropped one missed.
-	 */
+	/* which written pages are private copies, the set's */
 	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
 		arg->return_mask |= PAGE_IS_PRESENT | PAGE_IS_FILE;
 }
 
-/*
- * What a run the sparse scan returned is.  Populated: it holds data.
- * Private anonymous memory: every page that exists but the zero page; a
- * protection marker (swapped, for the kernel) is one the library left on a
- * dropped page it reported, which stands for what the caller read of it.
- * Shared memory and files: also the markers the kernel leaves when it
- * unmaps a protected page (reclaim, MADV_DONTNEED): the page and its
- * contents are still in the file.  A hole: the zero page not protected yet
- * (read after a drop, or never written).  A protected zero page is neither.
- */
-enum sparse_run { SPARSE_POPULATED, SPARSE_HOLE, SPARSE_NOTHING };
-
-static enum sparse_run sparse_run_kind(const struct dirty_region *r, uint64_t categories)
+/* Does a written run (scan 2) hold data of the set's? */
+static bool written_holds_data(const struct dirty_region *r, uint64_t categories)
 {
-	if (categories & PAGE_IS_PFNZERO)
-		return categories & PAGE_IS_WRITTEN ? SPARSE_HOLE : SPARSE_NOTHING;
-	if (r->kind == DIRTY_MEM_FILE_PRIVATE &&
-	    (!(categories & PAGE_IS_PRESENT) || (categories & PAGE_IS_FILE)))
-		return SPARSE_HOLE;
-	return SPARSE_POPULATED;
+	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
+		return (categories & PAGE_IS_PRESENT) && !(categories & PAGE_IS_FILE);
+	return true;
 }
 
 struct sparse_region {
@@ -356,79 +397,235 @@ static void sparse_region_free(struct dirty_region *r)
 	r->priv = NULL;
 }
 
-/* One walk of a sparse region, for sparse_scan(). */
-struct sparse_walk {
-	struct dirty_tracker *t;
-	struct dirty_region *r;
-	const struct dirty_run_set *populated; /* before the walk */
-	size_t index;                          /* a cursor into it, forward only */
-	uintptr_t cur;                         /* everything before it is done */
-	struct dirty_sink *sink;               /* NULL: a clean, nothing reported */
-	struct dirty_run_set *found;           /* the new set, or NULL */
+/* Runs in address order, of one collect. */
+struct span_list {
+	struct dirty_span *v;
+	size_t n, cap;
 };
 
-/*
- * A page reported dropped is read by the caller after the call, and may
- * hold what a write put there meanwhile: it stays in the set, so that
- * dropped again it is reported again.  A protection marker makes the page
- * count as populated at the next walk (not a hole: not reported again) as
- * long as nothing drops it, and makes a write to it reported.  Private file
- * mappings and hugetlb: their markers are the kernel's too (a drop leaves
- * one), and cannot say that; what a write to a page reported dropped puts
- * there is lost if the page is dropped again before the next collect.
- */
-static void dropped_fed(struct sparse_walk *w, uintptr_t start, uintptr_t end)
+static int span_list_reserve(struct span_list *l, size_t cap)
 {
-	if (!w->found || w->r->kind == DIRTY_MEM_FILE_PRIVATE || w->r->kind == DIRTY_MEM_HUGETLB)
-		return;
-	if (write_protect(w->t, start, end, true))
-		dirty_log(w->t, LOG_DEBUG, "uffd-async: cannot mark %#lx-%#lx, dropped: it will be "
-			  "reported again", (unsigned long)start, (unsigned long)end);
-	dirty_run_set_builder_add(w->found, w->populated, start, end);
+	struct dirty_span *v = reallocarray(l->v, cap, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	l->cap = cap;
+	return 0;
 }
 
 /*
- * Feed the pages of the set that lie in [w->cur, gap_end), which holds no
- * data now: they held data, and changed.  Returns false, w->cur at the first
- * page not fed, if the sink is full.
+ * Append [start, end), after every run already there.  Without memory:
+ * -ENOMEM, or with widen the last run is widened over it (a superset).
+ */
+static int span_list_add(struct span_list *l, uintptr_t start, uintptr_t end, bool widen)
+{
+	if (l->n && l->v[l->n - 1].end >= start) {
+		if (end > l->v[l->n - 1].end)
+			l->v[l->n - 1].end = end;
+		return 0;
+	}
+	if (l->n == l->cap && span_list_reserve(l, l->cap ? 2 * l->cap : 64)) {
+		if (!widen || !l->n)
+			return -ENOMEM;
+		l->v[l->n - 1].end = end;
+		return 0;
+	}
+	l->v[l->n++] = (struct dirty_span){ start, end };
+	return 0;
+}
+
+/*
+ * Holes between two runs of the set this large or larger are not scanned
+ * over: the kernel would report every missing page table of them (a sparse
+ * reservation of a terabyte has tens of thousands), for nothing.
+ */
+#define HOLES_WINDOW_GAP ((uintptr_t)2 << 20)
+
+/*
+ * Scan 1 where the set has pages in [start, end): the set's pages that are
+ * holes go to dropped; those the set must forget (a protected zero page;
+ * with forget_dropped, the dropped ones too) to forget.  Nothing changes in
+ * the kernel: an error (-ENOMEM, or the scan's) leaves everything as it was.
+ */
+static int holes_find(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		      uintptr_t end, struct page_region *vec, size_t vec_max,
+		      bool forget_dropped, struct span_list *dropped, struct span_list *forget)
+{
+	const struct dirty_run_set *set = &((struct sparse_region *)r->priv)->populated;
+	size_t index = dirty_run_set_lower_bound(set, start), next = index;
+	struct pm_scan_arg arg;
+	int stalls = 0;
+
+	while (next < set->n && set->v[next].start < end) {
+		/* a window: runs of the set with small holes between them */
+		uintptr_t window_start = set->v[next].start > start ? set->v[next].start : start;
+		uintptr_t window_end = set->v[next].end;
+
+		while (++next < set->n && set->v[next].start < end &&
+		       set->v[next].start - window_end < HOLES_WINDOW_GAP)
+			window_end = set->v[next].end;
+		if (window_end > end)
+			window_end = end;
+		holes_arg_init(r, &arg, window_start, window_end);
+		arg.vec = (uintptr_t)vec;
+		arg.vec_len = vec_max;
+		while (arg.start < window_end) {
+			int n = pagemap_scan(t, &arg), err;
+			uint64_t walked;
+
+			if (n < 0)
+				return n;
+			walked = arg.walk_end;
+			if (n > 0 && vec[n - 1].end > walked)
+				walked = vec[n - 1].end;
+			if (walked <= arg.start && ++stalls > 1000)
+				return -EAGAIN; /* the kernel must move on */
+			for (int i = 0; i < n; i++) {
+				bool zero_protected = (vec[i].categories & PAGE_IS_PFNZERO) &&
+						      !(vec[i].categories & PAGE_IS_WRITTEN);
+
+				/* the set's pages in the run */
+				while (index < set->n && set->v[index].end <= vec[i].start)
+					index++;
+				for (size_t k = index; k < set->n && set->v[k].start < vec[i].end; k++) {
+					uintptr_t a = set->v[k].start > vec[i].start ? set->v[k].start
+										    : vec[i].start;
+					uintptr_t b = set->v[k].end < vec[i].end ? set->v[k].end
+										  : vec[i].end;
+
+					err = zero_protected ? 0 : span_list_add(dropped, a, b, false);
+					if (!err && (zero_protected || forget_dropped))
+						err = span_list_add(forget, a, b, false);
+					if (err)
+						return err;
+				}
+			}
+			arg.start = walked;
+		}
+	}
+	return 0;
+}
+
+/* One collect of a sparse region, for sparse_scan(). */
+struct sparse_walk {
+	struct dirty_tracker *t;
+	struct dirty_region *r;
+	const struct span_list *dropped;
+	size_t index;            /* a cursor into dropped, forward only */
+	uintptr_t cur;           /* everything before it is done */
+	struct dirty_sink *sink; /* NULL: a clean, nothing reported */
+	bool mark;               /* protect what is reported dropped (keeps_dropped()) */
+};
+
+/*
+ * Feed the dropped pages in [w->cur, gap_end) to the sink.  Returns false,
+ * w->cur at the first page not fed, if the sink is full.
  */
 static bool feed_dropped(struct sparse_walk *w, uintptr_t gap_end)
 {
-	const struct dirty_run_set *populated = w->populated;
+	const struct span_list *d = w->dropped;
 
 	if (w->cur >= gap_end)
 		return true;
-	while (w->index < populated->n && populated->v[w->index].end <= w->cur)
+	while (w->index < d->n && d->v[w->index].end <= w->cur)
 		w->index++;
-	for (; w->index < populated->n && populated->v[w->index].start < gap_end; w->index++) {
-		const struct dirty_span *p = &populated->v[w->index];
-		uintptr_t a = p->start > w->cur ? p->start : w->cur;
-		uintptr_t b = p->end < gap_end ? p->end : gap_end;
+	for (; w->sink && w->index < d->n && d->v[w->index].start < gap_end; w->index++) {
+		uintptr_t a = d->v[w->index].start > w->cur ? d->v[w->index].start : w->cur;
+		uintptr_t b = d->v[w->index].end < gap_end ? d->v[w->index].end : gap_end;
 
-		if (w->sink) {
-			if (!dirty_sink_add(w->sink, a, b)) {
-				w->cur = a;
-				return false;
-			}
-			dropped_fed(w, a, b);
+		if (!dirty_sink_add(w->sink, a, b)) {
+			w->cur = a;
+			return false;
 		}
-		if (b < p->end)
-			break; /* the rest of the run is in a later gap */
+		if (w->mark && write_protect(w->t, a, b, true))
+			dirty_log(w->t, LOG_DEBUG, "uffd-async: cannot mark %#lx-%#lx, dropped: it "
+				  "will be reported again", (unsigned long)a, (unsigned long)b);
+		if (b < d->v[w->index].end)
+			break; /* the rest of the run is after a written one */
 	}
 	w->cur = gap_end;
 	return true;
 }
 
 /*
- * The sparse form of collect, and of clean (sink NULL: nothing reported).
- * One scan per batch finds the populated pages and, among them, the written
- * ones; with protect the kernel re-protects the written ones it returns.
- * Between populated runs lie holes: what of them the set holds is reported
- * (dropped).  With rebuild, the set of [start, *done) becomes what the scan
- * found, and what was reported dropped.  Everything is fed in address
- * order; when the sink is full, the written pages the kernel protected and
- * that could not be fed are made written again, and *done is where the
- * next call resumes.
+ * The runs of [start, end) of a set less those of forget, for
+ * merge_into(): next() gives them in order, false at the end.
+ */
+struct set_less {
+	const struct dirty_run_set *set;
+	const struct span_list *forget;
+	size_t index, fi;
+	uintptr_t cur, end;
+};
+
+static bool set_less_next(struct set_less *q, struct dirty_span *ret)
+{
+	while (q->cur < q->end && q->index < q->set->n && q->set->v[q->index].start < q->end) {
+		const struct dirty_span *p = &q->set->v[q->index];
+		uintptr_t a = p->start > q->cur ? p->start : q->cur;
+		uintptr_t b = p->end < q->end ? p->end : q->end;
+
+		while (q->fi < q->forget->n && q->forget->v[q->fi].end <= a)
+			q->fi++;
+		if (q->fi < q->forget->n && q->forget->v[q->fi].start <= a) {
+			/* forgotten from a on */
+			q->cur = q->forget->v[q->fi].end;
+		} else {
+			if (q->fi < q->forget->n && q->forget->v[q->fi].start < b)
+				b = q->forget->v[q->fi].start;
+			q->cur = b;
+			if (a < b) {
+				*ret = (struct dirty_span){ a, b };
+				return true;
+			}
+		}
+		if (q->cur >= p->end)
+			q->index++;
+	}
+	return false;
+}
+
+/*
+ * The set over [start, end), from now on: what it held less forget, plus
+ * the written runs that hold data.  Cannot fail.
+ */
+static void set_update(struct sparse_region *sr, uintptr_t start, uintptr_t end,
+		       const struct span_list *forget, const struct span_list *written,
+		       struct dirty_run_set *b)
+{
+	struct set_less q = { .set = &sr->populated, .forget = forget, .cur = start, .end = end,
+			      .index = dirty_run_set_lower_bound(&sr->populated, start) };
+	struct dirty_span k;
+	bool more = set_less_next(&q, &k);
+	size_t wi = 0;
+
+	while (more || wi < written->n) {
+		if (wi < written->n && written->v[wi].start >= end) {
+			wi = written->n;
+			continue;
+		}
+		if (more && (wi == written->n || k.start <= written->v[wi].start)) {
+			dirty_run_set_builder_add(b, &sr->populated, k.start, k.end);
+			more = set_less_next(&q, &k);
+		} else {
+			uintptr_t we = written->v[wi].end < end ? written->v[wi].end : end;
+
+			dirty_run_set_builder_add(b, &sr->populated, written->v[wi].start, we);
+			wi++;
+		}
+	}
+	dirty_run_set_replace(&sr->populated, start, end, b);
+}
+
+/*
+ * The sparse form of collect, and of clean (sink NULL: nothing reported,
+ * every page clean).  Scan 1, then scan 2, whose written runs are fed to
+ * the sink in address order with the dropped pages between them.  With
+ * protect the kernel re-protects the written pages it returns; with rebuild
+ * the set of [start, *done) is brought up to date.  When the sink is full,
+ * the written pages the kernel protected and that could not be fed are made
+ * written again, and *done is where the next call resumes.
  */
 static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 		       uintptr_t end, bool protect, bool rebuild, struct dirty_sink *sink,
@@ -438,25 +635,29 @@ static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_
 	struct page_region scratch[SCRATCH_REGIONS], *vec = malloc(SPARSE_REGIONS * sizeof(*vec));
 	size_t vec_max = vec ? SPARSE_REGIONS : SCRATCH_REGIONS;
 	bool protect_after = protect && r->kind == DIRTY_MEM_HUGETLB;
-	struct dirty_run_set found;
+	struct span_list dropped = { 0 }, forget = { 0 }, written = { 0 };
+	struct dirty_run_set b = { 0 };
 	struct sparse_walk w = {
-		.t = t, .r = r, .populated = &sr->populated,
-		.index = dirty_run_set_lower_bound(&sr->populated, start), .cur = start,
-		.sink = sink, .found = rebuild ? &found : NULL,
+		.t = t, .r = r, .dropped = &dropped, .cur = start, .sink = sink,
+		.mark = rebuild && keeps_dropped(r),
 	};
 	struct pm_scan_arg arg;
 	uintptr_t walked;
-	int n = 0, i, err = 0, stalls = 0;
+	int n = 0, i, err, stalls = 0;
 	bool full = false;
 
 	if (!vec)
 		vec = scratch; /* slower, as good */
-	if (rebuild && dirty_run_set_builder_init(&found, &sr->populated)) {
-		if (vec != scratch)
-			free(vec);
-		return -ENOMEM;
-	}
-	sparse_scan_arg_init(r, &arg, start, end, protect && !protect_after);
+	/* everything that can fail for want of memory fails before anything changes */
+	err = rebuild ? dirty_run_set_builder_init(&b, &sr->populated) : 0;
+	if (!err && rebuild) /* room for one: it widens without memory */
+		err = span_list_reserve(&written, 64);
+	if (!err)
+		err = holes_find(t, r, start, end, vec, vec_max, !sink || !keeps_dropped(r),
+				 &dropped, &forget);
+	if (err)
+		goto out;
+	written_arg_init(r, &arg, start, end, protect && !protect_after);
 	while (w.cur < end && !full) {
 		size_t room = sink ? dirty_sink_room(sink) : vec_max;
 
@@ -477,50 +678,44 @@ static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_
 			err = -EAGAIN; /* the kernel must move on */
 			break;
 		}
-		for (i = 0; i < n && !full; i++) {
+		for (i = 0; i < n; i++) {
 			uintptr_t run_start = (uintptr_t)vec[i].start, run_end = (uintptr_t)vec[i].end;
-			enum sparse_run kind = sparse_run_kind(r, vec[i].categories);
-			bool written = kind == SPARSE_POPULATED && (vec[i].categories & PAGE_IS_WRITTEN);
 
-			if (!feed_dropped(&w, run_start)) {
+			if (!feed_dropped(&w, run_start) ||
+			    (sink && !dirty_sink_add(sink, run_start, run_end))) {
 				full = true;
 				break;
 			}
-			if (written && sink && !dirty_sink_add(sink, run_start, run_end)) {
-				full = true;
-				break;
-			}
-			if (written && protect_after) {
+			if (protect_after) {
 				err = write_protect(t, run_start, run_end, true);
 				if (err)
 					break;
 			}
-			if (kind == SPARSE_HOLE && !feed_dropped(&w, run_end)) {
-				full = true;
-				i++; /* vec[i] is not written data: nothing to give back */
-				break;
-			}
-			if (rebuild && kind == SPARSE_POPULATED)
-				dirty_run_set_builder_add(&found, &sr->populated, run_start, run_end);
+			if (rebuild && written_holds_data(r, vec[i].categories))
+				span_list_add(&written, run_start, run_end, true);
 			w.cur = run_end;
 		}
 		if (err)
 			break;
 		/* written pages the kernel protected and that were not fed: written again */
 		for (; full && protect && !protect_after && i < n; i++)
-			if (sparse_run_kind(r, vec[i].categories) == SPARSE_POPULATED &&
-			    (vec[i].categories & PAGE_IS_WRITTEN))
-				write_protect(t, (uintptr_t)vec[i].start, (uintptr_t)vec[i].end, false);
+			write_protect(t, (uintptr_t)vec[i].start, (uintptr_t)vec[i].end, false);
 		if (!full && !feed_dropped(&w, walked))
 			full = true;
 	}
 	/* what was learned of [start, w.cur) stands, whatever stopped the walk */
 	if (rebuild)
-		dirty_run_set_replace(&sr->populated, start, w.cur, &found);
-	if (vec != scratch)
-		free(vec);
+		set_update(sr, start, w.cur, &forget, &written, &b);
 	if (!err)
 		*done = w.cur;
+out:
+	if (rebuild)
+		dirty_run_set_free(&b); /* what set_update() did not take */
+	free(dropped.v);
+	free(forget.v);
+	free(written.v);
+	if (vec != scratch)
+		free(vec);
 	return err;
 }
 
@@ -536,6 +731,51 @@ static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_
  * only pages that exist.  A vma that is not ours (ENOENT, or EPERM from the
  * scan) means the memory was replaced: -ESTALE.
  */
+/*
+ * hugetlb under DIRTY_TRACKER_SPARSE, after a clean that protected the whole
+ * range: the set of [start, end) becomes its present pages.  A page written
+ * in between is present (and written, hence reported).
+ */
+static int present_rebuild(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			   uintptr_t end)
+{
+	struct sparse_region *sr = r->priv;
+	struct page_region vec[SCRATCH_REGIONS];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.flags = PM_SCAN_CHECK_WPASYNC,
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)vec,
+		.vec_len = SCRATCH_REGIONS,
+		.category_mask = PAGE_IS_PRESENT,
+	};
+	struct dirty_run_set b;
+	int stalls = 0;
+
+	if (dirty_run_set_builder_init(&b, &sr->populated))
+		return -ENOMEM;
+	while (arg.start < end) {
+		int n = pagemap_scan(t, &arg);
+		uint64_t walked;
+
+		if (n < 0) {
+			dirty_run_set_free(&b);
+			return n;
+		}
+		for (int i = 0; i < n; i++)
+			dirty_run_set_builder_add(&b, &sr->populated, vec[i].start, vec[i].end);
+		walked = n > 0 && vec[n - 1].end > arg.walk_end ? vec[n - 1].end : arg.walk_end;
+		if (walked <= arg.start && ++stalls > 1000) {
+			dirty_run_set_free(&b);
+			return -EAGAIN;
+		}
+		arg.start = walked;
+	}
+	dirty_run_set_replace(&sr->populated, start, end, &b);
+	return 0;
+}
+
 static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end)
 {
@@ -551,7 +791,7 @@ static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uin
 		if (!(t->flags & DIRTY_TRACKER_SPARSE))
 			return 0;
 		/* then what holds data: a page populated meanwhile is written, hence reported */
-		err = sparse_scan(t, r, start, end, false, true, NULL, &done);
+		err = present_rebuild(t, r, start, end);
 		if (err) /* the range keeps its dirty pages, and more */
 			write_protect(t, start, end, false);
 		return err;

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,7 +450,7 @@ END_TEST
  * into a mirror; once they stop, one more collect, and the mirror must
  * equal the memory.
  */
-#define MIRROR_PAGES 512
+#define MIRROR_PAGES 64
 
 struct churn {
 	char *mem;
@@ -468,16 +469,19 @@ static void *churn_main(void *p)
 		volatile char v;
 
 		x = x * 1103515245u + 12345u;
-		page = (x >> 8) % MIRROR_PAGES;
+		/* half of it on a few pages: drops and writes of one page meet */
+		page = (x >> 8) % (x & 1 ? MIRROR_PAGES : 8);
 		switch ((x >> 24) % 8) {
 		case 0:
+		case 1:
+		case 2:
 			madvise(c->mem + page * page_size, page_size, MADV_DONTNEED);
 			atomic_fetch_add(&c->drops, 1);
 			break;
-		case 1:
+		case 3:
 			madvise(c->mem + page * page_size, page_size, MADV_FREE);
 			break;
-		case 2:
+		case 4:
 			v = c->mem[page * page_size];
 			(void)v;
 			break;
@@ -490,7 +494,7 @@ static void *churn_main(void *p)
 	return NULL;
 }
 
-static void mirror_collect(struct dirty_tracker *t, char *mem, char *mirror)
+static void mirror_collect(struct dirty_tracker *t, char *mem, char *mirror, bool yield)
 {
 	struct dirty_range runs[64];
 	char *cur = mem;
@@ -501,6 +505,14 @@ static void mirror_collect(struct dirty_tracker *t, char *mem, char *mirror)
 					  DIRTY_COLLECT_CLEAN, runs, 64, &next);
 
 		ck_assert_int_ge(n, 0);
+		/*
+		 * The caller reads the pages some time after the call: let the
+		 * threads write and drop meanwhile (a wider window, not an order)
+		 */
+		if (yield)
+			sched_yield();
+		for (volatile int spin = 0; spin < 20000; spin++)
+			;
 		for (ssize_t i = 0; i < n; i++)
 			memcpy(mirror + ((char *)runs[i].start - mem), runs[i].start, runs[i].len);
 		cur = next;
@@ -522,9 +534,9 @@ START_TEST(test_mirror_under_drops)
 		ck_assert_int_eq(pthread_create(&threads[i], NULL, churn_main, &c[i]), 0);
 	}
 	/* at least so many rounds, and so many drops racing with them */
-	for (int round = 0; round < 2000 || atomic_load(&c[0].drops) < 5000 ||
+	for (int round = 0; round < 4000 || atomic_load(&c[0].drops) < 5000 ||
 			       atomic_load(&c[1].drops) < 5000; round++) {
-		mirror_collect(t, mem, mirror);
+		mirror_collect(t, mem, mirror, round % 16 == 0);
 		/* reclaim what MADV_FREE left, now and then: freed pages read as zeroes */
 		if (round % 64 == 0)
 			madvise(mem, MIRROR_PAGES * page_size, MADV_PAGEOUT);
@@ -535,7 +547,7 @@ START_TEST(test_mirror_under_drops)
 	}
 	/* freed meanwhile or not, what MADV_FREE left is settled by the last reclaim */
 	madvise(mem, MIRROR_PAGES * page_size, MADV_PAGEOUT);
-	mirror_collect(t, mem, mirror);
+	mirror_collect(t, mem, mirror, false);
 	printf("mirror: %lu and %lu operations, %lu and %lu drops\n", atomic_load(&c[0].ops),
 	       atomic_load(&c[1].ops), atomic_load(&c[0].drops), atomic_load(&c[1].drops));
 	for (size_t i = 0; i < MIRROR_PAGES; i++)
