@@ -403,21 +403,35 @@ def test_dump_follows_exec():
         t.close()
 
 
+def follows_exec(tmp, verb):
+    """verb -- SHIM: what the new program writes at once is reported."""
+    t = Target(tmp, under=verb + ["--interval", str(INTERVAL), "--json", "--runs"])
+    d = t.dirtyctl
+    d.wait_type("attached")
+    t.exec_self()
+    index = line_count(d)
+    b = t.map("b", 256, fill=0x44)
+    wait_reported(d, index, b, 256, set(range(256)), "%s: the new program's writes" % verb[0])
+    t.quit()
+    check(d.finish() == 0, "%s: exit status, stderr %r" % (verb[0], d.stderr()))
+    t.close()
+
+
 @base.uses_dirtyctl
 def test_run_follows_exec():
-    """run -- SHIM: what the new program writes at once is reported."""
     require_attach()
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp, under=["run", "--interval", str(INTERVAL), "--json", "--runs"])
-        d = t.dirtyctl
-        d.wait_type("attached")
-        t.exec_self()
-        index = line_count(d)
-        b = t.map("b", 256, fill=0x44)
-        wait_reported(d, index, b, 256, set(range(256)), "run: the new program's writes")
-        t.quit()
-        check(d.finish() == 0, "run: exit status, stderr %r" % d.stderr())
-        t.close()
+        follows_exec(tmp, ["run"])
+
+
+@base.uses_dirtyctl
+def test_heatmap_follows_exec():
+    require_attach()
+    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
+        svg = os.path.join(tmp, "heat.svg")
+        follows_exec(tmp, ["heatmap", "--svg", svg])
+        with open(svg) as f:
+            check("<svg" in f.read(), "heatmap: %s is not an SVG" % svg)
 
 
 TESTS = [
@@ -429,6 +443,7 @@ TESTS = [
     test_run_counts_new_mapping,
     test_dump_follows_exec,
     test_run_follows_exec,
+    test_heatmap_follows_exec,
 ]
 
 
