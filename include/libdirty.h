@@ -291,7 +291,9 @@ int dirty_track(struct dirty_tracker *t, void *addr, size_t len);
  *   Linux 6.7, without CAP_SYS_ADMIN: the zero page cannot be told apart).
  *   Not seen, because nothing of them remains: pages written and dropped
  *   again before the call, and memory mapped and unmapped again.  The
- *   pages are read from /proc/PID/pagemap (-EACCES, -ESRCH as for it).
+ *   pages are read from /proc/PID/pagemap (-EACCES, -ESRCH as for it):
+ *   with PAGEMAP_SCAN this costs what is populated; before Linux 6.7, 8
+ *   bytes per page of the range.
  * flags 0 is dirty_track(); unknown flags are -EINVAL.
  */
 #define DIRTY_TRACK_POPULATED_DIRTY 0x1u
