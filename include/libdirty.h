@@ -35,6 +35,13 @@
  *          mapping, and maps the page again whole and unprotected, so a write
  *          reports its whole huge page (without the flag, a clean splits such
  *          mappings and tracking is exact);
+ *        - uffd-async with DIRTY_TRACKER_SPARSE: a page dropped after a clean
+ *          is reported even where its contents were zeroes already; a
+ *          written page of a private file mapping that the kernel swaps out,
+ *          or a hugetlb page it migrates, is reported once (the kernel shows
+ *          it as it shows one dropped); and when memory runs
+ *          out, the record of populated pages is widened rather than lost,
+ *          so holes in the widened part may be reported once;
  *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
  *        - soft-dirty: the kernel marks a new mapping soft-dirty as a whole,
  *          and so a mapping that grows by merging with a new neighbour (an
@@ -45,8 +52,24 @@
  *          at a time, and pages pinned for DMA are always dirty.
  *      A page that is only read is never reported.
  *   Not reported, because the kernel keeps no trace of it: under soft-dirty
- *   and mprotect, and uffd-async with DIRTY_TRACKER_SPARSE, a page written
- *   and then dropped (MADV_DONTNEED, MADV_FREE) before the next collect.
+ *   and mprotect, a page written and then dropped (MADV_DONTNEED, MADV_FREE)
+ *   before the next collect.  uffd-async with DIRTY_TRACKER_SPARSE reports
+ *   a page that held data at the last clean, or that the last collect
+ *   reported, and was dropped since (its contents changed, to zeroes); it
+ *   does not report a page that held nothing then (a hole, or the shared
+ *   zero page) and was not reported, was written and dropped again before
+ *   the next collect: zeroes again, no change, for private memory (and the
+ *   caller had no reason to read it); but for shared memory and files the
+ *   written contents stay in the file, and that write is missed.  Of a
+ *   private file mapping or hugetlb memory, a page reported dropped and then
+ *   written and dropped again before the next collect is missed too (their
+ *   protection markers cannot tell), and so is the drop of a page that was
+ *   swapped out or being migrated at a collect (reported then, as
+ *   dropped).  Every uffd-async mode misses a
+ *   clean page of shared memory or hugetlb whose contents the kernel
+ *   replaces behind a protection marker it keeps: hole punching
+ *   (MADV_REMOVE, fallocate), and a hugetlb page dropped and read again
+ *   before the next collect.
  *   soft-dirty cleans with the process-wide /proc/PID/clear_refs: while it
  *   reads and clears, the writers are stopped (the other threads of this
  *   process by signal SIGRTMAX-4, whose handler the backend installs; a
@@ -145,10 +168,12 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   leaves never-populated pages unprotected instead of giving the whole range
  *   kernel page tables to hold protection markers, so tracking costs what is
  *   populated, not what is reserved (a 1 TiB reservation otherwise costs 2 GiB
- *   of page tables and a walk over them at every collect).  The price, under
- *   uffd-async only: a page that is written and then dropped (MADV_DONTNEED,
- *   MADV_FREE) before the next collect is not reported, as under mprotect.
- *   Reads of never-written pages are still not reported.
+ *   of page tables and a walk over them at every collect).  Each region keeps
+ *   the runs of its pages that held data at their last clean, so that a page
+ *   dropped since (MADV_DONTNEED, MADV_FREE and then freed by the kernel) is
+ *   still reported: that too costs what is populated.  What it does not see
+ *   is in the contract above ("Not reported").  Reads of never-written pages
+ *   are still not reported.
  *
  * DIRTY_TRACKER_ADAPTIVE: for memory that is mostly rewritten every cycle.
  *   A region that is at least half dirty at 3 consecutive collect-and-cleans
@@ -248,6 +273,31 @@ const char *const *dirty_backend_names(void);
  * The region starts clean.
  */
 int dirty_track(struct dirty_tracker *t, void *addr, size_t len);
+
+/*
+ * dirty_track() with flags:
+ *
+ * DIRTY_TRACK_POPULATED_DIRTY: the range is memory that appeared since the
+ *   last collect (a new mapping, a heap that grew, memory that replaced a
+ *   region that went away): its pages that hold data when tracking starts
+ *   are reported by the next collect, as pages written after a clean would
+ *   be, so that writes made before the call are not lost.  Pages that hold
+ *   data: present pages other than the shared zero page (only read), and
+ *   swapped-out ones; of a private file mapping, its private copies only
+ *   (the written ones); of hugetlb memory, present pages.  A page of shared
+ *   memory or of a shared file that was only read is reported too (the
+ *   kernel does not tell it from one written), and so is any page where
+ *   /proc/PID/pagemap hides frame numbers and lacks PAGEMAP_SCAN (before
+ *   Linux 6.7, without CAP_SYS_ADMIN: the zero page cannot be told apart).
+ *   Not seen, because nothing of them remains: pages written and dropped
+ *   again before the call, and memory mapped and unmapped again.  The
+ *   pages are read from /proc/PID/pagemap (-EACCES, -ESRCH as for it):
+ *   with PAGEMAP_SCAN this costs what is populated; before Linux 6.7, 8
+ *   bytes per page of the range.
+ * flags 0 is dirty_track(); unknown flags are -EINVAL.
+ */
+#define DIRTY_TRACK_POPULATED_DIRTY 0x1u
+int dirty_track_flags(struct dirty_tracker *t, void *addr, size_t len, unsigned flags);
 
 /*
  * Stop tracking.  The range must consist of whole tracked regions (-EINVAL if
@@ -399,7 +449,7 @@ struct dirty_image_header {
 	uint32_t version;       /* DIRTY_IMAGE_VERSION */
 	uint32_t header_size;   /* sizeof(struct dirty_image_header) */
 	uint32_t page_size;
-	uint32_t flags;         /* DIRTY_IMAGE_BASE: every page of the regions */
+	uint32_t flags;         /* DIRTY_IMAGE_BASE, DIRTY_IMAGE_NEW_PROGRAM */
 	uint64_t sequence;      /* its place in a chain: 0 = the base image */
 	uint64_t pid;           /* the process, 0 = unknown */
 	uint64_t time_ns;       /* CLOCK_REALTIME when the collect began */
@@ -408,7 +458,16 @@ struct dirty_image_header {
 	uint32_t crc;
 	uint32_t reserved;
 };
-#define DIRTY_IMAGE_BASE 0x1u
+#define DIRTY_IMAGE_BASE 0x1u        /* every page of its regions */
+/*
+ * With DIRTY_IMAGE_BASE: the process replaced its program (execve(2)) since
+ * the previous image of the chain.  The memory the earlier images describe
+ * is gone; this image starts the new program's: a reader rebuilding the
+ * memory starts over here (nothing of the earlier images is part of it).
+ * The pid and the sequence go on.  A reader that does not know this flag
+ * refuses the image (unknown flags are -EBADMSG).
+ */
+#define DIRTY_IMAGE_NEW_PROGRAM 0x2u
 
 struct dirty_image_region {
 	uint64_t start, end;    /* a tracked range */
@@ -438,6 +497,8 @@ struct dirty_image_options {
 #define DIRTY_IMAGE_ALL 0x2u     /* every page of the regions: a base image */
 #define DIRTY_IMAGE_PWRITEV 0x4u /* do not use io_uring */
 #define DIRTY_IMAGE_DIRECT 0x8u  /* fd was opened with O_DIRECT: aligned buffers only */
+/* with DIRTY_IMAGE_ALL: the header says DIRTY_IMAGE_NEW_PROGRAM (the process exec'ed) */
+#define DIRTY_IMAGE_EXEC 0x10u
 
 struct dirty_image_stats {
 	size_t sz;
@@ -452,7 +513,8 @@ struct dirty_image_stats {
  * offset, which is advanced.  Pages of this process are written from memory,
  * those of another process read with process_vm_readv(2); a page's content is
  * from collect time or later (for an exact image, stop the target first).
- * Regions must be sorted and must not overlap (-EINVAL).  With
+ * Regions must be sorted and must not overlap (-EINVAL); DIRTY_IMAGE_EXEC
+ * needs DIRTY_IMAGE_ALL (-EINVAL).  With
  * DIRTY_IMAGE_DIRECT (or an fd opened O_DIRECT) fd must be seekable, not
  * O_APPEND, at a 4096-aligned offset (-EINVAL).  Pages of this process that
  * are written while the image is written are staged and written again, so

@@ -237,7 +237,10 @@ static int header_check(const struct dirty_image_header *h)
 
 	if (h->page_size < DIRTY_IMAGE_ALIGN || (h->page_size & (h->page_size - 1)))
 		return -EBADMSG;
-	if (h->flags & ~DIRTY_IMAGE_BASE)
+	if (h->flags & ~(DIRTY_IMAGE_BASE | DIRTY_IMAGE_NEW_PROGRAM))
+		return -EBADMSG;
+	/* a new program's memory starts with all of it */
+	if ((h->flags & DIRTY_IMAGE_NEW_PROGRAM) && !(h->flags & DIRTY_IMAGE_BASE))
 		return -EBADMSG;
 	/* each run is at least a page: this bounds what is read below */
 	if (h->nruns > h->npages)

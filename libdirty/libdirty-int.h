@@ -174,6 +174,33 @@ void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page
 			     uintptr_t start, uintptr_t end, bool clean, struct dirty_sink *sink,
 			     uintptr_t *done, dirty_reprotect_fn reprotect, void *ctx);
 
+/* run-set.c: a set of pages as sorted, disjoint, coalesced runs */
+struct dirty_span {
+	uintptr_t start, end;
+};
+struct dirty_run_set {
+	struct dirty_span *v;
+	size_t n, cap; /* cap >= 1 once initialized */
+};
+int dirty_run_set_init(struct dirty_run_set *s);
+void dirty_run_set_free(struct dirty_run_set *s);
+/* Index of the first run that ends above addr (n if none). */
+size_t dirty_run_set_lower_bound(const struct dirty_run_set *s, uintptr_t addr);
+/* Add [start, end).  Never fails: without memory the set grows to a superset. */
+void dirty_run_set_add(struct dirty_run_set *s, uintptr_t start, uintptr_t end);
+/*
+ * Replacing the part of a set inside [start, end) with runs found in
+ * address order: builder_init() (-ENOMEM, nothing changed), builder_add()
+ * for each run, in order (never fails: without memory, it widens the last
+ * run), then replace(), which cannot fail and consumes the builder.
+ * Nothing else may change the replaced set in between.
+ */
+int dirty_run_set_builder_init(struct dirty_run_set *b, const struct dirty_run_set *replaced);
+void dirty_run_set_builder_add(struct dirty_run_set *b, const struct dirty_run_set *replaced,
+			       uintptr_t start, uintptr_t end);
+void dirty_run_set_replace(struct dirty_run_set *s, uintptr_t start, uintptr_t end,
+			   struct dirty_run_set *b);
+
 /* maps.c */
 /*
  * Describe [start, end) of pid's address space (0 = self) from
@@ -191,6 +218,19 @@ int dirty_range_mapped_pid(pid_t pid, uintptr_t start, uintptr_t end);
  * lives; -ESRCH once the process has exited or exec'ed.
  */
 int dirty_pagemap_alive(int pagemap_fd);
+typedef int (*dirty_run_fn_int)(uintptr_t start, uintptr_t end, void *ctx);
+/*
+ * Call fn for each run of [start, end) whose pages hold data, in address
+ * order: present pages other than the shared zero page, and with swapped
+ * swapped-out ones (and, once userfaultfd has left its protection markers
+ * there, those too: the kernel does not tell them apart).  Of a private
+ * file mapping, only its private copies; of hugetlb memory, present pages.
+ * PAGEMAP_SCAN, else 8 bytes of pagemap per page (where frame numbers are
+ * hidden, the zero page then counts as data).  A non-zero return from fn
+ * stops the walk and is returned; else 0 or -errno (-ESRCH: gone).
+ */
+int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
+			 enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx);
 
 /* remote.c */
 /*

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* What a range of memory is, from /proc/PID/smaps. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include "libdirty-int.h"
+#include "linux-compat.h"
 
 static bool path_is_shmem(const char *path)
 {
@@ -149,4 +153,128 @@ int dirty_pagemap_alive(int pagemap_fd)
 		n = pread(pagemap_fd, &entry, sizeof(entry), 0);
 	while (n < 0 && errno == EINTR);
 	return n == sizeof(entry) ? 0 : -ESRCH;
+}
+
+/* ---- pages that hold data ---- */
+
+#define PM_ENTRY_PRESENT (UINT64_C(1) << 63)
+#define PM_ENTRY_SWAPPED (UINT64_C(1) << 62)
+#define PM_ENTRY_FILE (UINT64_C(1) << 61) /* a page of a file, or shared anonymous */
+#define PM_ENTRY_PFN ((UINT64_C(1) << 55) - 1)
+#define POPULATED_CHUNK 512 /* pagemap entries per pread, PAGEMAP_SCAN runs per call */
+
+/*
+ * The shared zero page's frame number, from a read-only touch of our own
+ * memory: 0 where pagemap hides frame numbers (no CAP_SYS_ADMIN), and then
+ * the zero page cannot be told from a page that holds data.
+ */
+static uint64_t zero_pfn;
+static pthread_once_t zero_pfn_once = PTHREAD_ONCE_INIT;
+
+static void zero_pfn_find(void)
+{
+	size_t page = dirty_page_size();
+	volatile char *mem = mmap(NULL, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t entry = 0;
+	int fd;
+
+	if (mem == MAP_FAILED)
+		return;
+	(void)mem[0];
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && pread(fd, &entry, sizeof(entry),
+			     (off_t)((uintptr_t)mem / page * sizeof(entry))) == sizeof(entry) &&
+	    (entry & PM_ENTRY_PRESENT))
+		zero_pfn = entry & PM_ENTRY_PFN;
+	if (fd >= 0)
+		close(fd);
+	munmap((void *)mem, page);
+}
+
+/* The same from 8 bytes of /proc/PID/pagemap per page, before Linux 6.7. */
+static int populated_read(int pagemap_fd, uintptr_t start, uintptr_t end,
+			  enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx)
+{
+	size_t page = dirty_page_size();
+	uintptr_t run_start = 0, run_end = 0;
+	int err;
+
+	pthread_once(&zero_pfn_once, zero_pfn_find);
+	for (uintptr_t a = start; a < end;) {
+		uint64_t entries[POPULATED_CHUNK];
+		size_t want = (end - a) / page < POPULATED_CHUNK ? (end - a) / page : POPULATED_CHUNK;
+		ssize_t n = pread(pagemap_fd, entries, want * sizeof(entries[0]),
+				  (off_t)(a / page * sizeof(entries[0])));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ESRCH; /* the address space is gone */
+		for (size_t i = 0; i < (size_t)n / sizeof(entries[0]); i++, a += page) {
+			uint64_t e = entries[i];
+			bool data = (e & PM_ENTRY_PRESENT) ? !zero_pfn || (e & PM_ENTRY_PFN) != zero_pfn
+							   : swapped && (e & PM_ENTRY_SWAPPED);
+
+			if (kind == DIRTY_MEM_FILE_PRIVATE && (e & PM_ENTRY_FILE))
+				data = false;
+			if (!data)
+				continue;
+			if (run_end == a) {
+				run_end = a + page;
+				continue;
+			}
+			if (run_end > run_start && (err = fn(run_start, run_end, ctx)))
+				return err;
+			run_start = a;
+			run_end = a + page;
+		}
+	}
+	return run_end > run_start ? fn(run_start, run_end, ctx) : 0;
+}
+
+int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
+			 enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx)
+{
+	struct page_region runs[POPULATED_CHUNK];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)runs,
+		.vec_len = POPULATED_CHUNK,
+		.category_anyof_mask = PAGE_IS_PRESENT | (swapped ? PAGE_IS_SWAPPED : 0),
+		.category_inverted = PAGE_IS_PFNZERO,
+		.category_mask = PAGE_IS_PFNZERO,
+	};
+	int err;
+
+	/* hugetlb memory is never swapped out; a private file mapping's data are its copies */
+	if (kind == DIRTY_MEM_HUGETLB)
+		arg.category_anyof_mask = PAGE_IS_PRESENT;
+	if (kind == DIRTY_MEM_FILE_PRIVATE) {
+		arg.category_inverted |= PAGE_IS_FILE;
+		arg.category_mask |= PAGE_IS_FILE;
+	}
+	while (arg.start < end) {
+		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+		uint64_t resume;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && arg.start == start && (errno == ENOTTY || errno == EINVAL))
+			return populated_read(pagemap_fd, start, end, kind, swapped, fn, ctx);
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++)
+			if ((err = fn((uintptr_t)runs[i].start, (uintptr_t)runs[i].end, ctx)))
+				return err;
+		/* walk_end can lag the last run reported (see uffd-async.c) */
+		resume = n > 0 && runs[n - 1].end > arg.walk_end ? runs[n - 1].end : arg.walk_end;
+		if (resume <= arg.start)
+			return dirty_pagemap_alive(pagemap_fd) ? -ESRCH : -EAGAIN;
+		arg.start = resume;
+	}
+	return 0;
 }

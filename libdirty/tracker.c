@@ -454,16 +454,107 @@ static int track_with_candidates(struct dirty_tracker *t, struct dirty_region *r
 	return err;
 }
 
+/* ---- DIRTY_TRACK_POPULATED_DIRTY ---- */
+
+struct populated_runs {
+	struct dirty_span *v;
+	size_t n, cap;
+};
+
+static int populated_keep(uintptr_t start, uintptr_t end, void *ctx)
+{
+	struct populated_runs *l = ctx;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct dirty_span *v = reallocarray(l->v, cap, sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct dirty_span){ start, end };
+	return 0;
+}
+
+struct populated_redirty {
+	struct dirty_tracker *t;
+	struct dirty_region *r;
+};
+
+static int populated_redirty(uintptr_t start, uintptr_t end, void *ctx)
+{
+	struct populated_redirty *p = ctx;
+
+	p->r->backend->redirty(p->t, p->r, start, end);
+	return 0;
+}
+
+static int pagemap_open(const struct dirty_tracker *t)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), t->pid ? "/proc/%d/pagemap" : "/proc/self/pagemap",
+		 (int)t->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? (errno == ENOENT ? -ESRCH : -errno) : fd;
+}
+
+/*
+ * The region starts with its pages that hold data dirty.  They are read
+ * twice: before tracking starts (with swapped-out pages, before any
+ * protection marker can look like one) and after, present ones only (a page
+ * populated in between was protected by the clean): so that no page that
+ * held data when the call returned reads clean.  Then the backend marks
+ * them dirty as it does pages a collect could not deliver.
+ */
+static int populated_before(const struct dirty_tracker *t, uintptr_t start, uintptr_t end,
+			    enum dirty_memory_kind kind, int *ret_fd, struct populated_runs *ret)
+{
+	int fd = pagemap_open(t), err;
+
+	if (fd < 0)
+		return fd;
+	err = dirty_populated_each(fd, start, end, kind, true, populated_keep, ret);
+	if (err) {
+		close(fd);
+		free(ret->v);
+		return err;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+static int populated_after(struct dirty_tracker *t, struct dirty_region *r, int fd,
+			   const struct populated_runs *before)
+{
+	struct populated_redirty p = { t, r };
+
+	for (size_t i = 0; i < before->n; i++)
+		r->backend->redirty(t, r, before->v[i].start, before->v[i].end);
+	return dirty_populated_each(fd, r->start, r->end, r->kind, false, populated_redirty, &p);
+}
+
 DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 {
+	return dirty_track_flags(t, addr, len, 0);
+}
+
+DIRTY_EXPORT int dirty_track_flags(struct dirty_tracker *t, void *addr, size_t len, unsigned flags)
+{
+	struct populated_runs populated = { 0 };
 	struct dirty_range_info info;
 	struct dirty_region *r;
 	uintptr_t start, end;
-	int err;
+	int err, pagemap_fd = -1;
 
 	err = range_check(t, addr, len, &start, &end);
 	if (err)
 		return err;
+	if (flags & ~DIRTY_TRACK_POPULATED_DIRTY)
+		return -EINVAL;
 
 	pthread_mutex_lock(&t->lock);
 	if (dirty_registry_overlaps(t, start, end) || (!t->pid && claimed_by_any(start, end))) {
@@ -480,6 +571,11 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 	if ((start | end) & (info.page_size - 1)) {
 		err = -EINVAL;
 		goto out;
+	}
+	if (flags & DIRTY_TRACK_POPULATED_DIRTY) {
+		err = populated_before(t, start, end, info.kind, &pagemap_fd, &populated);
+		if (err)
+			goto out;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
@@ -498,7 +594,10 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 		free(r);
 		goto out;
 	}
-	err = dirty_registry_insert(t, r);
+	if (flags & DIRTY_TRACK_POPULATED_DIRTY)
+		err = populated_after(t, r, pagemap_fd, &populated);
+	if (!err)
+		err = dirty_registry_insert(t, r);
 	if (err) {
 		r->backend->untrack(t, r);
 		free(r);
@@ -508,6 +607,9 @@ DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
 	t->stats.tracked_bytes += len;
 out:
 	pthread_mutex_unlock(&t->lock);
+	if (pagemap_fd >= 0)
+		close(pagemap_fd);
+	free(populated.v);
 	return err;
 }
 

@@ -29,6 +29,20 @@
  *     reported pages are re-protected, and a write between the scan and the
  *     re-protection lands in a page this collect reports, whose contents the
  *     caller reads after the call.
+ *
+ * DIRTY_TRACKER_SPARSE leaves holes unprotected, so the kernel has nothing
+ * to say about a hole: a page that held data at the last clean and was
+ * dropped since (MADV_DONTNEED, MADV_FREE then reclaim) is a hole like any
+ * never-touched page, though its contents changed, to zeroes.  Each region
+ * therefore keeps the set of its pages that held data at its last clean
+ * (runs: a sparse reservation costs what is touched), and a collect reports
+ * the pages of that set that hold no data now.  The scan that finds the
+ * written pages finds the populated ones too, in the same walk, under the
+ * same page-table lock: a page dropped after the walk passed it is still in
+ * the new set, and reported by the next collect.  "Holds data" depends on
+ * the memory (populated_category()): a page written, then dropped, between
+ * two collects, having held nothing at the first, is back to what it was
+ * and not reported.
  */
 #include <assert.h>
 #include <errno.h>
@@ -45,6 +59,12 @@
 
 /* A vector the kernel can fill when the caller's own buffer is too small. */
 #define SCRATCH_REGIONS 256
+/*
+ * A sparse scan returns every populated run, written or not: a larger
+ * vector saves system calls (dirty_collect() over 512 MiB with 1 % of it
+ * written in scattered pages: 2.6 collects' worth of calls at 256).
+ */
+#define SPARSE_REGIONS 4096
 /*
  * The most regions one ioctl writes into the caller's array: the part of it
  * made writable first (prefault) must stay small whatever max the caller
@@ -259,6 +279,446 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 	return ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
+/* ---- DIRTY_TRACKER_SPARSE: the pages that held data at the last clean ---- */
+
+/*
+ * Each sparse region keeps the set of its pages that held data at their
+ * last clean (and the pages a collect reported dropped: below).  A collect
+ * makes two scans of the range:
+ *   1. the holes: where the set has pages, which of them hold no data now;
+ *      the set's pages among them were dropped, and are reported;
+ *   2. the written pages, as without the set (re-protected with clean).
+ * The new set is the old one, less what is known to hold nothing and be
+ * untouched, plus the written pages: no page that holds data now can be
+ * outside it, for private memory gets data by a write (scan 2), and a page
+ * dropped between the scans is still in it (and reported next time).  The
+ * set only ever needs pages that exist: each scan costs what is populated,
+ * and matches few pages (not every populated one: the kernel's output per
+ * matched page is what a scan of dense memory spends its time on).
+ *
+ * What is a hole depends on the memory:
+ *   - private anonymous memory, shared memory and files: no page-table
+ *     entry, or the zero page not protected yet (read after a drop).  A
+ *     protected zero page is neither a hole nor data: the set forgets it.
+ *     A protection marker (swapped, for the kernel) holds data: in shared
+ *     memory it is the kernel's, left on a protected page it unmapped
+ *     (reclaim, MADV_DONTNEED), whose contents are still in the file; in
+ *     private memory it is ours (below).
+ *   - a private file mapping: anything but a present private copy (a page
+ *     of the file's page cache holds what the file does; a protected copy
+ *     dropped leaves a marker, which looks like a copy swapped out: taken
+ *     as a hole, a copy swapped out is reported once, a false positive).
+ *   - hugetlb: anything not present (a clean leaves markers in every hole,
+ *     and hugetlb memory is never swapped).
+ *
+ * A page reported dropped is read by the caller after the call, and may
+ * hold what a write put there meanwhile: it stays in the set, so that
+ * dropped again it is reported again, and gets a protection marker, which
+ * makes it count as holding data (not reported again) for as long as
+ * nothing drops it, and a write to it reported.  Private file mappings and
+ * hugetlb: their markers are the kernel's too (a drop leaves one), and
+ * cannot say that: a page reported dropped leaves the set, and what a write
+ * puts there is lost if it is dropped again before the next collect
+ * (libdirty.h).
+ */
+
+static bool keeps_dropped(const struct dirty_region *r)
+{
+	return r->kind != DIRTY_MEM_FILE_PRIVATE && r->kind != DIRTY_MEM_HUGETLB;
+}
+
+/* Scan 1: the pages that hold no data, with what tells them apart. */
+static void holes_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
+			   uintptr_t start, uintptr_t end)
+{
+	*arg = (struct pm_scan_arg){
+		.size = sizeof(*arg),
+		.flags = PM_SCAN_CHECK_WPASYNC,
+		.start = start,
+		.end = end,
+	};
+	if (r->kind == DIRTY_MEM_HUGETLB) {
+		/* not present */
+		arg->category_inverted = PAGE_IS_PRESENT;
+		arg->category_mask = PAGE_IS_PRESENT;
+	} else if (r->kind == DIRTY_MEM_FILE_PRIVATE) {
+		/* not present, or a page of the file */
+		arg->category_inverted = PAGE_IS_PRESENT;
+		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_FILE;
+	} else {
+		/* not swapped, and not present or the zero page */
+		arg->category_inverted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		arg->category_mask = PAGE_IS_SWAPPED;
+		arg->category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO;
+		arg->return_mask = PAGE_IS_PFNZERO | PAGE_IS_WRITTEN;
+	}
+}
+
+/* Scan 2: the written pages that hold data (what a sparse region reports written). */
+static void written_arg_init(const struct dirty_region *r, struct pm_scan_arg *arg,
+			     uintptr_t start, uintptr_t end, bool protect)
+{
+	*arg = (struct pm_scan_arg){
+		.size = sizeof(*arg),
+		.flags = PM_SCAN_CHECK_WPASYNC | (protect ? PM_SCAN_WP_MATCHING : 0),
+		.start = start,
+		.end = end,
+		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.category_inverted = PAGE_IS_PFNZERO,
+		.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	if (r->kind == DIRTY_MEM_HUGETLB)
+		arg->category_anyof_mask = PAGE_IS_PRESENT;
+	/* which written pages are private copies, the set's */
+	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
+		arg->return_mask |= PAGE_IS_PRESENT | PAGE_IS_FILE;
+}
+
+/* Does a written run (scan 2) hold data of the set's? */
+static bool written_holds_data(const struct dirty_region *r, uint64_t categories)
+{
+	if (r->kind == DIRTY_MEM_FILE_PRIVATE)
+		return (categories & PAGE_IS_PRESENT) && !(categories & PAGE_IS_FILE);
+	return true;
+}
+
+struct sparse_region {
+	struct dirty_run_set populated; /* held data at the last clean, or reported dropped */
+};
+
+static void sparse_region_free(struct dirty_region *r)
+{
+	struct sparse_region *sr = r->priv;
+
+	if (sr)
+		dirty_run_set_free(&sr->populated);
+	free(sr);
+	r->priv = NULL;
+}
+
+/* Runs in address order, of one collect. */
+struct span_list {
+	struct dirty_span *v;
+	size_t n, cap;
+};
+
+static int span_list_reserve(struct span_list *l, size_t cap)
+{
+	struct dirty_span *v = reallocarray(l->v, cap, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	l->cap = cap;
+	return 0;
+}
+
+/*
+ * Append [start, end), after every run already there.  Without memory:
+ * -ENOMEM, or with widen the last run is widened over it (a superset).
+ */
+static int span_list_add(struct span_list *l, uintptr_t start, uintptr_t end, bool widen)
+{
+	if (l->n && l->v[l->n - 1].end >= start) {
+		if (end > l->v[l->n - 1].end)
+			l->v[l->n - 1].end = end;
+		return 0;
+	}
+	if (l->n == l->cap && span_list_reserve(l, l->cap ? 2 * l->cap : 64)) {
+		if (!widen || !l->n)
+			return -ENOMEM;
+		l->v[l->n - 1].end = end;
+		return 0;
+	}
+	l->v[l->n++] = (struct dirty_span){ start, end };
+	return 0;
+}
+
+/*
+ * Holes between two runs of the set this large or larger are not scanned
+ * over: the kernel would report every missing page table of them (a sparse
+ * reservation of a terabyte has tens of thousands), for nothing.
+ */
+#define HOLES_WINDOW_GAP ((uintptr_t)2 << 20)
+
+/*
+ * Scan 1 where the set has pages in [start, end): the set's pages that are
+ * holes go to dropped; those the set must forget (a protected zero page;
+ * with forget_dropped, the dropped ones too) to forget.  Nothing changes in
+ * the kernel: an error (-ENOMEM, or the scan's) leaves everything as it was.
+ */
+static int holes_find(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		      uintptr_t end, struct page_region *vec, size_t vec_max,
+		      bool forget_dropped, struct span_list *dropped, struct span_list *forget)
+{
+	const struct dirty_run_set *set = &((struct sparse_region *)r->priv)->populated;
+	size_t index = dirty_run_set_lower_bound(set, start), next = index;
+	struct pm_scan_arg arg;
+	int stalls = 0;
+
+	while (next < set->n && set->v[next].start < end) {
+		/* a window: runs of the set with small holes between them */
+		uintptr_t window_start = set->v[next].start > start ? set->v[next].start : start;
+		uintptr_t window_end = set->v[next].end;
+
+		while (++next < set->n && set->v[next].start < end &&
+		       set->v[next].start - window_end < HOLES_WINDOW_GAP)
+			window_end = set->v[next].end;
+		if (window_end > end)
+			window_end = end;
+		holes_arg_init(r, &arg, window_start, window_end);
+		arg.vec = (uintptr_t)vec;
+		arg.vec_len = vec_max;
+		while (arg.start < window_end) {
+			int n = pagemap_scan(t, &arg), err;
+			uint64_t walked;
+
+			if (n < 0)
+				return n;
+			walked = arg.walk_end;
+			if (n > 0 && vec[n - 1].end > walked)
+				walked = vec[n - 1].end;
+			if (walked <= arg.start && ++stalls > 1000)
+				return -EAGAIN; /* the kernel must move on */
+			for (int i = 0; i < n; i++) {
+				bool zero_protected = (vec[i].categories & PAGE_IS_PFNZERO) &&
+						      !(vec[i].categories & PAGE_IS_WRITTEN);
+
+				/* the set's pages in the run */
+				while (index < set->n && set->v[index].end <= vec[i].start)
+					index++;
+				for (size_t k = index; k < set->n && set->v[k].start < vec[i].end; k++) {
+					uintptr_t a = set->v[k].start > vec[i].start ? set->v[k].start
+										    : vec[i].start;
+					uintptr_t b = set->v[k].end < vec[i].end ? set->v[k].end
+										  : vec[i].end;
+
+					err = zero_protected ? 0 : span_list_add(dropped, a, b, false);
+					if (!err && (zero_protected || forget_dropped))
+						err = span_list_add(forget, a, b, false);
+					if (err)
+						return err;
+				}
+			}
+			arg.start = walked;
+		}
+	}
+	return 0;
+}
+
+/* One collect of a sparse region, for sparse_scan(). */
+struct sparse_walk {
+	struct dirty_tracker *t;
+	struct dirty_region *r;
+	const struct span_list *dropped;
+	size_t index;            /* a cursor into dropped, forward only */
+	uintptr_t cur;           /* everything before it is done */
+	struct dirty_sink *sink; /* NULL: a clean, nothing reported */
+	bool mark;               /* protect what is reported dropped (keeps_dropped()) */
+};
+
+/*
+ * Feed the dropped pages in [w->cur, gap_end) to the sink.  Returns false,
+ * w->cur at the first page not fed, if the sink is full.
+ */
+static bool feed_dropped(struct sparse_walk *w, uintptr_t gap_end)
+{
+	const struct span_list *d = w->dropped;
+
+	if (w->cur >= gap_end)
+		return true;
+	while (w->index < d->n && d->v[w->index].end <= w->cur)
+		w->index++;
+	for (; w->sink && w->index < d->n && d->v[w->index].start < gap_end; w->index++) {
+		uintptr_t a = d->v[w->index].start > w->cur ? d->v[w->index].start : w->cur;
+		uintptr_t b = d->v[w->index].end < gap_end ? d->v[w->index].end : gap_end;
+
+		if (!dirty_sink_add(w->sink, a, b)) {
+			w->cur = a;
+			return false;
+		}
+		if (w->mark && write_protect(w->t, a, b, true))
+			dirty_log(w->t, LOG_DEBUG, "uffd-async: cannot mark %#lx-%#lx, dropped: it "
+				  "will be reported again", (unsigned long)a, (unsigned long)b);
+		if (b < d->v[w->index].end)
+			break; /* the rest of the run is after a written one */
+	}
+	w->cur = gap_end;
+	return true;
+}
+
+/*
+ * The runs of [start, end) of a set less those of forget, for
+ * merge_into(): next() gives them in order, false at the end.
+ */
+struct set_less {
+	const struct dirty_run_set *set;
+	const struct span_list *forget;
+	size_t index, fi;
+	uintptr_t cur, end;
+};
+
+static bool set_less_next(struct set_less *q, struct dirty_span *ret)
+{
+	while (q->cur < q->end && q->index < q->set->n && q->set->v[q->index].start < q->end) {
+		const struct dirty_span *p = &q->set->v[q->index];
+		uintptr_t a = p->start > q->cur ? p->start : q->cur;
+		uintptr_t b = p->end < q->end ? p->end : q->end;
+
+		while (q->fi < q->forget->n && q->forget->v[q->fi].end <= a)
+			q->fi++;
+		if (q->fi < q->forget->n && q->forget->v[q->fi].start <= a) {
+			/* forgotten from a on */
+			q->cur = q->forget->v[q->fi].end;
+		} else {
+			if (q->fi < q->forget->n && q->forget->v[q->fi].start < b)
+				b = q->forget->v[q->fi].start;
+			q->cur = b;
+			if (a < b) {
+				*ret = (struct dirty_span){ a, b };
+				return true;
+			}
+		}
+		if (q->cur >= p->end)
+			q->index++;
+	}
+	return false;
+}
+
+/*
+ * The set over [start, end), from now on: what it held less forget, plus
+ * the written runs that hold data.  Cannot fail.
+ */
+static void set_update(struct sparse_region *sr, uintptr_t start, uintptr_t end,
+		       const struct span_list *forget, const struct span_list *written,
+		       struct dirty_run_set *b)
+{
+	struct set_less q = { .set = &sr->populated, .forget = forget, .cur = start, .end = end,
+			      .index = dirty_run_set_lower_bound(&sr->populated, start) };
+	struct dirty_span k;
+	bool more = set_less_next(&q, &k);
+	size_t wi = 0;
+
+	while (more || wi < written->n) {
+		if (wi < written->n && written->v[wi].start >= end) {
+			wi = written->n;
+			continue;
+		}
+		if (more && (wi == written->n || k.start <= written->v[wi].start)) {
+			dirty_run_set_builder_add(b, &sr->populated, k.start, k.end);
+			more = set_less_next(&q, &k);
+		} else {
+			uintptr_t we = written->v[wi].end < end ? written->v[wi].end : end;
+
+			dirty_run_set_builder_add(b, &sr->populated, written->v[wi].start, we);
+			wi++;
+		}
+	}
+	dirty_run_set_replace(&sr->populated, start, end, b);
+}
+
+/*
+ * The sparse form of collect, and of clean (sink NULL: nothing reported,
+ * every page clean).  Scan 1, then scan 2, whose written runs are fed to
+ * the sink in address order with the dropped pages between them.  With
+ * protect the kernel re-protects the written pages it returns; with rebuild
+ * the set of [start, *done) is brought up to date.  When the sink is full,
+ * the written pages the kernel protected and that could not be fed are made
+ * written again, and *done is where the next call resumes.
+ */
+static int sparse_scan(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		       uintptr_t end, bool protect, bool rebuild, struct dirty_sink *sink,
+		       uintptr_t *done)
+{
+	struct sparse_region *sr = r->priv;
+	struct page_region scratch[SCRATCH_REGIONS], *vec = malloc(SPARSE_REGIONS * sizeof(*vec));
+	size_t vec_max = vec ? SPARSE_REGIONS : SCRATCH_REGIONS;
+	bool protect_after = protect && r->kind == DIRTY_MEM_HUGETLB;
+	struct span_list dropped = { 0 }, forget = { 0 }, written = { 0 };
+	struct dirty_run_set b = { 0 };
+	struct sparse_walk w = {
+		.t = t, .r = r, .dropped = &dropped, .cur = start, .sink = sink,
+		.mark = rebuild && keeps_dropped(r),
+	};
+	struct pm_scan_arg arg;
+	uintptr_t walked;
+	int n = 0, i, err, stalls = 0;
+	bool full = false;
+
+	if (!vec)
+		vec = scratch; /* slower, as good */
+	/* everything that can fail for want of memory fails before anything changes */
+	err = rebuild ? dirty_run_set_builder_init(&b, &sr->populated) : 0;
+	if (!err && rebuild) /* room for one: it widens without memory */
+		err = span_list_reserve(&written, 64);
+	if (!err)
+		err = holes_find(t, r, start, end, vec, vec_max, !sink || !keeps_dropped(r),
+				 &dropped, &forget);
+	if (err)
+		goto out;
+	written_arg_init(r, &arg, start, end, protect && !protect_after);
+	while (w.cur < end && !full) {
+		size_t room = sink ? dirty_sink_room(sink) : vec_max;
+
+		if (!room)
+			break;
+		arg.start = w.cur;
+		arg.vec = (uintptr_t)vec;
+		arg.vec_len = room < vec_max ? room : vec_max;
+		n = pagemap_scan(t, &arg);
+		if (n < 0) {
+			err = n;
+			break;
+		}
+		walked = (uintptr_t)arg.walk_end;
+		if (n > 0 && vec[n - 1].end > walked)
+			walked = (uintptr_t)vec[n - 1].end;
+		if (walked <= w.cur && !n && ++stalls > 1000) {
+			err = -EAGAIN; /* the kernel must move on */
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			uintptr_t run_start = (uintptr_t)vec[i].start, run_end = (uintptr_t)vec[i].end;
+
+			if (!feed_dropped(&w, run_start) ||
+			    (sink && !dirty_sink_add(sink, run_start, run_end))) {
+				full = true;
+				break;
+			}
+			if (protect_after) {
+				err = write_protect(t, run_start, run_end, true);
+				if (err)
+					break;
+			}
+			if (rebuild && written_holds_data(r, vec[i].categories))
+				span_list_add(&written, run_start, run_end, true);
+			w.cur = run_end;
+		}
+		if (err)
+			break;
+		/* written pages the kernel protected and that were not fed: written again */
+		for (; full && protect && !protect_after && i < n; i++)
+			write_protect(t, (uintptr_t)vec[i].start, (uintptr_t)vec[i].end, false);
+		if (!full && !feed_dropped(&w, walked))
+			full = true;
+	}
+	/* what was learned of [start, w.cur) stands, whatever stopped the walk */
+	if (rebuild)
+		set_update(sr, start, w.cur, &forget, &written, &b);
+	if (!err)
+		*done = w.cur;
+out:
+	if (rebuild)
+		dirty_run_set_free(&b); /* what set_update() did not take */
+	free(dropped.v);
+	free(forget.v);
+	free(written.v);
+	if (vec != scratch)
+		free(vec);
+	return err;
+}
+
 /*
  * Write-protect every page of [start, end).  UFFDIO_WRITEPROTECT leaves a
  * marker on pages that have no page table entry, so that a first touch
@@ -271,33 +731,73 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
  * only pages that exist.  A vma that is not ours (ENOENT, or EPERM from the
  * scan) means the memory was replaced: -ESTALE.
  */
+/*
+ * hugetlb under DIRTY_TRACKER_SPARSE, after a clean that protected the whole
+ * range: the set of [start, end) becomes its present pages.  A page written
+ * in between is present (and written, hence reported).
+ */
+static int present_rebuild(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			   uintptr_t end)
+{
+	struct sparse_region *sr = r->priv;
+	struct page_region vec[SCRATCH_REGIONS];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.flags = PM_SCAN_CHECK_WPASYNC,
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)vec,
+		.vec_len = SCRATCH_REGIONS,
+		.category_mask = PAGE_IS_PRESENT,
+	};
+	struct dirty_run_set b;
+	int stalls = 0;
+
+	if (dirty_run_set_builder_init(&b, &sr->populated))
+		return -ENOMEM;
+	while (arg.start < end) {
+		int n = pagemap_scan(t, &arg);
+		uint64_t walked;
+
+		if (n < 0) {
+			dirty_run_set_free(&b);
+			return n;
+		}
+		for (int i = 0; i < n; i++)
+			dirty_run_set_builder_add(&b, &sr->populated, vec[i].start, vec[i].end);
+		walked = n > 0 && vec[n - 1].end > arg.walk_end ? vec[n - 1].end : arg.walk_end;
+		if (walked <= arg.start && ++stalls > 1000) {
+			dirty_run_set_free(&b);
+			return -EAGAIN;
+		}
+		arg.start = walked;
+	}
+	dirty_run_set_replace(&sr->populated, start, end, &b);
+	return 0;
+}
+
 static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			    uintptr_t end)
 {
-	struct page_region discard[SCRATCH_REGIONS];
-	struct pm_scan_arg arg;
-	uintptr_t resume;
-	int n;
+	uintptr_t done;
+	int err;
 
 	if (r->kind == DIRTY_MEM_HUGETLB || !(t->flags & DIRTY_TRACKER_SPARSE)) {
 		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
 			return -ESRCH;
-		n = write_protect(t, start, end, true);
-		return n == -ENOENT ? -ESTALE : n;
+		err = write_protect(t, start, end, true);
+		if (err)
+			return err == -ENOENT ? -ESTALE : err;
+		if (!(t->flags & DIRTY_TRACKER_SPARSE))
+			return 0;
+		/* then what holds data: a page populated meanwhile is written, hence reported */
+		err = present_rebuild(t, r, start, end);
+		if (err) /* the range keeps its dirty pages, and more */
+			write_protect(t, start, end, false);
+		return err;
 	}
-	scan_arg_init(t, &arg, start, end, true);
-	arg.vec = (uintptr_t)discard;
-	arg.vec_len = SCRATCH_REGIONS;
-	while (arg.start < end) {
-		n = pagemap_scan(t, &arg);
-		if (n < 0)
-			return n;
-		resume = (uintptr_t)arg.walk_end;
-		if (n > 0 && discard[n - 1].end > resume)
-			resume = (uintptr_t)discard[n - 1].end;
-		arg.start = resume;
-	}
-	return 0;
+	/* the populated set of the range becomes what the protecting scan finds */
+	return sparse_scan(t, r, start, end, true, true, NULL, &done);
 }
 
 static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
@@ -307,10 +807,20 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		.mode = UFFDIO_REGISTER_MODE_WP,
 	};
 	struct uffdio_range range = reg.range;
+	struct sparse_region *sr = NULL;
 	int err;
 
+	if (t->flags & DIRTY_TRACKER_SPARSE) {
+		sr = calloc(1, sizeof(*sr));
+		if (!sr || dirty_run_set_init(&sr->populated)) {
+			free(sr);
+			return -ENOMEM;
+		}
+		r->priv = sr;
+	}
 	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		err = -errno;
+		sparse_region_free(r);
 		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
 			return -ESRCH; /* the target exec'ed: our userfaultfd is of its old mm */
 		/* EBUSY: registered with another userfaultfd, such as another tracker */
@@ -340,8 +850,10 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 	}
 	if (!err && !t->pid) /* claims are of this process's addresses */
 		err = claim(r->start, r->end);
-	if (err)
+	if (err) {
 		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
+		sparse_region_free(r);
+	}
 	return err;
 }
 
@@ -354,8 +866,10 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 	 * forked child, unregistering would stop the parent's tracking.  The
 	 * child's own memory lost its registration at fork anyway.
 	 */
-	if (dirty_tracker_forked(t))
+	if (dirty_tracker_forked(t)) {
+		sparse_region_free(r);
 		return;
+	}
 	/*
 	 * Unregistering also drops the uffd-wp bits: writes no longer trap.
 	 * A gone region may still have a part mapped and registered; the
@@ -365,6 +879,7 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
 	if (!t->pid)
 		unclaim(r->start);
+	sparse_region_free(r);
 }
 
 static void prefault(uintptr_t start, size_t len)
@@ -396,6 +911,8 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 	size_t room;
 	int n, i, err, stalls = 0;
 
+	if (t->flags & DIRTY_TRACKER_SPARSE)
+		return sparse_scan(t, r, start, end, clean, clean, sink, done);
 	scan_arg_init(t, &arg, start, end, clean && !protect_after);
 	while (arg.start < end) {
 		room = dirty_sink_room(sink);
@@ -454,9 +971,12 @@ static int uffd_async_collect(struct dirty_tracker *t, struct dirty_region *r, u
 static void uffd_async_redirty(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			       uintptr_t end)
 {
+	struct sparse_region *sr = r->priv;
 	int err = write_protect(t, start, end, false);
 
-	(void)r;
+	/* a dropped page given back: a hole, which only the populated set can report */
+	if (sr)
+		dirty_run_set_add(&sr->populated, start, end);
 	if (err)
 		dirty_log(t, LOG_ERR, "uffd-async: cannot mark %#lx-%#lx dirty again: %s",
 			  (unsigned long)start, (unsigned long)end, strerror(-err));

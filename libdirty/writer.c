@@ -49,7 +49,9 @@
 
 #include "libdirty-int.h"
 
-#define IMAGE_FLAGS (DIRTY_IMAGE_CLEAN | DIRTY_IMAGE_ALL | DIRTY_IMAGE_PWRITEV | DIRTY_IMAGE_DIRECT)
+#define IMAGE_FLAGS                                                                      \
+	(DIRTY_IMAGE_CLEAN | DIRTY_IMAGE_ALL | DIRTY_IMAGE_PWRITEV | DIRTY_IMAGE_DIRECT |      \
+	 DIRTY_IMAGE_EXEC)
 #define DEFAULT_QUEUE_DEPTH 8
 /* More in flight buys nothing that 4096 chunks of 256 KiB do not. */
 #define MAX_QUEUE_DEPTH 4096
@@ -89,6 +91,9 @@ static int options_check(const struct dirty_image_options *opts)
 		if (p[i])
 			return -EINVAL;
 	if ((opts->flags & ~IMAGE_FLAGS) || opts->queue_depth > MAX_QUEUE_DEPTH)
+		return -EINVAL;
+	/* a new program's first image holds all of its memory */
+	if ((opts->flags & DIRTY_IMAGE_EXEC) && !(opts->flags & DIRTY_IMAGE_ALL))
 		return -EINVAL;
 	return 0;
 }
@@ -727,7 +732,8 @@ DIRTY_EXPORT int dirty_image_write(struct dirty_tracker *t, const struct dirty_r
 	}
 	memset(meta, 0, (size_t)h.data_offset);
 	memset(trailer_block, 0, DIRTY_IMAGE_ALIGN);
-	h.flags = flags & DIRTY_IMAGE_ALL ? DIRTY_IMAGE_BASE : 0;
+	h.flags = (flags & DIRTY_IMAGE_ALL ? DIRTY_IMAGE_BASE : 0) |
+		  (flags & DIRTY_IMAGE_EXEC ? DIRTY_IMAGE_NEW_PROGRAM : 0);
 	h.sequence = IMAGE_OPTS_GET(opts, sequence, 0);
 	h.pid = (uint64_t)(t->pid ? t->pid : getpid());
 	h.time_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;

@@ -122,7 +122,10 @@ const char *test_backend(void)
 
 struct dirty_tracker *tracker_new(void)
 {
-	return tracker_new_flags(0);
+	/* $DIRTY_TEST_SPARSE=1: the whole suite under DIRTY_TRACKER_SPARSE */
+	const char *sparse = getenv("DIRTY_TEST_SPARSE");
+
+	return tracker_new_flags(sparse && !strcmp(sparse, "1") ? DIRTY_TRACKER_SPARSE : 0);
 }
 
 struct dirty_tracker *tracker_new_flags(unsigned flags)

@@ -572,6 +572,41 @@ START_TEST(test_all)
 END_TEST
 
 /*
+ * The first image of a program that replaced another (execve): a base
+ * image whose header says so; the flag is refused on an incremental image.
+ */
+START_TEST(test_new_program)
+{
+	struct dirty_tracker *t = tracker_auto();
+	struct dirty_image_stats st = { .sz = sizeof(st) };
+	char *mem = map_pages(8);
+	unsigned char *buf;
+	struct view v;
+	size_t len;
+	int fd = temp_file();
+
+	for (size_t i = 0; i < 8; i++)
+		write_page(mem, i, 1);
+	ck_assert_int_eq(dirty_track(t, mem, 8 * page_size), 0);
+	ck_assert_int_eq(image_of(t, mem, 8, DIRTY_IMAGE_EXEC | DIRTY_IMAGE_CLEAN, fd, &st), -EINVAL);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_END), 0);
+	ck_assert_int_eq(image_of(t, mem, 8, DIRTY_IMAGE_EXEC | DIRTY_IMAGE_ALL | DIRTY_IMAGE_CLEAN,
+				  fd, &st), 0);
+	ck_assert_uint_eq(st.pages, 8);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_verify(fd, NULL), 0);
+	buf = read_all(fd, &len);
+	v = view_image(buf, len);
+	ck_assert_uint_eq(v.h->flags, DIRTY_IMAGE_BASE | DIRTY_IMAGE_NEW_PROGRAM);
+	ck_assert_mem_eq(v.data, mem, 8 * page_size);
+	free(buf);
+	close(fd);
+	dirty_tracker_free(t);
+	munmap(mem, 8 * page_size);
+}
+END_TEST
+
+/*
  * A chain in one file after 100 bytes of something else: a base image and
  * two incremental ones, verified in turn, then applied to rebuild the memory.
  */
@@ -942,6 +977,8 @@ START_TEST(test_corrupt)
 	TABLE_WRONG("a name without its NUL", memset(bad + ALIGN + 16, 'x', 112));
 	TABLE_WRONG("an unknown flag", h->flags |= 0x80);
 	TABLE_WRONG("a base image with pages missing", h->flags |= DIRTY_IMAGE_BASE);
+	TABLE_WRONG("a new program's image that is not a base",
+		    h->flags |= DIRTY_IMAGE_NEW_PROGRAM);
 	TABLE_WRONG("a page size that is not one", h->page_size = 5000);
 #undef TABLE_WRONG
 	/* (its trailer crc cannot be fixed where the header now says the trailer is) */
@@ -1466,6 +1503,7 @@ static Suite *image_suite(void)
 	tcase_add_test(tc, test_regions_sorted_and_named);
 	tcase_add_test(tc, test_uring_equals_pwritev);
 	tcase_add_test(tc, test_all);
+	tcase_add_test(tc, test_new_program);
 	tcase_add_test(tc, test_chain);
 	tcase_add_test(tc, test_written_during_write);
 	tcase_add_test(tc, test_stream);

@@ -126,7 +126,10 @@ static void print_header(const struct image *img)
 	printf("%s @%lld: sequence %" PRIu64 ", %s, pid %" PRIu64 ", %s UTC, %" PRIu64
 	       " regions, %" PRIu64 " runs, %" PRIu64 " pages (%.2f MiB of %" PRIu32
 	       "-byte pages)\n", img->file, (long long)img->offset, h->sequence,
-	       h->flags & DIRTY_IMAGE_BASE ? "base (every page)" : "incremental", h->pid, when,
+	       h->flags & DIRTY_IMAGE_NEW_PROGRAM ? "base of a new program (exec), every page"
+	       : h->flags & DIRTY_IMAGE_BASE	  ? "base (every page)"
+						  : "incremental",
+	       h->pid, when,
 	       h->nregions, h->nruns, h->npages, h->npages * (double)h->page_size / (1 << 20),
 	       h->page_size);
 }
@@ -265,6 +268,21 @@ static int by_sequence(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * Where applying starts: the last image at or before --upto that begins a
+ * program's memory (DIRTY_IMAGE_NEW_PROGRAM: the process exec'ed; what came
+ * before it is gone), else the first.  The chain is sorted.
+ */
+static size_t chain_start(const struct chain *c, uint64_t upto)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i < c->n && c->images[i].header.sequence <= upto; i++)
+		if (c->images[i].header.flags & DIRTY_IMAGE_NEW_PROGRAM)
+			start = i;
+	return start;
+}
+
 static int image_apply(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -276,7 +294,7 @@ static int image_apply(int argc, char **argv)
 	char partial[4200];
 	uint64_t upto = UINT64_MAX;
 	struct chain c = { 0 };
-	size_t applied;
+	size_t applied, first;
 	int opt, err;
 
 	while ((opt = getopt_long(argc, argv, "o:u:", longopts, NULL)) != -1) {
@@ -324,8 +342,9 @@ static int image_apply(int argc, char **argv)
 		free(c.images);
 		return 1;
 	}
-	for (applied = 0; !err && applied < c.n && c.images[applied].header.sequence <= upto;
-	     applied++)
+	first = chain_start(&c, upto);
+	for (applied = first;
+	     !err && applied < c.n && c.images[applied].header.sequence <= upto; applied++)
 		err = apply_one(&c.images[applied], partial);
 	if (!err && rename(partial, dir) < 0)
 		err = -errno;
@@ -333,8 +352,9 @@ static int image_apply(int argc, char **argv)
 		fprintf(stderr, "dirtyctl: applying failed: %s; the partial result is in %s\n",
 			strerror(-err), partial);
 	else
-		printf("applied %zu images, up to sequence %" PRIu64 ", into %s\n", applied,
-		       c.images[applied - 1].header.sequence, dir);
+		printf("applied %zu images, up to sequence %" PRIu64 ", into %s%s\n",
+		       applied - first, c.images[applied - 1].header.sequence, dir,
+		       first ? " (from the last program's first image: it exec'ed)" : "");
 	free(c.images);
 	return err ? 1 : 0;
 }

@@ -4,12 +4,17 @@
  *
  * A tracker on the target's pid (uffd-async through a userfaultfd the target
  * is made to create, or soft-dirty), one region per writable mapping of its
- * /proc/PID/maps.  Each interval: collect-and-clean every region, report,
- * then read the maps again: regions whose memory is gone are untracked, new
- * writable memory (a new mapping, a grown heap) is tracked as new regions.
- * A region is never re-tracked while its memory stays, so growing a mapping
- * loses nothing of what was tracked; memory that appears is tracked from the
- * next interval on (its writes before that are not seen).
+ * /proc/PID/maps.  Each interval: read the maps again (regions whose memory
+ * is gone are untracked, new writable memory, a new mapping or a grown heap,
+ * is tracked as new regions), then collect-and-clean every region, and
+ * report.  A region is never re-tracked while its memory stays, so growing a
+ * mapping loses nothing of what was tracked; memory that appeared during the
+ * interval is tracked with the pages it holds dirty
+ * (DIRTY_TRACK_POPULATED_DIRTY), so that its writes count in the interval
+ * they were made in.  Memory mapped and unmapped within one interval is not
+ * seen.  A target that execs is followed: a new tracker for its new
+ * program; a dump then writes the new program's base image, with the
+ * sequence going on (DIRTY_IMAGE_NEW_PROGRAM).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +71,7 @@ struct watch {
 	struct region *regions;
 	size_t nregions, regions_cap;
 	struct heatmap *heat;
+	bool exec_pending;      /* dump: the target exec'ed; the next image is its base */
 	double start, last;
 	unsigned intervals;
 	uint64_t pages;
@@ -241,7 +247,8 @@ static int region_cmp(const void *a, const void *b)
  */
 #define SOFT_DIRTY_MAX_REGION ((uintptr_t)16 << 30)
 
-static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t mapping)
+static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t mapping,
+		       bool appeared)
 {
 	int err;
 
@@ -256,7 +263,8 @@ static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t m
 	}
 	if (!grow((void **)&w->regions, &w->regions_cap, w->nregions, sizeof(*w->regions)))
 		return -ENOMEM;
-	err = dirty_track(w->t, (void *)start, end - start);
+	err = dirty_track_flags(w->t, (void *)start, end - start,
+				appeared ? DIRTY_TRACK_POPULATED_DIRTY : 0);
 	if (err)
 		return err; /* memory the backend cannot take (a device mapping), gone meanwhile,
 			       or -ESRCH: the target exec'ed */
@@ -267,10 +275,14 @@ static int track_piece(struct watch *w, uintptr_t start, uintptr_t end, size_t m
 
 /*
  * Read the maps again: untrack regions whose memory is no longer a writable
- * mapping, track what is writable and not yet tracked.  Returns -ESRCH when
- * the target is gone.
+ * mapping, track what is writable and not yet tracked; with appeared, as
+ * memory that appeared since the last collect, whose pages holding data
+ * were written in this interval.  (A region cut short by an munmap is
+ * replaced by what remains of it: its dirty state since the last collect
+ * went with the region, so it counts as appeared too.)  Returns -ESRCH when
+ * the tracker's address space is gone (the target exited, or exec'ed).
  */
-static int reconcile(struct watch *w)
+static int reconcile(struct watch *w, bool appeared)
 {
 	char path[64], line[4600];
 	size_t i, before = w->nregions;
@@ -308,12 +320,13 @@ static int reconcile(struct watch *w)
 				continue;
 			g->keep = true;
 			g->mapping = mapping;
-			if (g->start > cur && track_piece(w, cur, g->start, mapping) == -ESRCH)
+			if (g->start > cur &&
+			    track_piece(w, cur, g->start, mapping, appeared) == -ESRCH)
 				gone = true;
 			if (g->end > cur)
 				cur = g->end;
 		}
-		if (cur < hi && track_piece(w, cur, hi, mapping) == -ESRCH)
+		if (cur < hi && track_piece(w, cur, hi, mapping, appeared) == -ESRCH)
 			gone = true;
 	}
 	fclose(f);
@@ -560,42 +573,46 @@ static void report_summary(struct watch *w, int exit_status)
 /* ---- dump: an image per interval ---- */
 
 /*
- * Write image number seq: the whole content of regions that no image has
- * yet (all of them in the first, the base), then the dirty pages of the
- * others, as two images one after the other in one file.  Pages are written
- * and cleaned by the same collect (DIRTY_IMAGE_CLEAN), so the chain misses
- * no write.  -ESRCH when the target is gone.
+ * Write file seq: the whole content of regions that no image has yet (all
+ * of them in the first, the base), then the dirty pages of the others, as
+ * two images one after the other.  After an exec, one image: all of the new
+ * program's memory, marked DIRTY_IMAGE_NEW_PROGRAM.  Pages are written and
+ * cleaned by the same collect (DIRTY_IMAGE_CLEAN), so the chain misses no
+ * write.  An image that fails gives its pages back (and regions not imaged
+ * whole yet are imaged whole next time): the file, which would make the
+ * chain unreadable, is removed.  A failed fsync leaves it: its pages are
+ * clean now.  Reports nothing: -errno for the caller to act on.
  */
-static int dump_image(struct watch *w, unsigned seq, double t)
+static int write_image_file(struct watch *w, unsigned seq, const char *path,
+			    struct dirty_image_stats *total)
 {
 	const struct dirty_range none = { 0 };
 	struct dirty_range *ranges = calloc(w->nregions + 1, sizeof(*ranges));
 	const char **names = calloc(w->nregions + 1, sizeof(*names));
-	struct dirty_image_stats total = { .sz = sizeof(total) }, st;
-	char path[4200];
+	struct dirty_image_stats st;
 	int fd = -1, err = 0;
 
+	*total = (struct dirty_image_stats){ .sz = sizeof(*total) };
 	if (!ranges || !names) {
 		err = -ENOMEM;
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/%06u.img", w->o->dump_dir, seq);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		err = -errno;
-		fprintf(stderr, "dirtyctl: cannot create %s: %s\n", path, strerror(errno));
 		goto out;
 	}
 	for (int pass = 0; pass < 2 && !err; pass++) {
 		struct dirty_image_options opts = {
 			.sz = sizeof(opts), .sequence = seq,
 			.flags = DIRTY_IMAGE_CLEAN | (pass ? 0 : DIRTY_IMAGE_ALL) |
+				 (!pass && w->exec_pending ? DIRTY_IMAGE_EXEC : 0) |
 				 (w->o->pwritev ? DIRTY_IMAGE_PWRITEV : 0),
 		};
 		size_t n = 0;
 
 		for (size_t i = 0; i < w->nregions; i++) {
-			if (w->regions[i].imaged == !pass)
+			if (w->regions[i].imaged == !pass && !w->exec_pending)
 				continue;
 			ranges[n] = (struct dirty_range){ (void *)w->regions[i].start,
 							  w->regions[i].end - w->regions[i].start };
@@ -606,38 +623,47 @@ static int dump_image(struct watch *w, unsigned seq, double t)
 			continue;
 		st = (struct dirty_image_stats){ .sz = sizeof(st) };
 		err = dirty_image_write(w->t, n ? ranges : &none, names, n, &opts, fd, &st);
-		total.pages += st.pages;
-		total.bytes += st.bytes;
-		total.method = st.method;
+		total->pages += st.pages;
+		total->bytes += st.bytes;
+		total->method = st.method;
+		if (w->exec_pending)
+			break; /* the new program's base holds every region */
 	}
+	if (err)
+		unlink(path);
+	else if (fsync(fd) < 0)
+		err = -errno;
 	for (size_t i = 0; !err && i < w->nregions; i++)
 		w->regions[i].imaged = true;
-	if (err && err != -ESRCH)
-		fprintf(stderr, "dirtyctl: writing %s: %s\n", path, strerror(-err));
-	if (fsync(fd) < 0 && !err)
-		err = -errno;
-	w->pages += total.pages;
-	w->intervals++;
-	if (w->o->json) {
-		fprintf(w->o->out, "{\"type\": \"image\", \"t\": %.3f, \"sequence\": %u, \"file\": ",
-			t, seq);
-		json_string(w->o->out, path);
-		fprintf(w->o->out, ", \"pages\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"method\": ",
-			total.pages, total.bytes);
-		json_string(w->o->out, total.method ? total.method : "none");
-		fprintf(w->o->out, ", \"error\": %d}\n", err);
-	} else {
-		fprintf(w->o->out, "%7.1f s  image %u: %9" PRIu64 " pages, %.2f MiB  %s%s%s\n", t,
-			seq, total.pages, total.bytes / (double)(1 << 20), path,
-			total.method ? "  via " : "", total.method ? total.method : "");
-	}
-	fflush(w->o->out);
 out:
 	if (fd >= 0)
 		close(fd);
 	free(ranges);
 	free(names);
 	return err;
+}
+
+static void report_image(struct watch *w, unsigned seq, double t, const char *path,
+			 const struct dirty_image_stats *total, bool new_program, int err)
+{
+	w->pages += total->pages;
+	w->intervals++;
+	if (w->o->json) {
+		fprintf(w->o->out, "{\"type\": \"image\", \"t\": %.3f, \"sequence\": %u, \"file\": ",
+			t, seq);
+		json_string(w->o->out, path);
+		fprintf(w->o->out, ", \"pages\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"method\": ",
+			total->pages, total->bytes);
+		json_string(w->o->out, total->method ? total->method : "none");
+		fprintf(w->o->out, ", \"new_program\": %s, \"error\": %d}\n",
+			new_program ? "true" : "false", err);
+	} else {
+		fprintf(w->o->out, "%7.1f s  image %u: %9" PRIu64 " pages, %.2f MiB  %s%s%s%s\n", t,
+			seq, total->pages, total->bytes / (double)(1 << 20), path,
+			total->method ? "  via " : "", total->method ? total->method : "",
+			new_program ? "  (the base of the new program)" : "");
+	}
+	fflush(w->o->out);
 }
 
 /* ---- the loop ---- */
@@ -686,9 +712,8 @@ static int open_tracker(struct watch *w)
 	 * Sparse: programs reserve far more than they touch (sanitizer shadow,
 	 * Go and Java heaps: terabytes of MAP_NORESERVE).  Exact tracking of a
 	 * hole needs a page table for its protection marker: for a sanitized
-	 * target that is more memory than the machine has.  The price, a page
-	 * written and then dropped within one interval going unreported, is
-	 * no matter for a report of write rates.
+	 * target that is more memory than the machine has.  Pages dropped
+	 * after a collect are still reported (libdirty.h says what is not).
 	 */
 	struct dirty_options opts = { .sz = sizeof(opts), .backend = w->o->backend,
 				      .pid = w->pid, .flags = DIRTY_TRACKER_SPARSE };
@@ -715,7 +740,9 @@ static int open_tracker(struct watch *w)
 
 /*
  * The tracker's address space is gone.  If the process lives on, it has
- * exec'ed: watch its new program with a new tracker.  0, or -ESRCH.
+ * exec'ed: watch its new program with a new tracker; all of its memory
+ * appeared since the last collect (a dump's next image is its base).  0,
+ * or -ESRCH.
  */
 static int reattach(struct watch *w, bool child, int *status)
 {
@@ -725,10 +752,71 @@ static int reattach(struct watch *w, bool child, int *status)
 	w->nregions = 0;
 	if (open_tracker(w))
 		return -ESRCH;
+	w->exec_pending = w->o->dump_dir != NULL;
 	if (!w->o->json)
 		fprintf(w->o->out, "dirtyctl: process %d exec'ed a new program: watching it\n",
 			(int)w->pid);
-	return reconcile(w);
+	return reconcile(w, true);
+}
+
+/*
+ * Track what appeared since the last collect, and follow an exec.  -ESRCH
+ * when the target is gone.
+ */
+static int refresh(struct watch *w, bool child, int *status)
+{
+	if (reconcile(w, true) != -ESRCH)
+		return 0;
+	return stop_requested ? -ESRCH : reattach(w, child, status);
+}
+
+/* Tries at writing one file of a dump while the target's memory changes under it. */
+#define DUMP_TRIES 8
+
+/*
+ * This interval's file of the dump.  Memory unmapped since the maps were
+ * read makes an image fail with -ESTALE; an exec, with -ESRCH (or -ESTALE)
+ * while the process lives: read the maps again, or follow the exec, and
+ * write the file again.  -ESRCH when the target is gone.
+ */
+static int dump_image(struct watch *w, unsigned seq, double t, bool child, int *status)
+{
+	struct dirty_image_stats total = { .sz = sizeof(total) };
+	char path[4200];
+	bool new_program = false;
+	int err = 0;
+
+	snprintf(path, sizeof(path), "%s/%06u.img", w->o->dump_dir, seq);
+	for (unsigned try = 0; try < DUMP_TRIES; try++) {
+		/*
+		 * -ESRCH: the address space is gone even if the maps look the
+		 * same (an exec of the same program without ASLR)
+		 */
+		if (err == -ESRCH)
+			err = stop_requested ? -ESRCH : reattach(w, child, status);
+		else
+			err = refresh(w, child, status);
+		if (err)
+			break;
+		new_program = w->exec_pending;
+		err = write_image_file(w, seq, path, &total);
+		if (!err) {
+			w->exec_pending = false;
+			break;
+		}
+		if (err != -ESTALE && err != -ESRCH)
+			break;
+	}
+	if (err == -ESRCH)
+		return err;
+	if (err == -ESTALE)
+		fprintf(stderr, "dirtyctl: writing %s: the process's memory kept changing under "
+			"%d tries (mappings going away while their pages were read); stopped\n",
+			path, DUMP_TRIES);
+	else if (err)
+		fprintf(stderr, "dirtyctl: writing %s: %s\n", path, strerror(-err));
+	report_image(w, seq, t, path, &total, new_program, err);
+	return err;
 }
 
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status)
@@ -757,7 +845,8 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 	sigaction(SIGTERM, &sa, &old_term);
 
 	w.start = w.last = now();
-	if (reconcile(&w) < 0 && reattach(&w, child, &status) < 0) {
+	/* what is there at the attach starts clean: its earlier writes are not seen */
+	if (reconcile(&w, false) < 0 && reattach(&w, child, &status) < 0) {
 		fprintf(stderr, "dirtyctl: process %d is gone\n", (int)pid);
 		rc = EXIT_NO_PROCESS;
 		goto out;
@@ -781,12 +870,11 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 	rc = 0;
 	if (o->dump_dir) {
 		/* the base image, at once: everything from here on is incremental */
-		err = dump_image(&w, 0, now() - w.start);
+		w.exec_pending = false;
+		err = dump_image(&w, 0, now() - w.start, child, &status);
 		if (err)
 			rc = err == -ESRCH ? EXIT_NO_PROCESS : EXIT_TRACKING;
 		if (err || (o->count && w.intervals >= o->count))
-			goto out;
-		if (reconcile(&w) == -ESRCH)
 			goto out;
 	}
 	for (;;) {
@@ -803,7 +891,7 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 		if (w.heat && heatmap_interval(w.heat, w.last - w.start, t - w.start))
 			w.heat_errors++;
 		if (o->dump_dir) {
-			err = dump_image(&w, w.intervals, t - w.start);
+			err = dump_image(&w, w.intervals, t - w.start, child, &status);
 			if (err == -ESRCH)
 				last = true;
 			else if (err)
@@ -811,16 +899,15 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 			if (o->count && w.intervals >= o->count)
 				last = true;
 		} else {
-			if (collect_all(&w) == -ESRCH &&
-			    (stop_requested || reattach(&w, child, &status)))
+			/* memory that appeared during the interval first: its writes are this interval's */
+			if (refresh(&w, child, &status) < 0 ||
+			    (collect_all(&w) == -ESRCH &&
+			     (stop_requested || reattach(&w, child, &status))))
 				last = true;
 			report_interval(&w, t - w.start, t - w.last);
 		}
 		w.last = t;
 		if (last || (o->duration > 0 && t - w.start >= o->duration - 1e-6))
-			break;
-		/* a dump cannot follow an exec: the new program's memory is not the chain's */
-		if (reconcile(&w) == -ESRCH && (o->dump_dir || reattach(&w, child, &status)))
 			break;
 	}
 out:
