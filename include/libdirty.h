@@ -253,6 +253,28 @@ const char *dirty_tracker_backend(const struct dirty_tracker *t);
 const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr);
 
 /*
+ * What a tracker sees beyond the writes made through the address space it
+ * tracks, for every backend it uses (dirty_tracker_sees()):
+ *   DIRTY_SEES_ALL_PROCESSES  writes through any process's mapping of the
+ *                             memory (the mapping backend)
+ *   DIRTY_SEES_GONE_MAPPINGS  writes through a mapping that is gone before the
+ *                             collect: unmapped, its process exited or was
+ *                             killed, its pages reclaimed or dropped
+ *   DIRTY_SEES_FILE_WRITES    write(2) and the other write paths of a tracked
+ *                             file, hole punching and truncation
+ * The mapping backend has all three on a kernel with the patch series
+ * (kernel/patches: every write recorded), DIRTY_SEES_ALL_PROCESSES only with
+ * the module, which reads page tables.  The others have none: a page that
+ * their own address space drops is reported (the contract), but they see
+ * nothing of other processes.
+ */
+#define DIRTY_SEES_ALL_PROCESSES 0x1u
+#define DIRTY_SEES_GONE_MAPPINGS 0x2u
+#define DIRTY_SEES_FILE_WRITES   0x4u
+/* The DIRTY_SEES_* flags of t; 0 for NULL or a forked child's copy. */
+unsigned dirty_tracker_sees(struct dirty_tracker *t);
+
+/*
  * Can this backend run here (for pid, 0 = this process)?  Returns 0 if usable,
  * else a negative errno (-EOPNOTSUPP, -EPERM, -ENOSYS, -ESRCH, -EINVAL for an
  * unknown name) with a one-line reason in why (may be NULL).  The kernel is
@@ -361,25 +383,23 @@ int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned
  * backend (opts->backend, or auto when the kernel addition is present)
  * tracks files (-EOPNOTSUPP otherwise).
  *
- * Not seen, because no page-table entry records them: writes made with
- * write(2) and friends, and writes through a mapping that is unmapped
- * (munmap(2), the process exits), dropped (MADV_DONTNEED, MADV_PAGEOUT) or
- * whose page the kernel reclaims (swap) before the next collect: the kernel
- * moves the dirty bit to the page and drops the page-table entry; nor
- * content changed by fallocate(2) hole punching or truncation.  A user that
- * must not miss those (a producer that goes away) treats the whole range as
- * dirty once.
+ * What is seen depends on the kernel (dirty_tracker_sees()).  With the patch
+ * series (kernel/patches), every change to the content of the range:
+ * writes through any mapping, whatever happens to it afterwards (unmapped,
+ * its process exited or killed, dropped, swapped out, migrated), write(2)
+ * and the file's other write paths, hole punching and truncation, kernel
+ * writes into a mapped page (O_DIRECT, process_vm_writev).  With the module
+ * on a distribution kernel, page-table entries only: a write whose entry is
+ * gone before the next collect, and the write paths without a mapping, are
+ * not seen (a user that must not miss those treats a range as dirty once
+ * when its writer goes away, as dirty-syncd does); and a page that a read
+ * fault maps (with its fault-around neighbours), after it was dropped or
+ * before it was ever mapped, is reported once, a false positive of the
+ * module's way of reading page tables (write-protect and clean each folio).
+ * Every kernel: a large folio mapped whole by a write may be reported whole.
  *
- * False positives, on a kernel with the module rather than the patch
- * (kernel/README.md): pages of a PMD-mapped huge folio are reported at every
- * collect, and so are the pages under a mapping of the file made through a
- * read-only descriptor or with MAP_PRIVATE (the 6.12 helpers stop walking at
- * such a mapping); mounts that may allocate huge pages are refused
- * (-EOPNOTSUPP).  The kernel's clean is global: two trackers of the same
- * pages would take each other's dirty bits.  A second tracker of them in
- * this process (or in a child forked while they are tracked) is refused
- * (-EEXIST); the kernel does not arbitrate between processes, so use one
- * tracker per buffer system-wide (dirty-syncd is that one).
+ * Every tracker of a range sees every write: two trackers of the same pages,
+ * in one process or several, take nothing from each other.
  *
  * dirty_track() of an address range of shared memory under the mapping
  * backend tracks the file range behind it; collects then report addresses

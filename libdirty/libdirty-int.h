@@ -109,6 +109,8 @@ struct dirty_backend {
 	bool (*claimed)(uintptr_t start, uintptr_t end);
 	/* Optional: add the backend's own counters to *st. */
 	void (*stats)(struct dirty_tracker *t, struct dirty_stats *st);
+	/* Optional: the DIRTY_SEES_* flags of this backend here (none without). */
+	unsigned (*sees)(struct dirty_tracker *t);
 };
 
 extern const struct dirty_backend dirty_backend_uffd_async;
@@ -148,7 +150,8 @@ struct dirty_tracker {
 	int given_uffd;     /* DIRTY_TRACKER_GIVEN_UFFD: the caller's, not ours; else -1 */
 	int pagemap_fd;     /* uffd-async */
 	int mapping_fd;     /* mapping: /dev/dirtymap */
-	uint64_t mapping_max_pages;          /* mapping: pages one ioctl covers */
+	uint64_t mapping_max_pages;          /* mapping: pages one kernel tracker covers */
+	uint64_t mapping_semantics;          /* mapping: DIRTYMAP_RECORDS_* of the kernel */
 	struct mapping_files *mapping_files; /* mapping: dirty_track_file()'s ranges */
 	bool automatic;     /* "auto": files may be tracked when the kernel can */
 	struct soft_dirty_target *soft_dirty; /* soft-dirty */

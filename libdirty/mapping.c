@@ -159,7 +159,15 @@ static int mapping_open(struct dirty_tracker *t)
 		return dev;
 	t->mapping_fd = dev;
 	t->mapping_max_pages = info.max_pages;
+	t->mapping_semantics = info.semantics;
 	return 0;
+}
+
+static unsigned mapping_sees(struct dirty_tracker *t)
+{
+	if (!(t->mapping_semantics & DIRTYMAP_RECORDS_EVERY_WRITE))
+		return DIRTY_SEES_ALL_PROCESSES;
+	return DIRTY_SEES_ALL_PROCESSES | DIRTY_SEES_GONE_MAPPINGS | DIRTY_SEES_FILE_WRITES;
 }
 
 static void range_free(struct mapping_range *m)
@@ -553,6 +561,7 @@ const struct dirty_backend dirty_backend_mapping = {
 	.collect = mapping_collect,
 	/* no unprotect: writes are never trapped, so DIRTY_TRACKER_ADAPTIVE has nothing to save */
 	.redirty = mapping_redirty,
+	.sees = mapping_sees,
 };
 
 /* ---- file ranges (dirty_track_file() and friends) ---- */

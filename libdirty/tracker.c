@@ -308,6 +308,21 @@ DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, c
 	return name;
 }
 
+DIRTY_EXPORT unsigned dirty_tracker_sees(struct dirty_tracker *t)
+{
+	unsigned sees = ~0u;
+	size_t i;
+
+	if (!t || dirty_tracker_forked(t))
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->ncandidates; i++)
+		if (t->opened & (1u << i))
+			sees &= t->candidates[i]->sees ? t->candidates[i]->sees(t) : 0;
+	pthread_mutex_unlock(&t->lock);
+	return sees == ~0u ? 0 : sees;
+}
+
 DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)
 {
 	struct dirty_stats stats;
