@@ -5,7 +5,11 @@
 # moved to the folio, every mapping walked), and a reclaim stress in a guest
 # with less memory than the memfd it writes, swapping to a virtio disk.
 #
-#   kernel/run-patched.sh [OUT_DIR]       (default: a temporary directory)
+#   kernel/run-patched.sh [OUT_DIR [BUILD_DIR]]   (OUT_DIR default: a temporary directory)
+#
+# With BUILD_DIR (a meson build of libdirty), the library runs there too: the
+# mapping backend's conformance suite (core, stress) and dirty-syncd's test
+# in mapping mode, on the kernel that records every write.
 #
 # Exit status 0 when dirtymap-test passed, 1 otherwise, 77 when qemu or a
 # build tool is missing.  The meson test vm-patched runs it: on a fresh
@@ -23,6 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$(mktemp -d /tmp/dirtymap-patched.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+build=${2:+$(cd "$2" && pwd)}
 accel=${LIBDIRTY_VM_ACCEL:-tcg}
 read -r reclaim_mib reclaim_rounds <<< "${DIRTYMAP_RECLAIM:-384 10}"
 race_seconds=${DIRTYMAP_RACE_SECONDS:-20}
@@ -51,6 +56,24 @@ done
 tree=$(dirname "$(dirname "$bzimage")")/tree
 cc -static -O2 -Wall -I "$here/include/uapi" -I "$tree/tools/testing/selftests/mm" \
 	-o "$stage/bin/dirtymap-selftest" "$tree/tools/testing/selftests/mm/dirtymap.c"
+# the library's binaries, dynamically linked, with the libraries they load
+lib_cells=
+if [ -n "$build" ]; then
+	mkdir -p "$stage/opt/libdirty" "$stage/lib/x86_64-linux-gnu" "$stage/lib64" "$stage/dev/shm"
+	for bin in tests/test-conformance tests/test-syncd tools/dirty-syncd; do
+		[ -x "$build/$bin" ] || { echo "patched: $build/$bin is not built" >&2; exit 1; }
+		cp "$build/$bin" "$stage/opt/libdirty/"
+		ldd "$build/$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
+		while read -r lib; do
+			case $lib in
+			/lib64/*|/lib/*|/usr/lib/*) mkdir -p "$stage$(dirname "$lib")"
+				cp -L "$lib" "$stage$lib" ;;
+			*) cp -L "$lib" "$stage/lib/x86_64-linux-gnu/" ;;
+			esac
+		done
+	done
+	lib_cells="mapping-core mapping-stress syncd"
+fi
 cat > "$stage/init" <<EOI
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -72,6 +95,16 @@ cell() {
 cell selftest dirtymap-selftest
 cell test dirtymap-test --reclaim $reclaim_mib --rounds $reclaim_rounds --odirect /dev/vdb ${DIRTYMAP_BENCH:+--bench}
 cell race dirtymap-race --seconds $race_seconds
+if [ -x /opt/libdirty/test-conformance ]; then
+	mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
+	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
+	export DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200
+	for s in core stress; do
+		export DIRTY_TEST_BACKEND=mapping DIRTY_TEST_SUITE=\$s
+		cell mapping-\$s /opt/libdirty/test-conformance
+	done
+	cell syncd /opt/libdirty/test-syncd --mode mapping --daemon /opt/libdirty/dirty-syncd
+fi
 echo "@@LIBDIRTY kernel-log"
 dmesg | grep -iE -A12 "warning|bug|oops|bad page|page table check" | head -60
 # no ACPI in this kernel: poweroff would only halt; qemu -no-reboot exits on reboot
@@ -96,7 +129,7 @@ rm -f "$out/swap.img" "$out/data.img"
 echo "patched: guest ran $(( $(date +%s) - start )) s"
 tr -d '\r' < "$log" | grep -E '^(ok|not ok|#|1\.\.)|^ *(ok|not ok) |@@LIBDIRTY|WARNING|BUG' || true
 status=0
-for c in selftest test race; do
+for c in selftest test race $lib_cells; do
 	rc=$(tr -d '\r' < "$log" | sed -n "s/.*@@LIBDIRTY cell=$c rc=\([0-9]*\).*/\1/p")
 	echo "patched: cell $c: ${rc:-did not finish}"
 	[ "$rc" = 0 ] || status=1

@@ -30,7 +30,10 @@
  * and no pause; libdirty's soft-dirty backend stops writers for the same
  * reason).  Passes when the writer survived, the file holds exactly
  * what it wrote last, every collect succeeded, no written page lost its
- * soft-dirty bit, and the kernel logged no error while it ran.
+ * soft-dirty bit, every collect after which the writer made a whole pass
+ * over the file before the next one reported every page (no write missed
+ * through migration and compaction), and the kernel logged no error while
+ * it ran.
  *
  * The device's interface is found at run time: the tracker interface
  * (DIRTYMAP_IOC_TRACK) or, with --legacy or when that is refused with
@@ -349,6 +352,7 @@ static int kernel_complaints(void)
 int main(int argc, char **argv)
 {
 	uint64_t npages = 256, collects = 0, errors = 0, dirty = 0, i, bad = 0;
+	uint64_t whole = 0, short_collects = 0, prev_end = 0, first_short = 0;
 	int seconds = 20, legacy = 0, no_collect = 0, no_migrate = 0, dm, fd, tracker = -1, st, kmsg, first_err = 0;
 	struct dirtymap_track tr = { 0 };
 	char saved_knobs[2][32] = { "", "" };
@@ -477,7 +481,8 @@ int main(int argc, char **argv)
 
 	end = now() + seconds;
 	while (now() < end) {
-		int rc;
+		/* a pass that began after the last collect ended, and finished */
+		int full = c->writer_rounds >= prev_end + 2, rc;
 
 		if (no_collect) {
 			rc = 0;
@@ -504,7 +509,13 @@ int main(int argc, char **argv)
 				col.flags |= DIRTYMAP_COLLECT_MKWRITE;
 			rc = ioctl(tracker, DIRTYMAP_IOC_COLLECT, &col);
 			dirty += col.dirty;
+			if (!rc && full && collects) {
+				whole++;
+				if (col.dirty < npages && short_collects++ == 0)
+					first_short = col.dirty;
+			}
 		}
+		prev_end = c->writer_rounds;
 		if (rc < 0 && errors++ == 0)
 			first_err = errno;
 		collects++;
@@ -533,6 +544,12 @@ int main(int argc, char **argv)
 	ok(!errors, "every collect succeeded (%" PRIu64 " failed%s%s)", errors,
 	   errors ? ": first " : "", errors ? strerror(first_err) : "");
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer survived (status %#x)", st);
+	if (!legacy && !no_collect)
+		ok(whole > 0 && !short_collects, "every page reported by each of the %" PRIu64
+		   " collects after a whole pass of the writer (%" PRIu64 " reported fewer%s)",
+		   whole, short_collects, short_collects ? ", the first " : "");
+	if (short_collects)
+		note("first short collect: %" PRIu64 " of %" PRIu64 " pages", first_short, npages);
 	if (ps > 0)
 		ok(c->sd_checks > 0 && !c->sd_lost, "no write lost its soft-dirty bit (%" PRIu64
 		   " checks of every page, %" PRIu64 " written pages not soft-dirty)",
