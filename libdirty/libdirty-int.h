@@ -243,6 +243,27 @@ int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
  */
 int dirty_remote_userfaultfd(pid_t pid, int flags, int *ret_fd, char *why, size_t why_len);
 
+/* seccomp.c */
+struct sock_filter;
+struct seccomp_data;
+/*
+ * Run a seccomp filter (classic BPF, as PTRACE_SECCOMP_GET_FILTER gives it)
+ * on sd as the kernel does: 0 and its return value in *ret, or -EINVAL for
+ * a program the kernel would not have accepted.
+ */
+int dirty_seccomp_run(const struct sock_filter *prog, size_t len, const struct seccomp_data *sd,
+		      uint32_t *ret);
+/*
+ * Of the return values of an older and a newer filter (or of the filters
+ * before it), the one the kernel acts on: the lower action, the newer of
+ * two equal ones.
+ */
+uint32_t dirty_seccomp_combine(uint32_t older, uint32_t newer);
+/* Does the return value let the system call run (ALLOW, LOG)? */
+bool dirty_seccomp_allows(uint32_t ret);
+/* What the return value makes the kernel do, in words ("kill the process (...)"). */
+const char *dirty_seccomp_action_name(uint32_t ret);
+
 /* image.c: the image format (writer.c writes it) */
 /* CRC-32C of buf, continuing crc (0 to start): crc32c("123456789") = 0xE3069283. */
 uint32_t dirty_crc32c(uint32_t crc, const void *buf, size_t len);
