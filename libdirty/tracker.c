@@ -52,7 +52,7 @@ size_t dirty_page_size(void)
 
 void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[DIRTY_REASON_LEN + 128];
 	va_list ap;
 
 	if (!t || !t->log)
