@@ -319,6 +319,13 @@ int dirty_backend_probe_cached(const struct dirty_backend *b, char *why, size_t 
  */
 size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
 				size_t why_len);
+/*
+ * The same, as an error when there is none: -ESRCH, -EPERM, -EBUSY or
+ * -EACCES when a backend was refused by the target (why then gives that
+ * reason first), else -EOPNOTSUPP.  0 with *ret_n >= 1 otherwise.
+ */
+int dirty_backend_choose(pid_t pid, const struct dirty_backend **out, size_t *ret_n, char *why,
+			 size_t why_len);
 /* Is err a refusal by the target (gone, no permission, busy, its sandbox), not the kernel's lack? */
 bool dirty_target_error(int err);
 

@@ -463,11 +463,12 @@ bool dirty_target_error(int err)
 	return err == -ESRCH || err == -EPERM || err == -EBUSY || err == -EACCES;
 }
 
-size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
-				size_t why_len)
+int dirty_backend_choose(pid_t pid, const struct dirty_backend **out, size_t *ret_n, char *why,
+			 size_t why_len)
 {
-	char reason[DIRTY_REASON_LEN];
+	char reason[DIRTY_REASON_LEN], target[DIRTY_REASON_LEN] = "";
 	size_t i, n = 0, used = 0;
+	int target_err = 0;
 
 	if (why && why_len)
 		why[0] = '\0';
@@ -492,9 +493,30 @@ size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, cha
 			used += (size_t)snprintf(why + used, why_len - used, "%s unusable (%s); ",
 						 backends[i].name, reason);
 		}
+		if (err && !target_err && dirty_target_error(err)) {
+			/* the target refused (gone, permission, busy, sandbox): that is the answer */
+			target_err = err;
+			snprintf(target, sizeof(target), "%s", reason);
+		}
 		if (used >= why_len)
 			used = why_len;
 	}
+	*ret_n = n;
+	if (n)
+		return 0;
+	if (!target_err)
+		return -EOPNOTSUPP;
+	if (why && why_len)
+		snprintf(why, why_len, "%s", target);
+	return target_err;
+}
+
+size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
+				size_t why_len)
+{
+	size_t n;
+
+	dirty_backend_choose(pid, out, &n, why, why_len);
 	return n;
 }
 
@@ -511,8 +533,9 @@ DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, 
 		return dirty_reason(why, why_len, -ESRCH, "no process %d", (int)pid);
 	if (!backend || !strcmp(backend, "auto")) {
 		const struct dirty_backend *found[DIRTY_MAX_BACKENDS];
+		size_t n;
 
-		return dirty_backend_candidates(pid, found, why, why_len) ? 0 : -EOPNOTSUPP;
+		return dirty_backend_choose(pid, found, &n, why, why_len);
 	}
 	e = entry_find(backend);
 	if (!e)
