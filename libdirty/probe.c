@@ -504,8 +504,11 @@ int dirty_backend_choose(pid_t pid, const struct dirty_backend **out, size_t *re
 	*ret_n = n;
 	if (n)
 		return 0;
-	if (!target_err)
+	if (!target_err) {
+		if (why && used >= 2 && used < why_len && !strcmp(why + used - 2, "; "))
+			why[used - 2] = '\0'; /* the list of reasons ends here */
 		return -EOPNOTSUPP;
+	}
 	if (why && why_len)
 		snprintf(why, why_len, "%s", target);
 	return target_err;
