@@ -11,10 +11,11 @@
  * guaranteed, nothing is done and the reason is given.
  *
  *  0. The plan (remote_plan(), from /proc only: nothing touches the target):
- *     a thread to borrow (the main one, or a live one if it is suspended in
- *     vfork()), who traces it already, whether it shares its memory with a
- *     vfork() parent, ptrace permission (which rule refuses it), strict
- *     seccomp, a `syscall` instruction of its vDSO, its userfaultfds.
+ *     a thread to borrow (the main one, else one that is not suspended in
+ *     vfork() nor waiting in a call that a stop makes fail with EINTR, such
+ *     as epoll_wait()), who traces it already, whether it shares its memory
+ *     with a vfork() parent, ptrace permission (which rule refuses it),
+ *     strict seccomp, a `syscall` instruction of its vDSO, its userfaultfds.
  *  1. A helper process does the ptrace work (run_in_helper()): if the
  *     caller is killed, even by SIGKILL, the helper finishes and puts the
  *     target back as it was.  A tracer that died between setting the
@@ -44,6 +45,15 @@
  *     PTRACE_DETACH with no signal.  A group-stop in effect resumes.
  * No code of the target runs meanwhile but signal handlers it would have run
  * anyway; its errno, mask and memory are untouched.
+ *
+ * What remains: a thread waiting in a call that fails with EINTR after any
+ * stop (epoll_wait, sigtimedwait, semop: signal(7)) sees that EINTR when no
+ * other thread can be borrowed, as after SIGSTOP and SIGCONT; a seccomp
+ * filter that another thread installs with SECCOMP_FILTER_FLAG_TSYNC (or a
+ * syscall user dispatch selector it flips) between the evaluation and the
+ * call is not seen; a SIGKILL of the helper itself, or of the caller on the
+ * inline path, between setting the registers and putting them back leaves
+ * the target running our call.
  *
  * The architecture-specific part is the block of arch_* below (registers,
  * the instruction, the audit arch); x86-64 only for now.
@@ -918,8 +928,45 @@ static char thread_state(pid_t pid, pid_t tid)
 	return state;
 }
 
-/* Is the thread suspended in vfork() (or clone with CLONE_VFORK) until its child execs? */
-static bool thread_in_vfork(pid_t pid, pid_t tid)
+/* How well a thread lends itself to being borrowed, best first. */
+enum thread_fit {
+	FIT_GOOD,
+	FIT_EINTR, /* waits in a call that fails with EINTR after a stop */
+	FIT_VFORK, /* suspended in vfork() until its child execs: stops only then */
+};
+
+/*
+ * A thread waiting in one of these sees it fail with EINTR once stopped and
+ * resumed, as after SIGSTOP and SIGCONT (signal(7), "Interruption of system
+ * calls and library functions by stop signals"): borrow another if there is.
+ */
+static bool fails_after_stop(long nr)
+{
+	switch (nr) {
+#ifdef SYS_epoll_wait
+	case SYS_epoll_wait:
+#endif
+#ifdef SYS_epoll_pwait2
+	case SYS_epoll_pwait2:
+#endif
+#ifdef SYS_semop
+	case SYS_semop:
+#endif
+#ifdef SYS_io_pgetevents
+	case SYS_io_pgetevents:
+#endif
+	case SYS_epoll_pwait:
+	case SYS_semtimedop:
+	case SYS_rt_sigtimedwait:
+	case SYS_io_getevents:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* What the thread waits in, from /proc/PID/task/TID/syscall. */
+static enum thread_fit thread_fit(pid_t pid, pid_t tid)
 {
 	unsigned long long arg0 = 0, flags = 0;
 	char path[64], text[256];
@@ -927,14 +974,16 @@ static bool thread_in_vfork(pid_t pid, pid_t tid)
 
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
 	if (read_small(path, text, sizeof(text)) <= 0 || sscanf(text, "%ld %llx", &nr, &arg0) < 1)
-		return false;
+		return FIT_GOOD; /* running, or not in a call */
+#ifdef SYS_vfork
 	if (nr == SYS_vfork)
-		return true;
-	if (nr == SYS_clone)
-		return arg0 & CLONE_VFORK;
-	if (nr == SYS_clone3 && read_target(pid, (uintptr_t)arg0, &flags, sizeof(flags)) == 0)
-		return flags & CLONE_VFORK;
-	return false;
+		return FIT_VFORK;
+#endif
+	if ((nr == SYS_clone && (arg0 & CLONE_VFORK)) ||
+	    (nr == SYS_clone3 && read_target(pid, (uintptr_t)arg0, &flags, sizeof(flags)) == 0 &&
+	     (flags & CLONE_VFORK)))
+		return FIT_VFORK;
+	return fails_after_stop(nr) ? FIT_EINTR : FIT_GOOD;
 }
 
 static void process_name(pid_t pid, char *buf, size_t len)
@@ -1031,14 +1080,14 @@ static int explain_refusal(pid_t pid, int err, char *why, size_t why_len)
 }
 
 /*
- * The thread to borrow: the main one if it can stop, else a live one; one
- * in vfork() only if there is no other (it stops once its child execs).
+ * The thread to borrow: the main one if it fits, else the live one that
+ * fits best (thread_fit()).
  */
 static int choose_thread(struct remote *r, char *why, size_t why_len)
 {
 	char path[64], leader = thread_state(r->pid, r->pid);
+	enum thread_fit best = FIT_VFORK;
 	unsigned live = 0;
-	pid_t vforked = 0;
 	struct dirent *d;
 	DIR *dir;
 
@@ -1052,6 +1101,7 @@ static int choose_thread(struct remote *r, char *why, size_t why_len)
 		rewinddir(dir);
 		while ((d = readdir(dir))) {
 			pid_t tid = (pid_t)atoi(d->d_name);
+			enum thread_fit fit;
 			char state;
 
 			if (tid <= 0 || (tid == r->pid) != !pass)
@@ -1060,12 +1110,11 @@ static int choose_thread(struct remote *r, char *why, size_t why_len)
 			if (state == 'Z' || state == 'X' || state == '?')
 				continue;
 			live++;
-			if (thread_in_vfork(r->pid, tid)) {
-				vforked = vforked ? vforked : tid;
-				continue;
-			}
-			if (!r->tid)
+			fit = thread_fit(r->pid, tid);
+			if (!r->tid || fit < best) {
 				r->tid = tid;
+				best = fit;
+			}
 		}
 	}
 	closedir(dir);
@@ -1082,10 +1131,7 @@ static int choose_thread(struct remote *r, char *why, size_t why_len)
 				    "its start (dirtyctl run), before its main thread exits",
 				    (int)r->pid, live, live > 1 ? "s" : "", live > 1 ? "" : "s",
 				    (int)r->pid, (int)r->pid);
-	if (!r->tid) {
-		r->tid = vforked;
-		r->in_vfork = true;
-	}
+	r->in_vfork = best == FIT_VFORK;
 	return 0;
 }
 

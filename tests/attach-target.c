@@ -25,6 +25,8 @@
  *   sigsuspend  waits in sigsuspend() with a temporary mask: SIGUSR1
  *               unblocked, SIGUSR2 blocked (its normal mask is the reverse)
  *   nanosleep   sleeps an hour at a time (a restart_syscall restart)
+ *   epoll       waits in epoll_wait() on nothing (which a stop makes fail with
+ *               EINTR: signal(7))
  *   vfork       vfork()s a child that waits for "release", then reads commands
  *   leader-exit exits (the main thread only) while the others run on
  * In every mode but read (and vfork without threads) a control thread reads
@@ -76,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -661,6 +664,19 @@ int main(int argc, char **argv)
 
 			if (nanosleep(&hour, NULL) == 0 || atomic_load(&handler_runs) == before)
 				anomaly("nanosleep() returned with no handler run");
+		}
+	}
+	if (!strcmp(mode, "epoll")) {
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+
+		for (;;) {
+			struct epoll_event ev;
+			unsigned before = atomic_load(&handler_runs);
+			int n = epoll_wait(ep, &ev, 1, -1);
+
+			if (atomic_load(&handler_runs) == before)
+				anomaly("epoll_wait() returned %d (%s) with no handler run", n,
+					n < 0 ? strerror(errno) : "an event");
 		}
 	}
 	if (!strcmp(mode, "vfork"))
