@@ -114,11 +114,25 @@
  * no one else traces, and the caller must not reap the target with
  * waitpid(-1) from another thread while a call is under way.
  *   - uffd-async: dirty_tracker_new() makes the target create a userfaultfd
- *     (ptrace seizes its main thread, runs userfaultfd(2) and close(2) at a
- *     system call instruction of its own, restores every register, detaches)
- *     and keeps the only descriptor of it; tracking then acts on the
- *     target's memory from here.  The target keeps running throughout.
- *     x86-64 only.
+ *     (a helper process borrows one of its threads with ptrace, runs
+ *     userfaultfd(2) and close(2) at a system call instruction of its vDSO,
+ *     puts back every register and the signal mask, detaches) and keeps the
+ *     only descriptor of it; tracking then acts on the target's memory from
+ *     here.  The target cannot tell: same registers, descriptors, signal
+ *     mask, pending signals and their siginfo, state (a stopped target
+ *     stays stopped); signals that come meanwhile wait and are delivered as
+ *     sent.  Every seccomp filter of the thread (and syscall user dispatch)
+ *     is evaluated for both calls before either runs: if one would act on
+ *     them, or the filters cannot be read (PTRACE_SECCOMP_GET_FILTER needs
+ *     CAP_SYS_ADMIN), nothing runs and the tracker is refused (-EACCES).
+ *     The helper finishes even if the caller is killed.  x86-64 only.
+ *     dirty_tracker_new() for a pid fails with the target's reason, also
+ *     given to the log callback (LOG_ERR): -ESRCH gone (or its main thread
+ *     has exited, which hides its memory from /proc), -EPERM ptrace refused
+ *     (another user, not dumpable, Yama, a security module), -EBUSY traced
+ *     by another process, a vfork() child sharing its parent's memory, or
+ *     suspended in vfork() for 5 s, -EACCES its sandbox (above), and
+ *     -EOPNOTSUPP when no backend can run here at all.
  *   - soft-dirty: each clean stops the target's threads with ptrace for a
  *     moment.
  * Addresses are the target's.  A tracker follows one address space: once
@@ -231,8 +245,10 @@ int dirty_userfaultfd_share(void);
  * order uffd-async, uffd-sync, soft-dirty, mprotect, that can track its kind
  * of memory (uffd-sync cannot track regular files, soft-dirty hugetlb).
  * Errors: -EINVAL bad options or unknown backend name; -EOPNOTSUPP the named
- * backend cannot run here (dirty_backend_probe() says why); -ESRCH no such
- * pid; -ENOMEM; or the errno of the kernel facility that refused.
+ * backend cannot run here (dirty_backend_probe() says why); for a pid,
+ * -ESRCH, -EPERM, -EBUSY or -EACCES when the target refused (see "Another
+ * process" above; the reason goes to the log callback); -ENOMEM; or the
+ * errno of the kernel facility that refused.
  */
 int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret);
 

@@ -14,7 +14,7 @@
 
 #define DIRTY_EXPORT __attribute__((visibility("default")))
 
-#define DIRTY_REASON_LEN 256
+#define DIRTY_REASON_LEN 512 /* a reason says what happened and what to do */
 
 /* What the memory of a region is, as /proc/PID/smaps shows it. */
 enum dirty_memory_kind {
@@ -238,10 +238,44 @@ int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
 /* remote.c */
 /*
  * Make process pid create a userfaultfd (flags as for userfaultfd(2)) and
- * put a descriptor of it in *ret_fd; the target keeps none.  Uses ptrace on
- * the target's main thread for a moment.  -errno and a reason in why.
+ * put a descriptor of it in *ret_fd; the target keeps none and cannot tell
+ * (registers, mask, pending signals, state, seccomp outcome unchanged).
+ * Borrows one of its threads with ptrace for a moment, from a helper
+ * process.  -errno and a reason in why: -ESRCH gone (or its main thread
+ * has exited), -EPERM ptrace refused (the rule named), -EBUSY traced by
+ * another, or held in vfork(), -EACCES its seccomp filters (or syscall user
+ * dispatch) would not let the calls through or cannot be read, -EOPNOTSUPP
+ * not a 64-bit x86 process.
  */
 int dirty_remote_userfaultfd(pid_t pid, int flags, int *ret_fd, char *why, size_t why_len);
+/*
+ * Whether pid can be ptraced (and with inject, made to run system calls),
+ * as far as /proc tells without touching it: 0, or the -errno and reason
+ * dirty_remote_userfaultfd() would give.  Seccomp filters are evaluated at
+ * the real thing.
+ */
+int dirty_remote_check(pid_t pid, bool inject, char *why, size_t why_len);
+
+/* seccomp.c */
+struct sock_filter;
+struct seccomp_data;
+/*
+ * Run a seccomp filter (classic BPF, as PTRACE_SECCOMP_GET_FILTER gives it)
+ * on sd as the kernel does: 0 and its return value in *ret, or -EINVAL for
+ * a program the kernel would not have accepted.
+ */
+int dirty_seccomp_run(const struct sock_filter *prog, size_t len, const struct seccomp_data *sd,
+		      uint32_t *ret);
+/*
+ * Of the return values of an older and a newer filter (or of the filters
+ * before it), the one the kernel acts on: the lower action, the newer of
+ * two equal ones.
+ */
+uint32_t dirty_seccomp_combine(uint32_t older, uint32_t newer);
+/* Does the return value let the system call run (ALLOW, LOG)? */
+bool dirty_seccomp_allows(uint32_t ret);
+/* What the return value makes the kernel do, in words ("kill the process (...)"). */
+const char *dirty_seccomp_action_name(uint32_t ret);
 
 /* image.c: the image format (writer.c writes it) */
 /* CRC-32C of buf, continuing crc (0 to start): crc32c("123456789") = 0xE3069283. */
@@ -285,6 +319,15 @@ int dirty_backend_probe_cached(const struct dirty_backend *b, char *why, size_t 
  */
 size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
 				size_t why_len);
+/*
+ * The same, as an error when there is none: -ESRCH, -EPERM, -EBUSY or
+ * -EACCES when a backend was refused by the target (why then gives that
+ * reason first), else -EOPNOTSUPP.  0 with *ret_n >= 1 otherwise.
+ */
+int dirty_backend_choose(pid_t pid, const struct dirty_backend **out, size_t *ret_n, char *why,
+			 size_t why_len);
+/* Is err a refusal by the target (gone, no permission, busy, its sandbox), not the kernel's lack? */
+bool dirty_target_error(int err);
 
 /* probe.c: userfaultfd helpers the uffd backends share */
 #define DIRTY_UFFD_ASYNC_FEATURES                                                        \

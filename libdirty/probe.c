@@ -107,6 +107,7 @@ int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
 
 static int probe_uffd_async(pid_t pid, char *why, size_t why_len)
 {
+	char target[DIRTY_REASON_LEN];
 	struct page_region region;
 	struct pm_scan_arg arg;
 	int uffd, pagemap, err;
@@ -114,20 +115,21 @@ static int probe_uffd_async(pid_t pid, char *why, size_t why_len)
 	char *mem;
 
 	if (pid) {
-		/* the kernel's features, as this process sees them, then the target */
+		/*
+		 * The kernel's features, as this process sees them, then the
+		 * target.  A failure here is the kernel's (or this process's),
+		 * never the target's.
+		 */
 		err = probe_uffd_async(0, why, why_len);
 		if (err)
-			return err;
-		err = dirty_ptrace_check(pid);
+			return dirty_target_error(err) ? -EOPNOTSUPP : err;
+		/* from /proc, without touching it: the injection itself checks the rest */
+		err = dirty_remote_check(pid, true, target, sizeof(target));
 		if (err)
-			return dirty_reason(why, why_len, err,
-					    "cannot ptrace process %d to make it create a "
-					    "userfaultfd: %s%s", (int)pid, strerror(-err),
-					    err == -EPERM ? " (traced by another process, or Yama "
-							    "ptrace_scope, or another user)" : "");
+			return dirty_reason(why, why_len, err, "%s", target);
 		return dirty_reason(why, why_len, 0,
-				    "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+); "
-				    "process %d can be made to create a userfaultfd", (int)pid);
+				    "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+); %s",
+				    target);
 	}
 	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
 	if (uffd < 0)
@@ -287,27 +289,25 @@ static int soft_dirty_target_access(pid_t pid, char *why, size_t why_len)
 	char path[64];
 	int fd, err;
 
+	/*
+	 * Collect-and-clean stops the target's threads with ptrace
+	 * (soft-dirty.c): the rules first, from /proc, without touching it.
+	 */
+	err = dirty_remote_check(pid, false, why, why_len);
+	if (err)
+		return err;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return dirty_reason(why, why_len, -errno, "cannot open %s: %s", path,
-				    strerror(errno));
+		return dirty_reason(why, why_len, errno == ENOENT ? -ESRCH : -errno,
+				    "cannot open %s: %s", path, strerror(errno));
 	close(fd);
 	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
-		return dirty_reason(why, why_len, -errno, "cannot open %s for writing: %s", path,
-				    strerror(errno));
+		return dirty_reason(why, why_len, errno == ENOENT ? -ESRCH : -errno,
+				    "cannot open %s for writing: %s", path, strerror(errno));
 	close(fd);
-	/* collect-and-clean stops the target's threads with ptrace (soft-dirty.c) */
-	err = dirty_ptrace_check(pid);
-	if (err)
-		return dirty_reason(why, why_len, err,
-				    "cannot ptrace process %d, which soft-dirty needs to clean "
-				    "its memory atomically: %s%s",
-				    (int)pid, strerror(-err),
-				    err == -EPERM ? " (another tracer, or Yama ptrace_scope, or "
-						    "another user)" : "");
 	return 0;
 }
 
@@ -458,11 +458,17 @@ static int entry_probe(struct backend_entry *e, pid_t pid, char *why, size_t why
 	return err;
 }
 
-size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
-				size_t why_len)
+bool dirty_target_error(int err)
 {
-	char reason[DIRTY_REASON_LEN];
+	return err == -ESRCH || err == -EPERM || err == -EBUSY || err == -EACCES;
+}
+
+int dirty_backend_choose(pid_t pid, const struct dirty_backend **out, size_t *ret_n, char *why,
+			 size_t why_len)
+{
+	char reason[DIRTY_REASON_LEN], target[DIRTY_REASON_LEN] = "";
 	size_t i, n = 0, used = 0;
+	int target_err = 0;
 
 	if (why && why_len)
 		why[0] = '\0';
@@ -487,9 +493,33 @@ size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, cha
 			used += (size_t)snprintf(why + used, why_len - used, "%s unusable (%s); ",
 						 backends[i].name, reason);
 		}
+		if (err && !target_err && dirty_target_error(err)) {
+			/* the target refused (gone, permission, busy, sandbox): that is the answer */
+			target_err = err;
+			snprintf(target, sizeof(target), "%s", reason);
+		}
 		if (used >= why_len)
 			used = why_len;
 	}
+	*ret_n = n;
+	if (n)
+		return 0;
+	if (!target_err) {
+		if (why && used >= 2 && used < why_len && !strcmp(why + used - 2, "; "))
+			why[used - 2] = '\0'; /* the list of reasons ends here */
+		return -EOPNOTSUPP;
+	}
+	if (why && why_len)
+		snprintf(why, why_len, "%s", target);
+	return target_err;
+}
+
+size_t dirty_backend_candidates(pid_t pid, const struct dirty_backend **out, char *why,
+				size_t why_len)
+{
+	size_t n;
+
+	dirty_backend_choose(pid, out, &n, why, why_len);
 	return n;
 }
 
@@ -506,8 +536,9 @@ DIRTY_EXPORT int dirty_backend_probe(const char *backend, pid_t pid, char *why, 
 		return dirty_reason(why, why_len, -ESRCH, "no process %d", (int)pid);
 	if (!backend || !strcmp(backend, "auto")) {
 		const struct dirty_backend *found[DIRTY_MAX_BACKENDS];
+		size_t n;
 
-		return dirty_backend_candidates(pid, found, why, why_len) ? 0 : -EOPNOTSUPP;
+		return dirty_backend_choose(pid, found, &n, why, why_len);
 	}
 	e = entry_find(backend);
 	if (!e)

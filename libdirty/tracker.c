@@ -52,7 +52,7 @@ size_t dirty_page_size(void)
 
 void dirty_log(const struct dirty_tracker *t, int priority, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[DIRTY_REASON_LEN + 128];
 	va_list ap;
 
 	if (!t || !t->log)
@@ -168,6 +168,16 @@ static bool fd_is_userfaultfd(int fd)
 	return !strcmp(target, "anon_inode:[userfaultfd]");
 }
 
+/* No tracker: say why through the caller's log callback, and return err. */
+static int log_refusal(const struct dirty_options *opts, int err, const char *why)
+{
+	dirty_log_fn log = OPTS_GET(opts, log, NULL);
+
+	if (log)
+		log(LOG_ERR, why, OPTS_GET(opts, log_userdata, NULL));
+	return err;
+}
+
 DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret)
 {
 	const struct dirty_backend *candidates[DIRTY_MAX_BACKENDS];
@@ -214,15 +224,16 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		candidates[0] = &dirty_backend_uffd_async;
 		ncandidates = 1;
 	} else if (!name || !strcmp(name, "auto")) {
-		ncandidates = dirty_backend_candidates(pid, candidates, why, sizeof(why));
-		if (!ncandidates)
-			return -EOPNOTSUPP;
+		err = dirty_backend_choose(pid, candidates, &ncandidates, why, sizeof(why));
+		if (err)
+			return log_refusal(opts, err, why);
 	} else {
 		err = dirty_backend_probe(name, pid, why, sizeof(why));
-		if (err == -EINVAL || err == -ESRCH)
-			return err; /* no such backend; no such process */
+		if (err == -EINVAL)
+			return err; /* no such backend */
 		if (err)
-			return -EOPNOTSUPP;
+			/* the target's refusal as it is (gone, permission, traced, sandbox) */
+			return log_refusal(opts, dirty_target_error(err) ? err : -EOPNOTSUPP, why);
 		candidates[0] = dirty_backend_find(name);
 		ncandidates = 1;
 		assert(candidates[0]);

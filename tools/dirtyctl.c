@@ -408,7 +408,12 @@ static pid_t start_command(char **argv)
 	close(pipefd[0]);
 	if (n == sizeof(err)) {
 		waitpid(pid, NULL, 0);
-		fprintf(stderr, "dirtyctl: cannot run %s: %s\n", argv[0], strerror(err));
+		fprintf(stderr, "dirtyctl: cannot run %s (%s): %s\n", argv[0], strerror(err),
+			err == ENOENT ? "check its name, and PATH for a name without a slash"
+			: err == EACCES ? "it must be an executable file, on a file system mounted "
+					  "without noexec"
+			: err == ENOEXEC ? "it is not a program for this machine, nor a script with #!"
+					 : "check the command");
 		return -1;
 	}
 	return pid;
@@ -542,7 +547,8 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 		return EXIT_USAGE;
 	}
 	if (o.dump_dir && mkdir(o.dump_dir, 0755) < 0 && errno != EEXIST) {
-		fprintf(stderr, "dirtyctl: cannot create %s: %s\n", o.dump_dir, strerror(errno));
+		fprintf(stderr, "dirtyctl: cannot create the directory %s (%s): choose a --dir "
+			"where you may write\n", o.dump_dir, strerror(errno));
 		return EXIT_USAGE;
 	}
 	if (o.runs && !o.json) {
@@ -578,7 +584,8 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 	if (output) {
 		o.out = fopen(output, "w");
 		if (!o.out) {
-			fprintf(stderr, "dirtyctl: cannot open %s: %s\n", output, strerror(errno));
+			fprintf(stderr, "dirtyctl: cannot open %s (%s): choose an --output file you "
+				"may write\n", output, strerror(errno));
 			return EXIT_USAGE;
 		}
 	}

@@ -16,15 +16,18 @@
  * program; a dump then writes the new program's base image, with the
  * sequence going on (DIRTY_IMAGE_NEW_PROGRAM).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,17 +136,50 @@ static bool grow(void **array, size_t *cap, size_t n, size_t size)
 
 /* ---- the target ---- */
 
-/* Is pid a process we can watch?  A dirtyctl exit status and a message if not. */
+/* Is any thread of pid alive (its main thread may have exited before the others)? */
+static bool threads_live(pid_t pid)
+{
+	char path[64 + NAME_MAX], buf[512], *p, state;
+	struct dirent *d;
+	bool live = false;
+	DIR *dir;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	while (dir && !live && (d = readdir(dir))) {
+		if (d->d_name[0] < '0' || d->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, d->d_name);
+		f = fopen(path, "r");
+		state = '?';
+		if (f && fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
+			sscanf(p + 1, " %c", &state);
+		if (f)
+			fclose(f);
+		live = state != '?' && state != 'Z' && state != 'X';
+	}
+	if (dir)
+		closedir(dir);
+	return live;
+}
+
+/*
+ * Is pid a process we can watch?  A dirtyctl exit status and a message if
+ * not.  The rest (permission, tracer, seccomp, vfork) the library checks,
+ * and its reason is the message (open_tracker()).
+ */
 static int check_target(pid_t pid)
 {
 	char path[64], buf[4096], *p;
 	unsigned long flags = 0;
-	int tracer = 0, field;
+	int field;
 	FILE *f;
 	char state = '?';
 
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
-		fprintf(stderr, "dirtyctl: no process %d\n", (int)pid);
+		fprintf(stderr, "dirtyctl: no process %d: check the process id (ps, pgrep)\n",
+			(int)pid);
 		return EXIT_NO_PROCESS;
 	}
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -151,7 +187,9 @@ static int check_target(pid_t pid)
 	if (!f || !fgets(buf, sizeof(buf), f)) {
 		if (f)
 			fclose(f);
-		fprintf(stderr, "dirtyctl: cannot read %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "dirtyctl: process %d cannot be seen in /proc (%s): it has exited, or "
+			"/proc is mounted with hidepid; run dirtyctl as a user who can see it\n",
+			(int)pid, strerror(errno));
 		return EXIT_NO_PROCESS;
 	}
 	fclose(f);
@@ -162,6 +200,14 @@ static int check_target(pid_t pid)
 		if (p)
 			sscanf(p + 1, "%lu", &flags);
 	}
+	if ((state == 'Z' || state == 'X') && threads_live(pid)) {
+		char why[1024];
+
+		/* its main thread has exited, the others run: the library says why it cannot */
+		dirty_backend_probe(NULL, pid, why, sizeof(why));
+		fprintf(stderr, "dirtyctl: cannot attach to process %d: %s\n", (int)pid, why);
+		return EXIT_REFUSED;
+	}
 	if (state == 'Z' || state == 'X') {
 		fprintf(stderr, "dirtyctl: process %d is a zombie: it has exited, its memory is gone\n",
 			(int)pid);
@@ -171,17 +217,6 @@ static int check_target(pid_t pid)
 		fprintf(stderr, "dirtyctl: process %d is a kernel thread: it has no user memory\n",
 			(int)pid);
 		return EXIT_NO_PROCESS;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	while (f && fgets(buf, sizeof(buf), f))
-		sscanf(buf, "TracerPid: %d", &tracer);
-	if (f)
-		fclose(f);
-	if (tracer) {
-		fprintf(stderr, "dirtyctl: process %d is traced by process %d (a debugger or strace?); "
-			"detach it first\n", (int)pid, tracer);
-		return EXIT_REFUSED;
 	}
 	return 0;
 }
@@ -706,6 +741,31 @@ static bool sleep_until(struct watch *w, double t, bool child, int *status)
 	return false;
 }
 
+/* The library's reasons: the last error it logged, for the message if the tracker fails. */
+struct log_capture {
+	char last[1024];
+};
+
+static void capture_log(int priority, const char *msg, void *userdata)
+{
+	struct log_capture *c = userdata;
+
+	if (priority <= LOG_WARNING)
+		snprintf(c->last, sizeof(c->last), "%s", msg);
+}
+
+/* The signals that end dirtyctl or stop it, blocked while the library holds the target. */
+static void block_signals(sigset_t *old)
+{
+	static const int synchronous[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+	sigset_t all;
+
+	sigfillset(&all);
+	for (size_t i = 0; i < sizeof(synchronous) / sizeof(synchronous[0]); i++)
+		sigdelset(&all, synchronous[i]);
+	sigprocmask(SIG_BLOCK, &all, old);
+}
+
 static int open_tracker(struct watch *w)
 {
 	/*
@@ -715,27 +775,62 @@ static int open_tracker(struct watch *w)
 	 * target that is more memory than the machine has.  Pages dropped
 	 * after a collect are still reported (libdirty.h says what is not).
 	 */
+	struct log_capture log = { "" };
 	struct dirty_options opts = { .sz = sizeof(opts), .backend = w->o->backend,
-				      .pid = w->pid, .flags = DIRTY_TRACKER_SPARSE };
-	char why[1024];
-	int err = dirty_tracker_new(&opts, &w->t);
+				      .pid = w->pid, .flags = DIRTY_TRACKER_SPARSE,
+				      .log = capture_log, .log_userdata = &log };
+	const char *advice = "";
+	sigset_t old;
+	int err;
 
+	/*
+	 * The library borrows a thread of the target for a moment (ptrace):
+	 * a signal that would end dirtyctl meanwhile waits until it is done.
+	 */
+	block_signals(&old);
+	err = dirty_tracker_new(&opts, &w->t);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (!err) {
 		w->backend = dirty_tracker_backend(w->t);
 		return 0;
 	}
-	if (err == -ESRCH) {
-		fprintf(stderr, "dirtyctl: no process %d\n", (int)w->pid);
-		return EXIT_NO_PROCESS;
-	}
 	if (err == -EINVAL) {
-		fprintf(stderr, "dirtyctl: no backend named \"%s\"\n", w->o->backend);
+		fprintf(stderr, "dirtyctl: no backend named \"%s\": see dirtyctl probe\n",
+			w->o->backend);
 		return EXIT_USAGE;
 	}
-	dirty_backend_probe(w->o->backend, w->pid, why, sizeof(why));
-	fprintf(stderr, "dirtyctl: cannot track process %d: %s\n", (int)w->pid,
-		err == -EOPNOTSUPP ? why : strerror(-err));
-	return err == -EOPNOTSUPP || err == -EPERM ? EXIT_REFUSED : EXIT_TRACKING;
+	if (err == -EOPNOTSUPP && w->o->backend &&
+	    (!strcmp(w->o->backend, "uffd-async") || !strcmp(w->o->backend, "soft-dirty")))
+		advice = ": dirtyctl probe shows what this kernel offers; without --backend, the "
+			 "best usable one is taken";
+	else if (err == -EOPNOTSUPP && w->o->backend && strcmp(w->o->backend, "auto"))
+		advice = ": only uffd-async and soft-dirty track another process, and dirtyctl "
+			 "probe shows which of them work here";
+	else if (err == -EOPNOTSUPP)
+		advice = ": another process can be tracked with uffd-async (Linux 6.7 or later) or "
+			 "soft-dirty (a kernel built with CONFIG_MEM_SOFT_DIRTY), and this kernel "
+			 "offers neither (see dirtyctl probe)";
+	else if (err == -ENOMEM)
+		advice = ": free some memory and try again";
+	if (log.last[0])
+		fprintf(stderr, "dirtyctl: cannot attach to process %d: %s%s\n", (int)w->pid, log.last,
+			advice);
+	else
+		fprintf(stderr, "dirtyctl: cannot attach to process %d: %s%s\n", (int)w->pid,
+			strerror(-err), advice[0] ? advice : ": please report this as a bug");
+	switch (err) {
+	case -ESRCH:
+		return EXIT_NO_PROCESS;
+	case -EPERM:
+	case -EACCES:
+	case -EBUSY:
+	case -EOPNOTSUPP:
+	case -ENOSYS:
+	case -ENOEXEC:
+		return EXIT_REFUSED;
+	default:
+		return EXIT_TRACKING;
+	}
 }
 
 /*
@@ -814,7 +909,8 @@ static int dump_image(struct watch *w, unsigned seq, double t, bool child, int *
 			"%d tries (mappings going away while their pages were read); stopped\n",
 			path, DUMP_TRIES);
 	else if (err)
-		fprintf(stderr, "dirtyctl: writing %s: %s\n", path, strerror(-err));
+		fprintf(stderr, "dirtyctl: cannot write %s (%s): the chain ends before it; check the "
+			"room and the file system of --dir\n", path, strerror(-err));
 	report_image(w, seq, t, path, &total, new_program, err);
 	return err;
 }
@@ -826,12 +922,18 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 	int status = -1, rc, err;
 
 	*exit_status = -1;
+	/* from the start: a Ctrl-C while attaching ends the watch once attached */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
 	rc = check_target(pid);
-	if (rc)
+	if (!rc)
+		rc = open_tracker(&w);
+	if (rc) {
+		sigaction(SIGINT, &old_int, NULL);
+		sigaction(SIGTERM, &old_term, NULL);
 		return rc;
-	rc = open_tracker(&w);
-	if (rc)
-		return rc;
+	}
 	if (o->svg) {
 		char title[600];
 
@@ -840,14 +942,12 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 		w.heat = heatmap_new(title);
 	}
 	w.tty = !o->json && isatty(fileno(o->out));
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, &old_int);
-	sigaction(SIGTERM, &sa, &old_term);
 
 	w.start = w.last = now();
 	/* what is there at the attach starts clean: its earlier writes are not seen */
 	if (reconcile(&w, false) < 0 && reattach(&w, child, &status) < 0) {
-		fprintf(stderr, "dirtyctl: process %d is gone\n", (int)pid);
+		fprintf(stderr, "dirtyctl: process %d exited before its memory could be read: there "
+			"is nothing to report\n", (int)pid);
 		rc = EXIT_NO_PROCESS;
 		goto out;
 	}
@@ -931,7 +1031,8 @@ out:
 			fprintf(stderr, "dirtyctl: %u updates of the heatmap failed: its cells add up "
 				"to less than the report\n", w.heat_errors);
 		if (err) {
-			fprintf(stderr, "dirtyctl: cannot write %s: %s\n", o->svg, strerror(-err));
+			fprintf(stderr, "dirtyctl: cannot write %s (%s): choose an --svg file you may "
+				"write, on a file system with room\n", o->svg, strerror(-err));
 			rc = EXIT_TRACKING;
 		}
 	}
