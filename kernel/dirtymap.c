@@ -371,12 +371,33 @@ static void dirtymap_scan(struct dirtymap_file *df, pgoff_t first, pgoff_t nr,
 		for (i = 0; i < folio_batch_count(&fbatch); i++) {
 			struct folio *folio = fbatch.folios[i];
 
-			/* no entry maps it: nothing to read or clean */
-			if (!folio_mapped(folio))
-				continue;
+			pgoff_t at = folio->index;
+
+			/*
+			 * Locked even when it looks unmapped: a folio under
+			 * migration is unmapped and locked, and its entries'
+			 * dirty bits come back on the new folio, which the
+			 * lock lets us find.
+			 */
 			folio_lock(folio);
-			if (folio->mapping == mapping &&
-			    dirtymap_folio_mkclean(folio))
+			if (folio->mapping != mapping) {
+				/*
+				 * Migrated (or truncated) while we waited for
+				 * the lock: the entries map the folio now at
+				 * its index, if any.
+				 */
+				folio_unlock(folio);
+				folio = filemap_lock_folio(mapping, at);
+				if (IS_ERR(folio))
+					continue;
+				if (dirtymap_folio_mkclean(folio))
+					dirtymap_record(df, folio->index,
+							folio_nr_pages(folio));
+				folio_unlock(folio);
+				folio_put(folio);
+				continue;
+			}
+			if (dirtymap_folio_mkclean(folio))
 				dirtymap_record(df, folio->index,
 						folio_nr_pages(folio));
 			folio_unlock(folio);

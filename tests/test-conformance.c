@@ -477,8 +477,18 @@ START_TEST(test_track_populated_dirty)
 	ck_assert_uint_ge(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16), 2);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 16), 0);
 	write_pages(&m, (const size_t[]){ 6 }, 1);
-	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16),
-		    (const size_t[][2]){ { 6, 7 } }, 1);
+	if (mapping_reads_page_tables(t)) {
+		/*
+		 * The write is a read first: its fault maps the dropped pages
+		 * 4-7 around it (fault-around), which the module reports
+		 * (documented).
+		 */
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16),
+			    (const size_t[][2]){ { 4, 8 } }, 1);
+	} else {
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16),
+			    (const size_t[][2]){ { 6, 7 } }, 1);
+	}
 	teardown(t, &m);
 }
 END_TEST

@@ -60,7 +60,7 @@
 #                          three writer threads racing a collector on two vCPUs)
 #   LIBDIRTY_VM_BACKENDS, LIBDIRTY_VM_SUITES  run a subset (debugging)
 #   LIBDIRTY_VM_CELLS      run only these of the other cells: api image module
-#                          race numa syncd (debugging; the matrix then fails)
+#                          race numa sparse syncd (debugging; the matrix then fails)
 #   LIBDIRTY_VM_DIRTYMAP_RECLAIM  the module cell's reclaim stress: "MEMFD_MIB
 #                          CGROUP_MIB ROUNDS" (default "192 48 10": a 192 MiB memfd
 #                          written by a process limited to 48 MiB, swap file 256 MiB)
@@ -89,7 +89,7 @@ race_seconds=${LIBDIRTY_VM_RACE_SECONDS:-20}
 for k in "$@"; do
 	case $k in 6.1|6.12|6.12-legacy) ;; *) usage ;; esac
 done
-for f in tests/test-conformance tests/test-api tests/test-numa tests/test-image tools/dirtyctl; do
+for f in tests/test-conformance tests/test-api tests/test-numa tests/test-image tests/test-exact tools/dirtyctl; do
 	[ -x "$build_dir/$f" ] || { echo "vm: $build_dir/$f is not built" >&2; exit 1; }
 done
 
@@ -278,7 +278,7 @@ build_initramfs() {
 	mkdir -p "$stage"/{bin,dev,proc,sys,tmp,mnt,etc,opt/libdirty,lib/x86_64-linux-gnu,lib64,lib/modules}
 	cp /bin/busybox "$stage/bin/busybox"
 	for bin in "$build_dir/tests/test-conformance" "$build_dir/tests/test-api" \
-		   "$build_dir/tests/test-image" \
+		   "$build_dir/tests/test-image" "$build_dir/tests/test-exact" \
 		   "$build_dir/tests/test-numa" "$build_dir/tools/dirtyctl" \
 		   $(ls "${dirtymap_dir:-/nonexistent}"/dirtymap-test "${dirtymap_dir:-/nonexistent}"/dirtymap-race 2>/dev/null || true) \
 		   ${syncd:+"$build_dir/tools/dirty-syncd" "$build_dir/tests/test-syncd"} \
@@ -476,6 +476,23 @@ write_init() {
 			mark "cell=$b-$s rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
 		done
 	done
+	# uffd-async under DIRTY_TRACKER_SPARSE finds dropped pages on its own
+	# (where the kernel has uffd-async), and test-exact's drops
+	if echo " $backends " | grep -q " uffd-async " && want sparse; then
+		mark "begin cell=uffd-async-sparse-core"
+		t0=$(now)
+		DIRTY_TEST_BACKEND=uffd-async DIRTY_TEST_SUITE=core DIRTY_TEST_SPARSE=1 \
+			timeout -s KILL $cell_timeout /opt/libdirty/test-conformance
+		rc=$?
+		kill -KILL -1 2>/dev/null
+		mark "cell=uffd-async-sparse-core rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+		mark "begin cell=exact-drops"
+		t0=$(now)
+		DIRTY_TEST_SUITE=drops timeout -s KILL $cell_timeout /opt/libdirty/test-exact
+		rc=$?
+		kill -KILL -1 2>/dev/null
+		mark "cell=exact-drops rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
+	fi
 	# the buffer sync daemon on the dirtymap device
 	if [ -x /opt/libdirty/test-syncd ] && want syncd; then
 		mark "begin cell=syncd"
@@ -631,6 +648,22 @@ check_matrix() {
 	    problems.append("numa: per-node counts on two nodes " + ("did not finish" if not numa else f"failed (exit {numa[0]})"))
 	    for l in output.get("numa", [])[-30:]:
 	        print(f"    | {l}")
+	# uffd-async under DIRTY_TRACKER_SPARSE, and dropped pages: where the
+	# kernel has uffd-async they must pass, else skip
+	for name in ("uffd-async-sparse-core", "exact-drops"):
+	    if "uffd-async" not in backends:
+	        continue
+	    cell = cells.get(name)
+	    if cell and cell[0] == 0:
+	        verdict = "PASS"
+	    elif cell and cell[0] == 77 and "uffd-async" in unusable:
+	        verdict = "SKIP (expected: uffd-async is not usable here)"
+	    else:
+	        verdict = "FAIL" + ("" if cell else ": not run")
+	        problems.append(f"{name}: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
+	        for l in output.get(name, [])[-30:]:
+	            print(f"    | {l}")
+	    print(f"{name:<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
 	# the dirtymap module's own tests and the sync daemon: TAP-like output
 	for name in required:
 	    cell = cells.get(name)
