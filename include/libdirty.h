@@ -70,7 +70,14 @@
  *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
  *                 cannot track (uffd-sync: MAP_SHARED regular files;
  *                 soft-dirty: hugetlb; mapping: anything but shared
- *                 memory)
+ *                 memory; mprotect: the calling thread's stack, its
+ *                 alternate signal stack, the stack it runs on, or the
+ *                 main thread's stack, because the SIGSEGV handler would
+ *                 have to run on the stack it protected and the kernel
+ *                 would kill the process; the reason is logged.  mprotect
+ *                 cannot recognise the stacks of other threads: tracking
+ *                 one kills the process when that thread next writes to
+ *                 it, or takes a signal there)
  *        -ESRCH   the target process is gone
  *        -ECHILD  the tracker was created by the parent of a fork()
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
@@ -366,11 +373,28 @@ struct dirty_stats {
 	uint64_t degraded_blocks; /* mprotect: blocks unprotected whole because the
 	                             kernel refused to split a mapping further
 	                             (vm.max_map_count); all their pages were
-	                             reported dirty */
+	                             reported dirty.  See below. */
 	uint64_t unprotected_regions; /* DIRTY_TRACKER_ADAPTIVE: regions now
 	                                 reported whole, without protection */
 };
 
+/*
+ * mprotect near vm.max_map_count: every written page of a region is a
+ * writable island in a read-only mapping, one more kernel mapping (vma)
+ * each, and a process may have vm.max_map_count of them (65530 by
+ * default).  When the kernel refuses to split further, the write still
+ * succeeds: the library unprotects an aligned block around the page (64
+ * pages, else 4096, else the whole region) and reports every page of the
+ * block dirty.  What that costs: those pages are false positives in the
+ * next collect (a region written at more than about vm.max_map_count / 2
+ * scattered pages between two collects is reported whole at every collect,
+ * since after 8 degradations between two collects the whole region is
+ * unprotected at once), and each degraded fault is slow (a failed split,
+ * then a merge).  No write is lost.  The first clean or collect of a region
+ * after it first degraded logs it (LOG_WARNING, once per region) with the
+ * limit, the process's mapping count, the blocks and the pages reported;
+ * later ones only count here.  uffd-async and uffd-sync have no such limit.
+ */
 int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret);
 
 /* ---- images: the dirty pages' contents, written to a file or socket ---- */

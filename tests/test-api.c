@@ -884,6 +884,7 @@ START_TEST(test_auto_per_kind)
 {
 	const char *usable[NIMPLEMENTED], *file_backend = NULL;
 	size_t n = usable_backends(usable), i;
+	struct dirty_stats st = { .sz = sizeof(st) };
 	struct dirty_options opts;
 	struct dirty_tracker *t;
 	char *anon = map_pages(8), *file;
@@ -905,6 +906,14 @@ START_TEST(test_auto_per_kind)
 		ck_assert_str_eq(dirty_tracker_region_backend(t, file + page_size()), file_backend);
 		assert_tracks_page(t, anon, 8, 3);
 		assert_tracks_page(t, file, 8, 6);
+		/*
+		 * Each backend counts the faults of its own regions only (it
+		 * once read the other's region state as its own): one write
+		 * fault each where writes are handled in user space.
+		 */
+		ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+		ck_assert_uint_eq(st.faults, !strcmp(file_backend, "mprotect") ? 2 : 1);
+		ck_assert_uint_eq(st.degraded_blocks, 0);
 		ck_assert_int_eq(dirty_untrack(t, file, 8 * page_size()), 0);
 		ck_assert_int_eq(dirty_untrack(t, anon, 8 * page_size()), 0);
 	}
