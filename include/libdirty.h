@@ -10,7 +10,8 @@
  *   - Every int / ssize_t function returns 0 (or a count) on success and a
  *     negative errno on failure.  A failed call changes nothing.
  *   - Out-parameters named ret come last and are untouched on failure.
- *   - Trackers are thread-safe: any number of threads may call into one tracker.
+ *   - Trackers are thread-safe: any number of threads may call into one
+ *     tracker, and one of them may free it (dirty_tracker_free()).
  *   - The library never prints; install a log callback (dirty_options.log) to
  *     hear about fallbacks and degradations.
  *
@@ -218,7 +219,21 @@ int dirty_userfaultfd_share(void);
  */
 int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret);
 
-/* Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL. */
+/*
+ * Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL.
+ *
+ * Other threads may be inside calls on t: the free waits until they have
+ * returned, and a call that starts once the free has begun returns -EBADF
+ * (what it was to do is not done).  A free from inside a call on t (a
+ * dirty_collect_each() callback) cannot wait for that call: t is released
+ * when the call returns.  A call that starts after dirty_tracker_free() has
+ * returned is a use of freed memory, as for any freed object: it usually
+ * gets -EBADF, but not if a new tracker was given the same address since.
+ * The file calls (dirty_track_file() and friends) are waited for once they
+ * hold the tracker's lock, not during their argument checks: a file call
+ * racing with the free of its tracker may still use freed memory.
+ * Do not free a tracker from its log callback.
+ */
 struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t);
 
 /*
