@@ -516,6 +516,43 @@ int dirty_image_write(struct dirty_tracker *t, const struct dirty_range *regions
  */
 int dirty_image_verify(int fd, struct dirty_image_header *ret);
 
+/*
+ * What dirty_image_read() hands over as it reads.  Each callback may be
+ * NULL; a non-zero return stops the read, and the call returns it.
+ */
+struct dirty_image_reader {
+	size_t sz;              /* sizeof(struct dirty_image_reader) */
+	/*
+	 * The header and the tables (h->nregions regions, h->nruns runs), once
+	 * they are read and checked (the header's checksum, the layout, the
+	 * order of regions and runs), before the first page.  Valid during the
+	 * call only.
+	 */
+	int (*tables)(const struct dirty_image_header *h, const struct dirty_image_region *regions,
+		      const struct dirty_image_run *runs, void *userdata);
+	/*
+	 * The contents of [address, address + len) of the image's process: a
+	 * piece of one run (len a multiple of 4096), in run and address order.
+	 * Not yet checked: the image's checksum, which covers them, is checked
+	 * after the last piece.
+	 */
+	int (*pages)(uint64_t address, const void *data, size_t len, void *userdata);
+	void *userdata;
+};
+
+/*
+ * dirty_image_verify() that also hands the image's tables and pages to the
+ * reader as it reads them, in one pass: what a restore does, so that the
+ * bytes it uses are the bytes the checksums were checked on (a second read
+ * of a file may find it changed).  A caller that keeps the pages must throw
+ * them away unless this returns 0.  reader may be NULL (then it is
+ * dirty_image_verify()).  Errors: those of dirty_image_verify(), -EINVAL a
+ * reader whose sz is too small (or larger, with the extra bytes not zero),
+ * or what a callback returned.
+ */
+int dirty_image_read(int fd, const struct dirty_image_reader *reader,
+		     struct dirty_image_header *ret);
+
 /* ---- NUMA: on which node do the dirty pages live? ---- */
 
 #define DIRTY_NUMA_MAX_NODES 64
