@@ -526,7 +526,7 @@ struct dirty_image_reader {
 	 * The header and the tables (h->nregions regions, h->nruns runs), once
 	 * they are read and checked (the header's checksum, the layout, the
 	 * order of regions and runs), before the first page.  Valid during the
-	 * call only.
+	 * call only; never NULL, even when a table is empty.
 	 */
 	int (*tables)(const struct dirty_image_header *h, const struct dirty_image_region *regions,
 		      const struct dirty_image_run *runs, void *userdata);

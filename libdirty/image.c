@@ -424,7 +424,12 @@ DIRTY_EXPORT int dirty_image_read(int fd, const struct dirty_image_reader *reade
 	if (err)
 		goto out;
 	if (tables) {
-		err = tables(&h, regions, runs, READER_GET(reader, userdata));
+		/* never NULL, even for an empty table: memcpy(dst, NULL, 0) is undefined */
+		static const struct dirty_image_region no_regions[1];
+		static const struct dirty_image_run no_runs[1];
+
+		err = tables(&h, regions ? regions : no_regions, runs ? runs : no_runs,
+			     READER_GET(reader, userdata));
 		if (err)
 			goto out;
 	}

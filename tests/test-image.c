@@ -1474,7 +1474,9 @@ static int log_tables(const struct dirty_image_header *h, const struct dirty_ima
 {
 	struct read_log *l = userdata;
 
+	/* never NULL, even for empty tables (tools memcpy them) */
 	ck_assert_ptr_nonnull(regions);
+	ck_assert_ptr_nonnull(runs);
 	ck_assert_uint_le(h->nruns, 8);
 	l->tables_calls++;
 	l->h = *h;
@@ -1587,6 +1589,28 @@ START_TEST(test_read)
 	ck_assert_int_eq(dirty_image_read(fd, (void *)bigger, NULL), -EINVAL);
 	/* no reader: verify */
 	ck_assert_int_eq(dirty_image_read(fd, NULL, &h), 0);
+	close(fd);
+	/* an image of no region at all (what dump writes when no region is new) */
+	{
+		struct dirty_tracker *t = tracker_auto();
+		const struct dirty_range none = { 0 };
+		struct dirty_image_options o = options(DIRTY_IMAGE_ALL, 3);
+
+		fd = temp_file();
+		ck_assert_int_eq(dirty_image_write(t, &none, NULL, 0, &o, fd, NULL), 0);
+		ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+		free(l.pages);
+		memset(&l, 0, sizeof(l));
+		l.cap = len;
+		l.pages = malloc(len);
+		((struct dirty_image_reader *)bigger)->userdata = &l;
+		bigger[sizeof(reader) + 3] = 0;
+		ck_assert_int_eq(dirty_image_read(fd, (void *)bigger, &h), 0);
+		ck_assert_uint_eq(l.tables_calls, 1);
+		ck_assert_uint_eq(h.nregions, 0);
+		ck_assert_uint_eq(l.len, 0);
+		dirty_tracker_free(t);
+	}
 	ck_assert_int_eq(dirty_image_read(-1, NULL, NULL), -EBADF);
 	close(fd);
 	free(l.pages);
