@@ -215,6 +215,53 @@ static int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * A table of len bytes (a multiple of the alignment) into a new aligned
+ * buffer, which grows as the bytes arrive: an image that claims a table of
+ * terabytes costs the memory of what it holds, and is truncated (-ENODATA)
+ * when it holds less, rather than a huge allocation up front.
+ */
+#define TABLE_CHUNK ((size_t)1 << 20)
+
+static int read_table(int fd, uint64_t len, void **ret)
+{
+	unsigned char *buf = NULL, *grown;
+	size_t have = 0, cap = 0;
+
+	while (have < len) {
+		size_t want = len - have < TABLE_CHUNK ? (size_t)(len - have) : TABLE_CHUNK;
+		int err;
+
+		if (want > cap - have) {
+			/* doubling: at most twice what arrived, plus a chunk */
+			size_t next = cap ? 2 * cap : TABLE_CHUNK;
+
+			if (next < have + want)
+				next = have + want;
+			if (next > len)
+				next = (size_t)len;
+			grown = aligned_alloc(DIRTY_IMAGE_ALIGN, next);
+			if (!grown) {
+				free(buf);
+				return -ENOMEM;
+			}
+			if (have)
+				memcpy(grown, buf, have);
+			free(buf);
+			buf = grown;
+			cap = next;
+		}
+		err = read_full(fd, buf + have, want);
+		if (err) {
+			free(buf);
+			return err;
+		}
+		have += want;
+	}
+	*ret = buf;
+	return 0;
+}
+
 /* Read len bytes (a multiple of the alignment) into the CRC, through buf. */
 static int read_crc(int fd, void *buf, size_t buf_len, uint64_t len, uint32_t *crc)
 {
@@ -392,12 +439,7 @@ DIRTY_EXPORT int dirty_image_read(int fd, const struct dirty_image_reader *reade
 		goto out;
 	}
 	if (regions_len) {
-		regions = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)regions_len);
-		if (!regions) {
-			err = -ENOMEM;
-			goto out;
-		}
-		err = read_full(fd, regions, (size_t)regions_len);
+		err = read_table(fd, regions_len, (void **)&regions);
 		if (err)
 			goto out;
 		crc = dirty_crc32c(crc, regions, (size_t)regions_len);
@@ -410,12 +452,7 @@ DIRTY_EXPORT int dirty_image_read(int fd, const struct dirty_image_reader *reade
 		goto out;
 	}
 	if (runs_len) {
-		runs = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)runs_len);
-		if (!runs) {
-			err = -ENOMEM;
-			goto out;
-		}
-		err = read_full(fd, runs, (size_t)runs_len);
+		err = read_table(fd, runs_len, (void **)&runs);
 		if (err)
 			goto out;
 		crc = dirty_crc32c(crc, runs, (size_t)runs_len);

@@ -971,6 +971,40 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/*
+ * A header that claims a region table of 16 TiB, in a file of two blocks:
+ * truncated (-ENODATA), found without allocating the table it claims (it
+ * once allocated first: -ENOMEM, or gigabytes for a smaller claim; the
+ * fuzzer's malloc limit caught it).
+ */
+START_TEST(test_verify_huge_claim)
+{
+	unsigned char *buf = calloc(2, ALIGN);
+	struct dirty_image_header *h = (void *)buf;
+	uint64_t nregions = (uint64_t)1 << 37;
+	size_t heap = heap_in_use();
+	int fd;
+
+	memcpy(h->magic, DIRTY_IMAGE_MAGIC, 8);
+	h->version = DIRTY_IMAGE_VERSION;
+	h->header_size = sizeof(*h);
+	h->page_size = (uint32_t)page_size;
+	h->nregions = nregions;
+	h->regions_offset = ALIGN;
+	h->runs_offset = ALIGN + nregions * 128;
+	h->data_offset = h->runs_offset;
+	h->trailer_offset = h->data_offset;
+	fix_header_crc(buf);
+	fd = file_with(buf, 2 * ALIGN);
+	ck_assert_int_eq(dirty_image_verify(fd, NULL), -ENODATA);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_read(fd, NULL, NULL), -ENODATA);
+	ck_assert_uint_lt(heap_in_use(), heap + 64 * 1024);
+	close(fd);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_verify_bad_fd)
 {
 	ck_assert_int_eq(dirty_image_verify(-1, NULL), -EBADF);
@@ -1647,6 +1681,7 @@ static Suite *image_suite(void)
 	tc = tcase_create("verify");
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_verify_bad_fd);
+	tcase_add_test(tc, test_verify_huge_claim);
 	tcase_add_test(tc, test_read);
 	suite_add_tcase(s, tc);
 	return s;

@@ -100,6 +100,40 @@ static void images(void)
 	munmap(mem, 8 * page);
 }
 
+/* CRC-32C, bit by bit: the library keeps its own to itself. */
+static uint32_t crc32c(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	uint32_t crc = ~0u;
+
+	while (len--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+	}
+	return ~crc;
+}
+
+/*
+ * A sound header that claims a region table of 16 TiB, in two blocks: the
+ * library once allocated what such a header claims (the fuzzer's malloc
+ * limit found it; test-image's test_verify_huge_claim is its test).
+ */
+static void huge_claim(void)
+{
+	unsigned char buf[2 * DIRTY_IMAGE_ALIGN] = { 0 };
+	struct dirty_image_header h = {
+		.magic = DIRTY_IMAGE_MAGIC, .version = DIRTY_IMAGE_VERSION,
+		.header_size = sizeof(h), .page_size = 4096, .nregions = (uint64_t)1 << 37,
+		.regions_offset = DIRTY_IMAGE_ALIGN,
+	};
+
+	h.runs_offset = h.data_offset = h.trailer_offset = DIRTY_IMAGE_ALIGN + h.nregions * 128;
+	h.crc = crc32c(&h, sizeof(h));
+	memcpy(buf, &h, sizeof(h));
+	put("image-verify", "huge-table-claim", buf, sizeof(buf));
+}
+
 /* Chains, in the input format of fuzz-image-chain.c. */
 static void chains(void)
 {
@@ -165,6 +199,7 @@ int main(int argc, char **argv)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	mkdir(dir, 0755);
 	images();
+	huge_claim();
 	chains();
 	messages();
 	return 0;
