@@ -10,7 +10,8 @@
  *   - Every int / ssize_t function returns 0 (or a count) on success and a
  *     negative errno on failure.  A failed call changes nothing.
  *   - Out-parameters named ret come last and are untouched on failure.
- *   - Trackers are thread-safe: any number of threads may call into one tracker.
+ *   - Trackers are thread-safe: any number of threads may call into one
+ *     tracker, and one of them may free it (dirty_tracker_free()).
  *   - The library never prints; install a log callback (dirty_options.log) to
  *     hear about fallbacks and degradations.
  *
@@ -93,7 +94,14 @@
  *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
  *                 cannot track (uffd-sync: MAP_SHARED regular files;
  *                 soft-dirty: hugetlb; mapping: anything but shared
- *                 memory)
+ *                 memory; mprotect: the calling thread's stack, its
+ *                 alternate signal stack, the stack it runs on, or the
+ *                 main thread's stack, because the SIGSEGV handler would
+ *                 have to run on the stack it protected and the kernel
+ *                 would kill the process; the reason is logged.  mprotect
+ *                 cannot recognise the stacks of other threads: tracking
+ *                 one kills the process when that thread next writes to
+ *                 it, or takes a signal there)
  *        -ESRCH   the target process is gone
  *        -ECHILD  the tracker was created by the parent of a fork()
  *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
@@ -252,7 +260,18 @@ int dirty_userfaultfd_share(void);
  */
 int dirty_tracker_new(const struct dirty_options *opts, struct dirty_tracker **ret);
 
-/* Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL. */
+/*
+ * Stop tracking everything and release the tracker.  NULL is fine.  Returns NULL.
+ *
+ * Other threads may be inside calls on t: the free waits until they have
+ * returned, and a call that starts once the free has begun returns -EBADF
+ * (what it was to do is not done).  A free from inside a call on t (a
+ * dirty_collect_each() callback) cannot wait for that call: t is released
+ * when the call returns.  A call that starts after dirty_tracker_free() has
+ * returned is a use of freed memory, as for any freed object: it usually
+ * gets -EBADF, but not if a new tracker was given the same address since.
+ * Do not free a tracker from its log callback.
+ */
 struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t);
 
 /*
@@ -452,11 +471,28 @@ struct dirty_stats {
 	uint64_t degraded_blocks; /* mprotect: blocks unprotected whole because the
 	                             kernel refused to split a mapping further
 	                             (vm.max_map_count); all their pages were
-	                             reported dirty */
+	                             reported dirty.  See below. */
 	uint64_t unprotected_regions; /* DIRTY_TRACKER_ADAPTIVE: regions now
 	                                 reported whole, without protection */
 };
 
+/*
+ * mprotect near vm.max_map_count: every written page of a region is a
+ * writable island in a read-only mapping, one more kernel mapping (vma)
+ * each, and a process may have vm.max_map_count of them (65530 by
+ * default).  When the kernel refuses to split further, the write still
+ * succeeds: the library unprotects an aligned block around the page (64
+ * pages, else 4096, else the whole region) and reports every page of the
+ * block dirty.  What that costs: those pages are false positives in the
+ * next collect (a region written at more than about vm.max_map_count / 2
+ * scattered pages between two collects is reported whole at every collect,
+ * since after 8 degradations between two collects the whole region is
+ * unprotected at once), and each degraded fault is slow (a failed split,
+ * then a merge).  No write is lost.  The first clean or collect of a region
+ * after it first degraded logs it (LOG_WARNING, once per region) with the
+ * limit, the process's mapping count, the blocks and the pages reported;
+ * later ones only count here.  uffd-async and uffd-sync have no such limit.
+ */
 int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret);
 
 /* ---- images: the dirty pages' contents, written to a file or socket ---- */
@@ -574,6 +610,43 @@ int dirty_image_write(struct dirty_tracker *t, const struct dirty_range *regions
  * regions), -EPROTO an unknown version, -ENODATA a truncated one.
  */
 int dirty_image_verify(int fd, struct dirty_image_header *ret);
+
+/*
+ * What dirty_image_read() hands over as it reads.  Each callback may be
+ * NULL; a non-zero return stops the read, and the call returns it.
+ */
+struct dirty_image_reader {
+	size_t sz;              /* sizeof(struct dirty_image_reader) */
+	/*
+	 * The header and the tables (h->nregions regions, h->nruns runs), once
+	 * they are read and checked (the header's checksum, the layout, the
+	 * order of regions and runs), before the first page.  Valid during the
+	 * call only; never NULL, even when a table is empty.
+	 */
+	int (*tables)(const struct dirty_image_header *h, const struct dirty_image_region *regions,
+		      const struct dirty_image_run *runs, void *userdata);
+	/*
+	 * The contents of [address, address + len) of the image's process: a
+	 * piece of one run (len a multiple of 4096), in run and address order.
+	 * Not yet checked: the image's checksum, which covers them, is checked
+	 * after the last piece.
+	 */
+	int (*pages)(uint64_t address, const void *data, size_t len, void *userdata);
+	void *userdata;
+};
+
+/*
+ * dirty_image_verify() that also hands the image's tables and pages to the
+ * reader as it reads them, in one pass: what a restore does, so that the
+ * bytes it uses are the bytes the checksums were checked on (a second read
+ * of a file may find it changed).  A caller that keeps the pages must throw
+ * them away unless this returns 0.  reader may be NULL (then it is
+ * dirty_image_verify()).  Errors: those of dirty_image_verify(), -EINVAL a
+ * reader whose sz is too small (or larger, with the extra bytes not zero),
+ * or what a callback returned.
+ */
+int dirty_image_read(int fd, const struct dirty_image_reader *reader,
+		     struct dirty_image_header *ret);
 
 /* ---- NUMA: on which node do the dirty pages live? ---- */
 

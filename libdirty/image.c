@@ -215,6 +215,53 @@ static int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * A table of len bytes (a multiple of the alignment) into a new aligned
+ * buffer, which grows as the bytes arrive: an image that claims a table of
+ * terabytes costs the memory of what it holds, and is truncated (-ENODATA)
+ * when it holds less, rather than a huge allocation up front.
+ */
+#define TABLE_CHUNK ((size_t)1 << 20)
+
+static int read_table(int fd, uint64_t len, void **ret)
+{
+	unsigned char *buf = NULL, *grown;
+	size_t have = 0, cap = 0;
+
+	while (have < len) {
+		size_t want = len - have < TABLE_CHUNK ? (size_t)(len - have) : TABLE_CHUNK;
+		int err;
+
+		if (want > cap - have) {
+			/* doubling: at most twice what arrived, plus a chunk */
+			size_t next = cap ? 2 * cap : TABLE_CHUNK;
+
+			if (next < have + want)
+				next = have + want;
+			if (next > len)
+				next = (size_t)len;
+			grown = aligned_alloc(DIRTY_IMAGE_ALIGN, next);
+			if (!grown) {
+				free(buf);
+				return -ENOMEM;
+			}
+			if (have)
+				memcpy(grown, buf, have);
+			free(buf);
+			buf = grown;
+			cap = next;
+		}
+		err = read_full(fd, buf + have, want);
+		if (err) {
+			free(buf);
+			return err;
+		}
+		have += want;
+	}
+	*ret = buf;
+	return 0;
+}
+
 /* Read len bytes (a multiple of the alignment) into the CRC, through buf. */
 static int read_crc(int fd, void *buf, size_t buf_len, uint64_t len, uint32_t *crc)
 {
@@ -296,8 +343,48 @@ static int runs_check(const struct dirty_image_header *h, const struct dirty_ima
 	return pages == h->npages ? 0 : -EBADMSG;
 }
 
-DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
+/* A reader's field, NULL without a reader. */
+#define READER_GET(r, field) ((r) ? (r)->field : NULL)
+
+/*
+ * The data section, run by run, through buf: into the CRC, and to the
+ * reader's pages() in pieces of at most buf_len bytes.
+ */
+static int read_data(int fd, const struct dirty_image_header *h, const struct dirty_image_run *runs,
+		     const struct dirty_image_reader *reader, unsigned char *buf, size_t buf_len,
+		     uint32_t *crc)
 {
+	int (*pages)(uint64_t, const void *, size_t, void *) = READER_GET(reader, pages);
+	void *userdata = READER_GET(reader, userdata);
+
+	if (!pages) /* no one to hand pages to: as fast as the buffer allows */
+		return read_crc(fd, buf, buf_len, h->trailer_offset - h->data_offset, crc);
+	for (uint64_t i = 0; i < h->nruns; i++) {
+		/* runs_check() bounded these: npages * page_size fits, and the sum is npages */
+		uint64_t address = runs[i].start, left = runs[i].npages * h->page_size;
+
+		while (left) {
+			size_t n = left < buf_len ? (size_t)left : buf_len;
+			int err = read_full(fd, buf, n);
+
+			if (err)
+				return err;
+			*crc = dirty_crc32c(*crc, buf, n);
+			err = pages(address, buf, n, userdata);
+			if (err)
+				return err;
+			address += n;
+			left -= n;
+		}
+	}
+	return 0;
+}
+
+DIRTY_EXPORT int dirty_image_read(int fd, const struct dirty_image_reader *reader,
+				  struct dirty_image_header *ret)
+{
+	int (*tables)(const struct dirty_image_header *, const struct dirty_image_region *,
+		      const struct dirty_image_run *, void *) = READER_GET(reader, tables);
 	struct dirty_image_header h;
 	struct dirty_image_trailer trailer;
 	struct dirty_image_region *regions = NULL;
@@ -309,6 +396,16 @@ DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
 
 	if (fd < 0)
 		return -EBADF;
+	if (reader) {
+		/* a newer caller's extra fields must be zero: we would ignore them */
+		const unsigned char *p = (const unsigned char *)reader;
+
+		if (reader->sz < sizeof(*reader))
+			return -EINVAL;
+		for (size_t i = sizeof(*reader); i < reader->sz; i++)
+			if (p[i])
+				return -EINVAL;
+	}
 	block = aligned_alloc(DIRTY_IMAGE_ALIGN, DIRTY_IMAGE_ALIGN);
 	if (!block)
 		return -ENOMEM;
@@ -345,12 +442,7 @@ DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
 		goto out;
 	}
 	if (regions_len) {
-		regions = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)regions_len);
-		if (!regions) {
-			err = -ENOMEM;
-			goto out;
-		}
-		err = read_full(fd, regions, (size_t)regions_len);
+		err = read_table(fd, regions_len, (void **)&regions);
 		if (err)
 			goto out;
 		crc = dirty_crc32c(crc, regions, (size_t)regions_len);
@@ -363,12 +455,7 @@ DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
 		goto out;
 	}
 	if (runs_len) {
-		runs = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)runs_len);
-		if (!runs) {
-			err = -ENOMEM;
-			goto out;
-		}
-		err = read_full(fd, runs, (size_t)runs_len);
+		err = read_table(fd, runs_len, (void **)&runs);
 		if (err)
 			goto out;
 		crc = dirty_crc32c(crc, runs, (size_t)runs_len);
@@ -376,13 +463,23 @@ DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
 	err = runs_check(&h, regions, runs);
 	if (err)
 		goto out;
+	if (tables) {
+		/* never NULL, even for an empty table: memcpy(dst, NULL, 0) is undefined */
+		static const struct dirty_image_region no_regions[1];
+		static const struct dirty_image_run no_runs[1];
+
+		err = tables(&h, regions ? regions : no_regions, runs ? runs : no_runs,
+			     READER_GET(reader, userdata));
+		if (err)
+			goto out;
+	}
 
 	buf = aligned_alloc(DIRTY_IMAGE_ALIGN, VERIFY_CHUNK);
 	if (!buf) {
 		err = -ENOMEM;
 		goto out;
 	}
-	err = read_crc(fd, buf, VERIFY_CHUNK, h.trailer_offset - h.data_offset, &crc);
+	err = read_data(fd, &h, runs, reader, buf, VERIFY_CHUNK, &crc);
 	if (err)
 		goto out;
 	err = read_full(fd, buf, DIRTY_IMAGE_ALIGN);
@@ -403,4 +500,9 @@ out:
 	free(regions);
 	free(block);
 	return err;
+}
+
+DIRTY_EXPORT int dirty_image_verify(int fd, struct dirty_image_header *ret)
+{
+	return dirty_image_read(fd, NULL, ret);
 }

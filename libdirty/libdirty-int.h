@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -124,6 +125,15 @@ extern const struct dirty_backend dirty_backend_mapping;
 
 struct dirty_tracker {
 	pthread_mutex_t lock;
+	/*
+	 * Calls under way (dirty_tracker_enter()), so that dirty_tracker_free()
+	 * can wait for them.  users_lock and users_gone only serve the free.
+	 */
+	_Atomic unsigned users;
+	_Atomic bool freeing;
+	bool free_deferred;  /* freed from inside a call: the last to leave frees */
+	pthread_mutex_t users_lock;
+	pthread_cond_t users_gone;
 	/*
 	 * The backends this tracker may use, best first: the one named, or
 	 * every usable one for "auto", which tracks each region with the first
@@ -338,6 +348,13 @@ int dirty_uffd_open(int flags, char *why, size_t why_len);
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
 
 /* tracker.c */
+/*
+ * Every public call on a tracker runs between these two, so that
+ * dirty_tracker_free() waits for it.  enter: 0, -EINVAL for NULL, -EBADF if
+ * t is not a live tracker (being freed, or freed).  Calls nest.
+ */
+int dirty_tracker_enter(struct dirty_tracker *t);
+void dirty_tracker_leave(struct dirty_tracker *t);
 /* True in the child of a fork(): the kernel state behind t is the parent's. */
 bool dirty_tracker_forked(const struct dirty_tracker *t);
 /*

@@ -663,7 +663,7 @@ static int files_span(struct mapping_files *f, const struct stat *st, uint64_t o
 	return 0;
 }
 
-DIRTY_EXPORT int dirty_track_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+static int track_file_call(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
 {
 	struct mapping_range *m, **grown;
 	struct mapping_files *f;
@@ -723,7 +723,7 @@ static int file_span_begin(struct dirty_tracker *t, int fd, uint64_t offset, uin
 	return err;
 }
 
-DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset,
+static int untrack_file_call(struct dirty_tracker *t, int fd, uint64_t offset,
 				    uint64_t len)
 {
 	struct mapping_files *f;
@@ -750,7 +750,7 @@ DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t of
 	return err;
 }
 
-DIRTY_EXPORT int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+static int clean_file_call(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
 {
 	size_t first, count, i;
 	int err;
@@ -816,7 +816,7 @@ static void files_redirty(struct dirty_tracker *t, const struct stat *st, uint64
 	}
 }
 
-DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_t offset,
+static ssize_t collect_file_call(struct dirty_tracker *t, int fd, uint64_t offset,
 					uint64_t len, unsigned flags,
 					struct dirty_file_range *out, size_t max, uint64_t *next)
 {
@@ -853,7 +853,7 @@ DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_
 	return (ssize_t)sink.n;
 }
 
-DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset,
+static int collect_file_bitmap_call(struct dirty_tracker *t, int fd, uint64_t offset,
 					   uint64_t len, unsigned flags, uint64_t *bitmap)
 {
 	struct dirty_sink sink = { .base = 0 }; /* counts from offset */
@@ -882,4 +882,69 @@ DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint
 		memcpy(bitmap, sink.bitmap, words * sizeof(uint64_t));
 	free(sink.bitmap);
 	return err;
+}
+
+/* ---- the public file calls: each counted, so that a free waits for it ---- */
+
+DIRTY_EXPORT int dirty_track_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+{
+	int ret;
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	ret = track_file_call(t, fd, offset, len);
+	dirty_tracker_leave(t);
+	return ret;
+}
+
+DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+{
+	int ret;
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	ret = untrack_file_call(t, fd, offset, len);
+	dirty_tracker_leave(t);
+	return ret;
+}
+
+DIRTY_EXPORT int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
+{
+	int ret;
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	ret = clean_file_call(t, fd, offset, len);
+	dirty_tracker_leave(t);
+	return ret;
+}
+
+DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_t offset,
+					uint64_t len, unsigned flags,
+					struct dirty_file_range *out, size_t max, uint64_t *next)
+{
+	ssize_t ret;
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	ret = collect_file_call(t, fd, offset, len, flags, out, max, next);
+	dirty_tracker_leave(t);
+	return ret;
+}
+
+DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset,
+					   uint64_t len, unsigned flags, uint64_t *bitmap)
+{
+	int ret;
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	ret = collect_file_bitmap_call(t, fd, offset, len, flags, bitmap);
+	dirty_tracker_leave(t);
+	return ret;
 }

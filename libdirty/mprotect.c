@@ -41,10 +41,28 @@
  * merges the vmas again.  A region that degrades more than DEGRADE_LIMIT
  * times between two collects is being written all over: it is unprotected
  * whole at once, because every further fault near the limit is slow (a
- * failing split, then a merge, in a tree of 65530 vmas).
+ * failing split, then a merge, in a tree of 65530 vmas).  The handler cannot
+ * log; the next clean or collect of the region logs its first degradation,
+ * once per region, with the numbers (what it costs: libdirty.h, at
+ * dirty_stats.degraded_blocks).
+ *
+ * Stacks.  The handler runs on the stack of the thread that faulted (or on
+ * its alternate signal stack).  A thread whose own stack is read-only cannot
+ * even enter the handler: the kernel fails to write the signal frame and
+ * kills the process with SIGSEGV.  An alternate stack would not be enough:
+ * every other signal handler, and every system call that writes into a
+ * buffer on the stack, would meet a read-only page too.  So track() refuses
+ * the calling thread's stack, its alternate signal stack (where the kernel
+ * writes signal frames), the stack it is running on (a coroutine's), and
+ * the main thread's stack ([stack] in /proc/self/maps), with -EOPNOTSUPP
+ * and a reason in the log.  The stacks of other threads are not known to
+ * the library (they are anonymous memory to the kernel): tracking one of
+ * them kills the process the same way, which libdirty.h documents.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +80,10 @@ struct mp_region {
 	size_t nwords;
 	_Atomic uint64_t *bits; /* one bit per page_size page */
 	_Atomic uint64_t faults, degraded;
+	_Atomic uint64_t degraded_pages;  /* pages of the degraded blocks, in all */
+	_Atomic uint64_t degraded_whole;  /* of them: the whole region at once */
 	_Atomic unsigned degraded_since_collect;
+	bool degrade_logged;              /* under the tracker's lock */
 };
 
 #define DEGRADE_LIMIT 8
@@ -161,6 +182,11 @@ static bool unprotect_and_record(struct mp_region *r, uintptr_t addr)
 			bits_set(r, start, end);
 			atomic_fetch_add_explicit(&r->faults, 1, memory_order_relaxed);
 			atomic_fetch_add_explicit(&r->degraded, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&r->degraded_pages, (end - start) / r->page_size,
+						  memory_order_relaxed);
+			if (start == r->start && end == r->end)
+				atomic_fetch_add_explicit(&r->degraded_whole, 1,
+							  memory_order_relaxed);
 			return true;
 		}
 	}
@@ -386,15 +412,133 @@ static void mp_region_free(struct mp_region *m)
 	free(m);
 }
 
+/* ---- stacks ---- */
+
+static bool overlaps(uintptr_t start, uintptr_t end, uintptr_t lo, uintptr_t hi)
+{
+	return start < hi && lo < end;
+}
+
+/* The main thread's stack, from the line of /proc/self/maps named [stack]. */
+static bool main_stack(uintptr_t *lo, uintptr_t *hi)
+{
+	char *text, *line, *save = NULL;
+	bool found = false;
+
+	if (dirty_read_file("/proc/self/maps", &text, NULL))
+		return false;
+	for (line = strtok_r(text, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
+		uint64_t a, b;
+		size_t len = strlen(line);
+
+		if (len > 7 && !strcmp(line + len - 7, "[stack]") &&
+		    sscanf(line, "%" SCNx64 "-%" SCNx64, &a, &b) == 2) {
+			*lo = (uintptr_t)a;
+			*hi = (uintptr_t)b;
+			found = true;
+		}
+	}
+	free(text);
+	return found;
+}
+
+/*
+ * Which stack of this process [start, end) holds, if one the library knows
+ * of: the calling thread's (pthread's idea of it), its alternate signal
+ * stack (the kernel writes signal frames there), the one it is running on
+ * now (a coroutine's), or the main thread's.  NULL if none.
+ */
+static const char *stack_in(uintptr_t start, uintptr_t end)
+{
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0), lo, hi;
+	pthread_attr_t attr;
+	stack_t alt;
+	void *addr;
+	size_t size;
+
+	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+		bool mine = pthread_attr_getstack(&attr, &addr, &size) == 0 &&
+			    overlaps(start, end, (uintptr_t)addr, (uintptr_t)addr + size);
+
+		pthread_attr_destroy(&attr);
+		if (mine)
+			return "the calling thread's stack";
+	}
+	if (sigaltstack(NULL, &alt) == 0 && !(alt.ss_flags & SS_DISABLE) &&
+	    overlaps(start, end, (uintptr_t)alt.ss_sp, (uintptr_t)alt.ss_sp + alt.ss_size))
+		return "the calling thread's alternate signal stack";
+	if (start <= here && here < end)
+		return "the stack the calling thread is running on";
+	if (main_stack(&lo, &hi) && overlaps(start, end, lo, hi))
+		return "the main thread's stack";
+	return NULL;
+}
+
+/* ---- degradation ---- */
+
+/* The number of mappings of this process (lines of /proc/self/maps), or 0. */
+static size_t count_mappings(void)
+{
+	char *text;
+	size_t len, n = 0;
+
+	if (dirty_read_file("/proc/self/maps", &text, &len))
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		n += text[i] == '\n';
+	free(text);
+	return n;
+}
+
+/*
+ * The handler cannot log: the first clean or collect of a region after it
+ * degraded says so, once per region, with what it cost so far.  Called with
+ * the tracker's lock held.
+ */
+static void degrade_report(struct dirty_tracker *t, struct mp_region *m)
+{
+	uint64_t blocks = atomic_load_explicit(&m->degraded, memory_order_relaxed);
+	char *limit = NULL;
+
+	if (m->degrade_logged || !blocks)
+		return;
+	m->degrade_logged = true;
+	if (dirty_read_file("/proc/sys/vm/max_map_count", &limit, NULL) == 0)
+		limit[strcspn(limit, "\n")] = '\0';
+	dirty_log(t, LOG_WARNING,
+		  "mprotect: region %#lx-%#lx (%zu pages) degraded: the kernel refused to split "
+		  "its mapping further (vm.max_map_count %s, this process has %zu mappings); "
+		  "%" PRIu64 " writes unprotected a block instead of a page (%" PRIu64
+		  " of them the whole region), %" PRIu64 " pages reported dirty that may not "
+		  "have been written; logged once for this region, counted in "
+		  "dirty_stats.degraded_blocks",
+		  (unsigned long)m->start, (unsigned long)m->end,
+		  (size_t)((m->end - m->start) / m->page_size), limit ? limit : "unknown",
+		  count_mappings(), blocks,
+		  atomic_load_explicit(&m->degraded_whole, memory_order_relaxed),
+		  atomic_load_explicit(&m->degraded_pages, memory_order_relaxed));
+	free(limit);
+}
+
 static int mprotect_track(struct dirty_tracker *t, struct dirty_region *r)
 {
 	struct mp_region *m;
+	const char *stack;
 	size_t npages;
 	int err;
 
 	if (r->prot < 0) {
 		dirty_log(t, LOG_ERR, "mprotect: the range mixes protections");
 		return -EINVAL;
+	}
+	stack = t->pid ? NULL : stack_in(r->start, r->end);
+	if (stack) {
+		dirty_log(t, LOG_ERR, "mprotect: %#lx-%#lx holds %s: a write to it would fault "
+			  "where the SIGSEGV handler cannot run, and kill the process; track it "
+			  "with uffd-async or uffd-sync", (unsigned long)r->start,
+			  (unsigned long)r->end, stack);
+		return -EOPNOTSUPP;
 	}
 	m = calloc(1, sizeof(*m));
 	if (!m)
@@ -466,7 +610,7 @@ static int mprotect_clean(struct dirty_tracker *t, struct dirty_region *r, uintp
 	struct mp_region *m = r->priv;
 	size_t i = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
 
-	(void)t;
+	degrade_report(t, m);
 	/* C1 for every page, then C2 for all of them at once */
 	for (; i < last; i++)
 		atomic_fetch_and(&m->bits[i / 64], ~(UINT64_C(1) << (i % 64)));
@@ -508,6 +652,7 @@ static int mprotect_collect(struct dirty_tracker *t, struct dirty_region *r, uin
 	struct mp_region *m = r->priv;
 	struct reprotect_ctx ctx = { t, m };
 
+	degrade_report(t, m);
 	if (clean)
 		atomic_store_explicit(&m->degraded_since_collect, 0, memory_order_relaxed);
 	dirty_page_bits_collect(m->bits, m->start, m->page_size, start, end, clean, sink, done,
@@ -538,6 +683,9 @@ static void mprotect_stats(struct dirty_tracker *t, struct dirty_stats *st)
 	for (i = 0; i < t->nregions; i++) {
 		struct mp_region *m = t->regions[i]->priv;
 
+		/* an automatic tracker may give other regions to other backends */
+		if (t->regions[i]->backend != &dirty_backend_mprotect)
+			continue;
 		st->faults += atomic_load(&m->faults);
 		st->degraded_blocks += atomic_load(&m->degraded);
 	}

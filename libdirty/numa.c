@@ -160,8 +160,8 @@ static int count_runs(pid_t pid, const struct dirty_range *runs, size_t nruns,
 }
 #endif
 
-DIRTY_EXPORT int dirty_numa_count(struct dirty_tracker *t, const struct dirty_range *runs,
-				  size_t nruns, struct dirty_numa_counts *ret)
+static int numa_count_call(struct dirty_tracker *t, const struct dirty_range *runs,
+			   size_t nruns, struct dirty_numa_counts *ret)
 {
 	struct dirty_numa_counts counts;
 	size_t page = dirty_page_size(), sz;
@@ -280,4 +280,16 @@ void dirty_numa_free(void *p, size_t len)
 	}
 #endif
 	munmap(p, len);
+}
+
+DIRTY_EXPORT int dirty_numa_count(struct dirty_tracker *t, const struct dirty_range *runs,
+				  size_t nruns, struct dirty_numa_counts *ret)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = numa_count_call(t, runs, nruns, ret);
+	dirty_tracker_leave(t);
+	return err;
 }

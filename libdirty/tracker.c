@@ -123,6 +123,152 @@ fail:
 	return err;
 }
 
+/* ---- the live trackers, and the calls under way on each ---- */
+
+/*
+ * dirty_tracker_free() may be called while other threads are inside calls
+ * on the same tracker: it takes the tracker out of the live set, so that no
+ * call can start on it any more (-EBADF), then waits until the calls under
+ * way have left.  A call finds its tracker in the live set by address under
+ * live_lock, which is what makes "start" and "free" exclusive: no call ever
+ * touches a tracker's memory before knowing it is live.  (A mutex, not a
+ * rwlock: held for a binary search only, and a rwlock cannot be released
+ * in the child of a fork by the thread that took it, whose id changed.)
+ */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dirty_tracker **live; /* sorted by address */
+static size_t nlive, live_cap;
+static pthread_once_t live_atfork_once = PTHREAD_ONCE_INIT;
+
+/* The trackers this thread is inside a call of, innermost last (a few suffice). */
+#define INSIDE_MAX 8
+static __thread struct dirty_tracker *inside[INSIDE_MAX];
+static __thread unsigned inside_depth;
+
+/* fork() must not copy live_lock while another thread holds it. */
+static void live_prepare(void)
+{
+	pthread_mutex_lock(&live_lock);
+}
+
+static void live_release(void)
+{
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_atfork_install(void)
+{
+	pthread_atfork(live_prepare, live_release, live_release);
+}
+
+/* Index of t in live, or of where it would go; *found says which. */
+static size_t live_find(const struct dirty_tracker *t, bool *found)
+{
+	size_t lo = 0, hi = nlive;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if ((uintptr_t)live[mid] < (uintptr_t)t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < nlive && live[lo] == t;
+	return lo;
+}
+
+static int live_insert(struct dirty_tracker *t)
+{
+	bool found;
+	size_t i;
+	int err = 0;
+
+	pthread_once(&live_atfork_once, live_atfork_install);
+	pthread_mutex_lock(&live_lock);
+	if (nlive == live_cap) {
+		size_t cap = live_cap ? 2 * live_cap : 16;
+		struct dirty_tracker **grown = realloc(live, cap * sizeof(*grown));
+
+		if (!grown) {
+			err = -ENOMEM;
+			goto out;
+		}
+		live = grown;
+		live_cap = cap;
+	}
+	i = live_find(t, &found);
+	assert(!found);
+	memmove(live + i + 1, live + i, (nlive - i) * sizeof(*live));
+	live[i] = t;
+	nlive++;
+out:
+	pthread_mutex_unlock(&live_lock);
+	return err;
+}
+
+/* False if t was not live (a second free of it). */
+static bool live_remove(struct dirty_tracker *t)
+{
+	bool found;
+	size_t i;
+
+	pthread_mutex_lock(&live_lock);
+	i = live_find(t, &found);
+	if (found) {
+		memmove(live + i, live + i + 1, (nlive - i - 1) * sizeof(*live));
+		nlive--;
+	}
+	pthread_mutex_unlock(&live_lock);
+	return found;
+}
+
+int dirty_tracker_enter(struct dirty_tracker *t)
+{
+	bool found;
+
+	if (!t)
+		return -EINVAL;
+	pthread_mutex_lock(&live_lock);
+	live_find(t, &found);
+	if (found)
+		atomic_fetch_add(&t->users, 1);
+	pthread_mutex_unlock(&live_lock);
+	if (!found)
+		return -EBADF;
+	if (inside_depth < INSIDE_MAX)
+		inside[inside_depth] = t;
+	inside_depth++;
+	return 0;
+}
+
+static bool inside_call_of(const struct dirty_tracker *t)
+{
+	for (unsigned i = 0; i < inside_depth && i < INSIDE_MAX; i++)
+		if (inside[i] == t)
+			return true;
+	return false;
+}
+
+static void tracker_destroy(struct dirty_tracker *t);
+
+void dirty_tracker_leave(struct dirty_tracker *t)
+{
+	bool destroy = false;
+
+	inside_depth--;
+	if (atomic_fetch_sub(&t->users, 1) != 1 || !atomic_load(&t->freeing))
+		return;
+	/* the last call of a tracker being freed: wake the free, or be it */
+	pthread_mutex_lock(&t->users_lock);
+	destroy = t->free_deferred;
+	if (!destroy)
+		pthread_cond_broadcast(&t->users_gone);
+	pthread_mutex_unlock(&t->users_lock);
+	if (destroy)
+		tracker_destroy(t);
+}
+
 /* ---- options ---- */
 
 /* The part of struct dirty_options that the first release defined. */
@@ -247,6 +393,17 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 		free(t);
 		return -err;
 	}
+	err = pthread_mutex_init(&t->users_lock, NULL);
+	if (!err) {
+		err = pthread_cond_init(&t->users_gone, NULL);
+		if (err)
+			pthread_mutex_destroy(&t->users_lock);
+	}
+	if (err) {
+		pthread_mutex_destroy(&t->lock);
+		free(t);
+		return -err;
+	}
 	memcpy(t->candidates, candidates, ncandidates * sizeof(candidates[0]));
 	t->ncandidates = ncandidates;
 	t->pid = pid;
@@ -263,23 +420,28 @@ DIRTY_EXPORT int dirty_tracker_new(const struct dirty_options *opts, struct dirt
 
 	/* the first choice must work now; the others are opened when needed */
 	err = candidates[0]->open(t);
+	if (!err) {
+		t->opened = 1;
+		err = live_insert(t);
+		if (err)
+			candidates[0]->close(t);
+	}
 	if (err) {
+		pthread_cond_destroy(&t->users_gone);
+		pthread_mutex_destroy(&t->users_lock);
 		pthread_mutex_destroy(&t->lock);
 		free(t);
 		return err;
 	}
-	t->opened = 1;
 	dirty_log(t, LOG_DEBUG, "tracker using %s (%s)", candidates[0]->name, why);
 	*ret = t;
 	return 0;
 }
 
-DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
+static void tracker_destroy(struct dirty_tracker *t)
 {
 	size_t i;
 
-	if (!t)
-		return NULL;
 	/*
 	 * In a forked child this undoes what the child inherited: its own
 	 * copy of the protections (mprotect) and its fds.  Backends tolerate
@@ -294,17 +456,57 @@ DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
 		if (t->opened & (1u << i))
 			t->candidates[i]->close(t);
 	dirty_mapping_release(t); /* files tracked by an automatic tracker */
+	pthread_cond_destroy(&t->users_gone);
+	pthread_mutex_destroy(&t->users_lock);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
+}
+
+DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
+{
+	if (!t || !live_remove(t))
+		return NULL; /* NULL, or freed already */
+	/*
+	 * A forked child's copy: the calls its counters show were the parent's
+	 * threads', which the child does not have, and its locks may have been
+	 * copied held.
+	 */
+	if (dirty_tracker_forked(t)) {
+		tracker_destroy(t);
+		return NULL;
+	}
+	pthread_mutex_lock(&t->users_lock);
+	atomic_store(&t->freeing, true);
+	if (inside_call_of(t)) {
+		/* from a callback of a call on t: it cannot wait for itself */
+		t->free_deferred = true;
+		pthread_mutex_unlock(&t->users_lock);
+		return NULL;
+	}
+	while (atomic_load(&t->users))
+		pthread_cond_wait(&t->users_gone, &t->users_lock);
+	pthread_mutex_unlock(&t->users_lock);
+	/* the file calls (mapping.c) hold the lock throughout: let one under way finish */
+	pthread_mutex_lock(&t->lock);
+	pthread_mutex_unlock(&t->lock);
+	tracker_destroy(t);
 	return NULL;
 }
 
 DIRTY_EXPORT const char *dirty_tracker_backend(const struct dirty_tracker *t)
 {
-	return t ? t->candidates[0]->name : "none";
+	/* the live set holds trackers, which calls may count in: not const there */
+	struct dirty_tracker *counted = (struct dirty_tracker *)t;
+	const char *name;
+
+	if (dirty_tracker_enter(counted))
+		return "none";
+	name = t->candidates[0]->name;
+	dirty_tracker_leave(counted);
+	return name;
 }
 
-DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr)
+static const char *region_backend_call(struct dirty_tracker *t, const void *addr)
 {
 	const char *name = NULL;
 	size_t i;
@@ -319,12 +521,12 @@ DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, c
 	return name;
 }
 
-DIRTY_EXPORT unsigned dirty_tracker_sees(struct dirty_tracker *t)
+static unsigned sees_call(struct dirty_tracker *t)
 {
 	unsigned sees = ~0u;
 	size_t i;
 
-	if (!t || dirty_tracker_forked(t))
+	if (dirty_tracker_forked(t))
 		return 0;
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < t->ncandidates; i++)
@@ -334,7 +536,7 @@ DIRTY_EXPORT unsigned dirty_tracker_sees(struct dirty_tracker *t)
 	return sees == ~0u ? 0 : sees;
 }
 
-DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)
+static int stats_call(struct dirty_tracker *t, struct dirty_stats *ret)
 {
 	struct dirty_stats stats;
 	size_t sz;
@@ -563,12 +765,7 @@ static int populated_after(struct dirty_tracker *t, struct dirty_region *r, int 
 	return dirty_populated_each(fd, r->start, r->end, r->kind, false, populated_redirty, &p);
 }
 
-DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
-{
-	return dirty_track_flags(t, addr, len, 0);
-}
-
-DIRTY_EXPORT int dirty_track_flags(struct dirty_tracker *t, void *addr, size_t len, unsigned flags)
+static int track_flags_call(struct dirty_tracker *t, void *addr, size_t len, unsigned flags)
 {
 	struct populated_runs populated = { 0 };
 	struct dirty_range_info info;
@@ -639,7 +836,7 @@ out:
 	return err;
 }
 
-DIRTY_EXPORT int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len)
+static int untrack_call(struct dirty_tracker *t, void *addr, size_t len)
 {
 	uintptr_t start, end;
 	size_t first, count, i;
@@ -673,7 +870,7 @@ out:
 	return err;
 }
 
-DIRTY_EXPORT int dirty_clean(struct dirty_tracker *t, void *addr, size_t len)
+static int clean_call(struct dirty_tracker *t, void *addr, size_t len)
 {
 	uintptr_t start, end;
 	size_t first, count, i;
@@ -884,9 +1081,8 @@ static int collect_span(struct dirty_tracker *t, uintptr_t start, uintptr_t end,
 	return err;
 }
 
-DIRTY_EXPORT ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len,
-				   unsigned flags, struct dirty_range *out, size_t max,
-				   void **next)
+static ssize_t collect_call(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+			    struct dirty_range *out, size_t max, void **next)
 {
 	struct dirty_sink sink = { .out = out, .max = max };
 	uintptr_t start, end, done;
@@ -909,8 +1105,8 @@ DIRTY_EXPORT ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t l
 	return (ssize_t)sink.n;
 }
 
-DIRTY_EXPORT int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len,
-				      unsigned flags, uint64_t *bitmap)
+static int collect_bitmap_call(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+			       uint64_t *bitmap)
 {
 	struct dirty_sink sink = { .bitmap = bitmap, .base = (uintptr_t)addr };
 	uintptr_t start, end, done;
@@ -932,8 +1128,8 @@ DIRTY_EXPORT int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_
 	return err;
 }
 
-DIRTY_EXPORT int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len,
-				    unsigned flags, dirty_run_fn fn, void *userdata)
+static int collect_each_call(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
+			     dirty_run_fn fn, void *userdata)
 {
 	struct dirty_range runs[128];
 	uintptr_t start, end, cur;
@@ -966,4 +1162,115 @@ DIRTY_EXPORT int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t 
 		}
 	}
 	return 0;
+}
+
+/* ---- the public calls: each counted, so that a free waits for it ---- */
+
+DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr)
+{
+	const char *name;
+
+	if (dirty_tracker_enter(t))
+		return NULL;
+	name = region_backend_call(t, addr);
+	dirty_tracker_leave(t);
+	return name;
+}
+
+DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = stats_call(t, ret);
+	dirty_tracker_leave(t);
+	return err;
+}
+
+DIRTY_EXPORT unsigned dirty_tracker_sees(struct dirty_tracker *t)
+{
+	unsigned sees;
+
+	if (dirty_tracker_enter(t))
+		return 0;
+	sees = sees_call(t);
+	dirty_tracker_leave(t);
+	return sees;
+}
+
+DIRTY_EXPORT int dirty_track(struct dirty_tracker *t, void *addr, size_t len)
+{
+	return dirty_track_flags(t, addr, len, 0);
+}
+
+DIRTY_EXPORT int dirty_track_flags(struct dirty_tracker *t, void *addr, size_t len, unsigned flags)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = track_flags_call(t, addr, len, flags);
+	dirty_tracker_leave(t);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_untrack(struct dirty_tracker *t, void *addr, size_t len)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = untrack_call(t, addr, len);
+	dirty_tracker_leave(t);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_clean(struct dirty_tracker *t, void *addr, size_t len)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = clean_call(t, addr, len);
+	dirty_tracker_leave(t);
+	return err;
+}
+
+DIRTY_EXPORT ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len,
+				   unsigned flags, struct dirty_range *out, size_t max,
+				   void **next)
+{
+	int err = dirty_tracker_enter(t);
+	ssize_t n;
+
+	if (err)
+		return err;
+	n = collect_call(t, addr, len, flags, out, max, next);
+	dirty_tracker_leave(t);
+	return n;
+}
+
+DIRTY_EXPORT int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len,
+				      unsigned flags, uint64_t *bitmap)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = collect_bitmap_call(t, addr, len, flags, bitmap);
+	dirty_tracker_leave(t);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len,
+				    unsigned flags, dirty_run_fn fn, void *userdata)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = collect_each_call(t, addr, len, flags, fn, userdata);
+	dirty_tracker_leave(t);
+	return err;
 }

@@ -1074,6 +1074,9 @@ static void uffd_sync_stats(struct dirty_tracker *t, struct dirty_stats *st)
 	for (size_t i = 0; i < t->nregions; i++) {
 		struct sync_region *m = t->regions[i]->priv;
 
+		/* an automatic tracker may give other regions to other backends */
+		if (t->regions[i]->backend != &dirty_backend_uffd_sync)
+			continue;
 		st->faults += atomic_load(&m->faults);
 	}
 }

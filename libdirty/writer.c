@@ -613,10 +613,10 @@ static void out_close(struct out *o)
 
 /* ---- the call ---- */
 
-DIRTY_EXPORT int dirty_image_write(struct dirty_tracker *t, const struct dirty_range *regions,
-				   const char *const *names, size_t nregions,
-				   const struct dirty_image_options *opts, int fd,
-				   struct dirty_image_stats *ret)
+static int image_write_call(struct dirty_tracker *t, const struct dirty_range *regions,
+			    const char *const *names, size_t nregions,
+			    const struct dirty_image_options *opts, int fd,
+			    struct dirty_image_stats *ret)
 {
 	size_t page = dirty_page_size();
 	struct image_region *sorted = NULL;
@@ -822,5 +822,19 @@ out:
 	free(meta);
 	free(runs.v);
 	free(sorted);
+	return err;
+}
+
+DIRTY_EXPORT int dirty_image_write(struct dirty_tracker *t, const struct dirty_range *regions,
+				   const char *const *names, size_t nregions,
+				   const struct dirty_image_options *opts, int fd,
+				   struct dirty_image_stats *ret)
+{
+	int err = dirty_tracker_enter(t);
+
+	if (err)
+		return err;
+	err = image_write_call(t, regions, names, nregions, opts, fd, ret);
+	dirty_tracker_leave(t);
 	return err;
 }

@@ -3,6 +3,8 @@
 # Only missing packages are installed; an up-to-date machine is left alone.
 set -eu
 packages=(gcc g++ meson ninja-build pkg-config check liburing-dev libnuma-dev python3)
+# tests/fuzz: clang with libFuzzer's runtime
+packages+=(clang libclang-rt-14-dev)
 # tests/vm: boot Debian's kernels in qemu from an initramfs with an ext4 disk
 packages+=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod)
 # kernel/: the dirtymap module against Debian's 6.12 headers, and the patched

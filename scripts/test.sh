@@ -30,7 +30,8 @@ run_build() {
 }
 
 run_build plain "" "" ""
-run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--no-suite install --no-suite vm" \
+# the asan build also runs the fuzz suite (tests/fuzz: a minute per harness)
+run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--setup fuzz --no-suite install --no-suite vm" \
 	"UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1"
 run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench --no-suite vm" \
 	"TSAN_OPTIONS=halt_on_error=1 DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200"
@@ -41,7 +42,8 @@ run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
 python3 - "$status" <<'PY'
 import json, sys, glob
 passed = failed = skipped = 0
-for log in sorted(glob.glob("build-ci-*/meson-logs/testlog.json")):
+# testlog-SETUP.json for a run with --setup (the asan build's)
+for log in sorted(glob.glob("build-ci-*/meson-logs/testlog*.json")):
     p = f = s = 0
     for line in open(log):
         r = json.loads(line)["result"]

@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -884,6 +886,7 @@ START_TEST(test_auto_per_kind)
 {
 	const char *usable[NIMPLEMENTED], *file_backend = NULL;
 	size_t n = usable_backends(usable), i;
+	struct dirty_stats st = { .sz = sizeof(st) };
 	struct dirty_options opts;
 	struct dirty_tracker *t;
 	char *anon = map_pages(8), *file;
@@ -905,6 +908,14 @@ START_TEST(test_auto_per_kind)
 		ck_assert_str_eq(dirty_tracker_region_backend(t, file + page_size()), file_backend);
 		assert_tracks_page(t, anon, 8, 3);
 		assert_tracks_page(t, file, 8, 6);
+		/*
+		 * Each backend counts the faults of its own regions only (it
+		 * once read the other's region state as its own): one write
+		 * fault each where writes are handled in user space.
+		 */
+		ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+		ck_assert_uint_eq(st.faults, !strcmp(file_backend, "mprotect") ? 2 : 1);
+		ck_assert_uint_eq(st.degraded_blocks, 0);
 		ck_assert_int_eq(dirty_untrack(t, file, 8 * page_size()), 0);
 		ck_assert_int_eq(dirty_untrack(t, anon, 8 * page_size()), 0);
 	}
@@ -1256,6 +1267,194 @@ START_TEST(test_file_calls_refused)
 }
 END_TEST
 
+/* ---- lifetime: dirty_tracker_free() while other threads use the tracker ---- */
+
+/*
+ * The free happens in the main thread while another thread is inside
+ * dirty_collect(), held there by its log callback: the collect meets a
+ * region whose memory is gone, logs it with the tracker's lock held, and the
+ * callback waits until the main thread is blocked in the free (its state in
+ * /proc is S) or has returned from it.  The free must wait for the collect.
+ */
+struct free_race {
+	struct dirty_tracker *t;
+	char *mem;
+	size_t len;
+	pid_t freer;            /* the main thread's tid */
+	_Atomic int inside;     /* the collector is in its callback */
+	_Atomic int freeing;    /* the main thread is about to call the free */
+	_Atomic int freed;      /* the free returned */
+	int freed_while_inside; /* the free returned while the collect was under way */
+	ssize_t result;
+};
+
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[256], *p;
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(p);
+	return p[2];
+}
+
+static struct free_race race;
+
+static void hold_collect(int priority, const char *msg, void *userdata)
+{
+	(void)priority, (void)userdata;
+	if (!strstr(msg, "no longer mapped"))
+		return;
+	atomic_store(&race.inside, 1);
+	while (!atomic_load(&race.freeing))
+		sched_yield();
+	/* until the free blocks (S), or returns: a free that does not wait */
+	for (;;) {
+		if (atomic_load(&race.freed)) {
+			race.freed_while_inside = 1;
+			return;
+		}
+		if (thread_state(race.freer) == 'S')
+			break;
+		sched_yield();
+	}
+	if (atomic_load(&race.freed))
+		race.freed_while_inside = 1;
+}
+
+static void *collector_main(void *p)
+{
+	struct dirty_range runs[4];
+
+	(void)p;
+	race.result = dirty_collect(race.t, race.mem, race.len, DIRTY_COLLECT_CLEAN, runs, 4,
+				    NULL);
+	return NULL;
+}
+
+START_TEST(test_free_waits_for_collect)
+{
+	const char *usable[NIMPLEMENTED];
+	struct dirty_options opts;
+	pthread_t collector;
+
+	ck_assert_uint_gt(usable_backends(usable), (size_t)_i);
+	opts = options_for(usable[_i]);
+	memset(&race, 0, sizeof(race));
+	opts.log = hold_collect;
+	race.len = 8 * page_size();
+	race.mem = map_pages(8);
+	race.freer = (pid_t)syscall(SYS_gettid);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &race.t), 0);
+	ck_assert_int_eq(dirty_track(race.t, race.mem, race.len), 0);
+	ck_assert_int_eq(munmap(race.mem, race.len), 0); /* the collect logs that it is gone */
+	ck_assert_int_eq(pthread_create(&collector, NULL, collector_main, NULL), 0);
+	while (!atomic_load(&race.inside))
+		sched_yield();
+	atomic_store(&race.freeing, 1);
+	ck_assert_ptr_null(dirty_tracker_free(race.t));
+	atomic_store(&race.freed, 1);
+	ck_assert_int_eq(pthread_join(collector, NULL), 0);
+	ck_assert_msg(!race.freed_while_inside,
+		      "%s: dirty_tracker_free() returned while dirty_collect() was under way",
+		      opts.backend);
+	ck_assert_int_eq(race.result, -ESTALE);
+}
+END_TEST
+
+/*
+ * A free from inside a call on the same tracker (here dirty_collect_each()'s
+ * callback) cannot wait for that call: the tracker goes when the call
+ * leaves, calls that start meanwhile get -EBADF, and the memory is free
+ * for another tracker afterwards.
+ */
+struct free_inside {
+	struct dirty_tracker *t;
+	char *mem;
+	int clean_after_free;
+	unsigned runs;
+};
+
+static int free_in_callback(void *start, size_t len, void *userdata)
+{
+	struct free_inside *f = userdata;
+
+	(void)start, (void)len;
+	if (f->runs++ == 0) {
+		ck_assert_ptr_null(dirty_tracker_free(f->t));
+		f->clean_after_free = dirty_clean(f->t, f->mem, page_size());
+	}
+	return 0;
+}
+
+START_TEST(test_free_from_callback)
+{
+	const char *usable[NIMPLEMENTED];
+	struct free_inside f = { 0 };
+	struct dirty_options opts;
+	struct dirty_tracker *again;
+	int err;
+
+	ck_assert_uint_gt(usable_backends(usable), (size_t)_i);
+	opts = options_for(usable[_i]);
+	f.mem = map_pages(300);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &f.t), 0);
+	ck_assert_int_eq(dirty_track(f.t, f.mem, 300 * page_size()), 0);
+	/* 150 runs: more than one batch of dirty_collect_each() */
+	for (size_t i = 0; i < 300; i += 2)
+		f.mem[i * page_size()] = 1;
+	err = dirty_collect_each(f.t, f.mem, 300 * page_size(), DIRTY_COLLECT_CLEAN,
+				 free_in_callback, &f);
+	/* the batch under way was delivered; the next could not start */
+	ck_assert_int_eq(err, -EBADF);
+	ck_assert_uint_eq(f.runs, 128);
+	ck_assert_int_eq(f.clean_after_free, -EBADF);
+	/* it is gone: another tracker may take the memory */
+	ck_assert_int_eq(dirty_tracker_new(&opts, &again), 0);
+	ck_assert_int_eq(dirty_track(again, f.mem, 300 * page_size()), 0);
+	dirty_tracker_free(again);
+	munmap(f.mem, 300 * page_size());
+}
+END_TEST
+
+/* Freeing twice is harmless while nothing else took the address. */
+START_TEST(test_free_twice)
+{
+	struct dirty_options opts = options_for("mprotect");
+	struct dirty_tracker *t;
+	char *mem = map_pages(2);
+
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_int_eq(dirty_track(t, mem, 2 * page_size()), 0);
+	ck_assert_ptr_null(dirty_tracker_free(t));
+	mem[0] = 1; /* not protected any more */
+	ck_assert_ptr_null(dirty_tracker_free(t));
+	munmap(mem, 2 * page_size());
+}
+END_TEST
+
+static Suite *lifetime_suite(void)
+{
+	Suite *s = suite_create("lifetime");
+	TCase *tc = tcase_create("free");
+	const char *usable[NIMPLEMENTED];
+	int n = (int)usable_backends(usable); /* one run per backend usable here */
+
+	tcase_add_loop_test(tc, test_free_waits_for_collect, 0, n);
+	tcase_add_loop_test(tc, test_free_from_callback, 0, n);
+	tcase_add_test(tc, test_free_twice);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 static Suite *cooperative_suite(void)
 {
 	Suite *s = suite_create("cooperative");
@@ -1300,6 +1499,7 @@ int main(void)
 	srunner_add_suite(sr, log_suite());
 	srunner_add_suite(sr, stats_suite());
 	srunner_add_suite(sr, cooperative_suite());
+	srunner_add_suite(sr, lifetime_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -21,7 +21,9 @@
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -1041,16 +1043,40 @@ static size_t count_maps(void)
  * write every other page of a tracked region: the kernel refuses to split
  * further and the library must degrade, never crash or lose a write.
  */
+/* Log messages that mention a text, counted, the last one kept. */
+struct log_count {
+	const char *text;
+	unsigned n;
+	char last[1024];
+};
+
+static void count_log(int priority, const char *msg, void *userdata)
+{
+	struct log_count *c = userdata;
+
+	(void)priority;
+	if (!strstr(msg, c->text))
+		return;
+	c->n++;
+	snprintf(c->last, sizeof(c->last), "%s", msg);
+}
+
 START_TEST(test_mprotect_max_map_count)
 {
 	size_t npages = 2000, i, limit, filler_pages, dirty = 0;
 	struct dirty_stats st = { .sz = sizeof(st) };
+	struct log_count degraded = { .text = "degraded" };
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = backend,
+				      .log = count_log, .log_userdata = &degraded };
 	struct dirty_range runs[2000];
 	struct test_mem m;
-	struct dirty_tracker *t = setup(&m, MEM_ANON, npages);
-	char *filler;
+	struct dirty_tracker *t;
+	char *filler, limit_text[64], region_text[64];
 	size_t n;
 
+	ck_assert(mem_map(&m, MEM_ANON, npages, limit_text, sizeof(limit_text)));
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
 	limit = read_ulong_file("/proc/sys/vm/max_map_count");
 	/* every other filler page read-only: one more vma per filler page */
 	filler_pages = limit - count_maps() - 200;
@@ -1068,6 +1094,8 @@ START_TEST(test_mprotect_max_map_count)
 		ck_assert_int_eq(m.addr[i * page_size], 9);
 	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
 	ck_assert_uint_gt(st.degraded_blocks, 0);
+	/* the handler cannot log: nothing yet */
+	ck_assert_uint_eq(degraded.n, 0);
 	/* every written page is reported (the degraded blocks' neighbours too) */
 	n = collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 2000);
 	for (i = 0; i < n; i++)
@@ -1081,12 +1109,161 @@ START_TEST(test_mprotect_max_map_count)
 		ck_assert_msg(found, "page %zu written but not reported", i);
 	}
 	ck_assert_uint_ge(dirty, npages / 2);
+	/* the collect said so, once, with the numbers: the limit and the region */
+	ck_assert_uint_eq(degraded.n, 1);
+	snprintf(limit_text, sizeof(limit_text), "vm.max_map_count %zu,", limit);
+	snprintf(region_text, sizeof(region_text), "region %#lx-%#lx (%zu pages)",
+		 (unsigned long)m.addr, (unsigned long)(m.addr + m.len), npages);
+	ck_assert_msg(strstr(degraded.last, limit_text) && strstr(degraded.last, region_text) &&
+		      strstr(degraded.last, "writes unprotected a block"), "%s", degraded.last);
+	/* degrading again is counted, not logged again */
+	for (i = 1; i < npages; i += 2)
+		m.addr[i * page_size] = 7;
+	n = collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 2000);
+	ck_assert_uint_ge(n, 1);
+	ck_assert_uint_eq(degraded.n, 1);
 	/* after re-protection the vmas merge: tracking goes on exactly */
 	write_pages(&m, (const size_t[]){ 11 }, 1);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 1);
 	ck_assert_ptr_eq(runs[0].start, m.addr + 11 * page_size);
 	munmap(filler, filler_pages * page_size);
 	teardown(t, &m);
+}
+END_TEST
+
+/*
+ * The SIGSEGV handler runs on the stack of the thread that faults: a
+ * thread whose own stack is read-only dies of SIGSEGV at its next write.
+ * Such ranges are refused with the reason logged.  Each refusal runs in a
+ * child, so that a library that accepted one would kill the child, not
+ * the suite.  Cases: 0 the page the main thread runs on; 1 the far end of
+ * a thread's own stack; 2 a page of the main thread's stack, from another
+ * thread; 3 the thread's alternate signal stack (signal frames are written
+ * there); 4 a coroutine's stack, from the coroutine (not under TSan, which
+ * does not follow swapcontext()).
+ */
+struct stack_case {
+	char *main_frame;  /* a page of the main thread's stack */
+	int err;           /* dirty_track()'s answer */
+	unsigned refusals; /* log lines that say which stack */
+	const char *which; /* the words they must have */
+	char *alt;         /* case 3: the alternate stack */
+	size_t alt_len;
+};
+
+static void stack_log(int priority, const char *msg, void *userdata)
+{
+	struct stack_case *c = userdata;
+
+	if (priority == LOG_ERR && strstr(msg, c->which))
+		c->refusals++;
+}
+
+/* Track [addr, addr + len) (page aligned down), then write to the stack: the answer in c. */
+static void stack_try(struct stack_case *c, uintptr_t addr, size_t len)
+{
+	struct dirty_options opts = { .sz = sizeof(opts), .backend = "mprotect",
+				      .log = stack_log, .log_userdata = c };
+	struct dirty_tracker *t;
+	volatile char here[256];
+
+	if (dirty_tracker_new(&opts, &t))
+		_exit(2);
+	c->err = dirty_track(t, (void *)(addr & ~(uintptr_t)(page_size - 1)), len);
+	memset((char *)here, 1, sizeof(here)); /* a write to this thread's stack */
+	if (dirty_tracker_region_backend(t, (void *)addr))
+		c->err = 1000; /* tracked after all */
+	dirty_tracker_free(t);
+}
+
+static void *stack_thread(void *p)
+{
+	struct stack_case *c = p;
+	pthread_attr_t attr;
+	void *addr;
+	size_t size;
+
+	if (c->main_frame) {
+		stack_try(c, (uintptr_t)c->main_frame, page_size);
+		return NULL;
+	}
+	/* the far end of this thread's stack, away from where it runs */
+	if (pthread_getattr_np(pthread_self(), &attr) || pthread_attr_getstack(&attr, &addr, &size))
+		_exit(3);
+	pthread_attr_destroy(&attr);
+	stack_try(c, (uintptr_t)addr + page_size, page_size);
+	return NULL;
+}
+
+static struct stack_case *coroutine_case;
+
+static void coroutine_main(void)
+{
+	stack_try(coroutine_case, (uintptr_t)coroutine_case->alt, coroutine_case->alt_len);
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define STACK_CASES 4
+#else
+#define STACK_CASES 5
+#endif
+
+START_TEST(test_mprotect_refuses_stacks)
+{
+	static const char *const which[] = { "the calling thread's stack",
+					     "the calling thread's stack",
+					     "the main thread's stack",
+					     "the calling thread's alternate signal stack",
+					     "the stack the calling thread is running on" };
+	int status;
+	pid_t child = fork();
+
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		struct stack_case c = { .which = which[_i] };
+		pthread_t thread;
+
+		if (_i == 0) {
+			stack_try(&c, (uintptr_t)__builtin_frame_address(0), page_size);
+		} else if (_i >= 3) {
+			c.alt_len = 64 * page_size;
+			c.alt = mmap(NULL, c.alt_len, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (c.alt == MAP_FAILED)
+				_exit(7);
+			if (_i == 3) {
+				stack_t ss = { .ss_sp = c.alt, .ss_size = c.alt_len };
+
+				if (sigaltstack(&ss, NULL))
+					_exit(7);
+				stack_try(&c, (uintptr_t)c.alt, c.alt_len);
+			} else {
+				ucontext_t back, coroutine;
+
+				coroutine_case = &c;
+				if (getcontext(&coroutine))
+					_exit(7);
+				coroutine.uc_stack = (stack_t){ .ss_sp = c.alt, .ss_size = c.alt_len };
+				coroutine.uc_link = &back;
+				makecontext(&coroutine, coroutine_main, 0);
+				if (swapcontext(&back, &coroutine))
+					_exit(7);
+			}
+		} else {
+			c.main_frame = _i == 2 ? __builtin_frame_address(0) : NULL;
+			if (pthread_create(&thread, NULL, stack_thread, &c) ||
+			    pthread_join(thread, NULL))
+				_exit(4);
+		}
+		if (c.err != -EOPNOTSUPP)
+			_exit(5);
+		_exit(c.refusals == 1 ? 0 : 6);
+	}
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "case %d, %s: the child %s %d", _i, which[_i],
+		      WIFEXITED(status) ? "exited with status" : "died of signal",
+		      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 END_TEST
 
@@ -1777,6 +1954,7 @@ static Suite *core_suite(void)
 		tcase_add_test(one, test_mprotect_chains_foreign_faults);
 		tcase_add_test(one, test_mprotect_foreign_fault_still_kills);
 		tcase_add_test(one, test_mprotect_max_map_count);
+		tcase_add_loop_test(one, test_mprotect_refuses_stacks, 0, STACK_CASES);
 		tcase_set_timeout(one, 60);
 	}
 	suite_add_tcase(s, one);

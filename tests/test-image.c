@@ -1008,6 +1008,40 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/*
+ * A header that claims a region table of 16 TiB, in a file of two blocks:
+ * truncated (-ENODATA), found without allocating the table it claims (it
+ * once allocated first: -ENOMEM, or gigabytes for a smaller claim; the
+ * fuzzer's malloc limit caught it).
+ */
+START_TEST(test_verify_huge_claim)
+{
+	unsigned char *buf = calloc(2, ALIGN);
+	struct dirty_image_header *h = (void *)buf;
+	uint64_t nregions = (uint64_t)1 << 37;
+	size_t heap = heap_in_use();
+	int fd;
+
+	memcpy(h->magic, DIRTY_IMAGE_MAGIC, 8);
+	h->version = DIRTY_IMAGE_VERSION;
+	h->header_size = sizeof(*h);
+	h->page_size = (uint32_t)page_size;
+	h->nregions = nregions;
+	h->regions_offset = ALIGN;
+	h->runs_offset = ALIGN + nregions * 128;
+	h->data_offset = h->runs_offset;
+	h->trailer_offset = h->data_offset;
+	fix_header_crc(buf);
+	fd = file_with(buf, 2 * ALIGN);
+	ck_assert_int_eq(dirty_image_verify(fd, NULL), -ENODATA);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_read(fd, NULL, NULL), -ENODATA);
+	ck_assert_uint_lt(heap_in_use(), heap + 64 * 1024);
+	close(fd);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_verify_bad_fd)
 {
 	ck_assert_int_eq(dirty_image_verify(-1, NULL), -EBADF);
@@ -1492,6 +1526,170 @@ START_TEST(test_uring_refused)
 END_TEST
 #endif
 
+/* ---- dirty_image_read(): the tables, then the pages, in one pass ---- */
+
+struct read_log {
+	unsigned tables_calls;
+	struct dirty_image_header h;
+	struct dirty_image_run runs[8];
+	uint64_t nruns;
+	unsigned char *pages; /* what was handed over, in order */
+	size_t len, cap;
+	uint64_t next_address; /* the next piece continues a run, or starts the next */
+	size_t run;
+	int stop_tables, stop_pages;
+};
+
+static int log_tables(const struct dirty_image_header *h, const struct dirty_image_region *regions,
+		      const struct dirty_image_run *runs, void *userdata)
+{
+	struct read_log *l = userdata;
+
+	/* never NULL, even for empty tables (tools memcpy them) */
+	ck_assert_ptr_nonnull(regions);
+	ck_assert_ptr_nonnull(runs);
+	ck_assert_uint_le(h->nruns, 8);
+	l->tables_calls++;
+	l->h = *h;
+	l->nruns = h->nruns;
+	memcpy(l->runs, runs, h->nruns * sizeof(*runs));
+	l->next_address = h->nruns ? runs[0].start : 0;
+	return l->stop_tables;
+}
+
+static int log_pages(uint64_t address, const void *data, size_t len, void *userdata)
+{
+	struct read_log *l = userdata;
+	const struct dirty_image_run *r = &l->runs[l->run];
+
+	ck_assert_uint_eq(len % ALIGN, 0);
+	ck_assert_uint_gt(len, 0);
+	if (address != l->next_address) { /* the next run */
+		ck_assert_uint_eq(l->next_address, r->start + r->npages * page_size);
+		r = &l->runs[++l->run];
+		ck_assert_uint_lt(l->run, l->nruns);
+		ck_assert_uint_eq(address, r->start);
+	}
+	ck_assert_uint_le(address + len, r->start + r->npages * page_size);
+	l->next_address = address + len;
+	ck_assert_uint_le(l->len + len, l->cap);
+	memcpy(l->pages + l->len, data, len);
+	l->len += len;
+	return l->stop_pages;
+}
+
+START_TEST(test_read)
+{
+	size_t len;
+	unsigned char *good = sample_image(&len), *bad = malloc(len);
+	struct view v = view_image(good, len);
+	struct read_log l = { 0 };
+	struct dirty_image_reader reader = { .sz = sizeof(reader), .tables = log_tables,
+					     .pages = log_pages, .userdata = &l };
+	struct dirty_image_header h;
+	unsigned char bigger[sizeof(reader) + 8] = { 0 };
+	int fd;
+
+	l.cap = len;
+	l.pages = malloc(len);
+	fd = file_with(good, len);
+	ck_assert_int_eq(dirty_image_read(fd, &reader, &h), 0);
+	ck_assert_uint_eq(l.tables_calls, 1);
+	ck_assert_mem_eq(&l.h, &h, sizeof(h));
+	ck_assert_uint_eq(l.nruns, 3);
+	ck_assert_mem_eq(l.runs, v.runs, 3 * sizeof(*v.runs));
+	/* every page, in run order: the data section as it is */
+	ck_assert_uint_eq(l.run, 2);
+	ck_assert_uint_eq(l.len, v.h->npages * page_size);
+	ck_assert_mem_eq(l.pages, v.data, l.len);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), (off_t)v.size);
+
+	/* a callback's answer stops the read and is returned */
+	free(l.pages);
+	memset(&l, 0, sizeof(l));
+	l.cap = len;
+	l.pages = malloc(len);
+	l.stop_tables = -ECANCELED;
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_read(fd, &reader, NULL), -ECANCELED);
+	ck_assert_uint_eq(l.len, 0);
+	l.stop_tables = 0;
+	l.stop_pages = 7;
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_read(fd, &reader, NULL), 7);
+	ck_assert_uint_eq(l.len, page_size); /* the first piece only: one page */
+	close(fd);
+
+	/* pages whose checksum fails were handed over, and the read fails */
+	memcpy(bad, good, len);
+	bad[v.h->data_offset + page_size + 5] ^= 1;
+	free(l.pages);
+	memset(&l, 0, sizeof(l));
+	l.cap = len;
+	l.pages = malloc(len);
+	fd = file_with(bad, len);
+	memset(&h, 0x5a, sizeof(h));
+	ck_assert_int_eq(dirty_image_read(fd, &reader, &h), -EBADMSG);
+	ck_assert_uint_eq(l.len, v.h->npages * page_size);
+	ck_assert_uint_eq(h.magic[0], 0x5a); /* untouched */
+	/* a corrupt table: no callback at all */
+	memcpy(bad, good, len);
+	((struct dirty_image_run *)(bad + v.h->runs_offset))[1].start += page_size / 2;
+	fix_trailer_crc(bad, len);
+	close(fd);
+	free(l.pages);
+	memset(&l, 0, sizeof(l));
+	fd = file_with(bad, len);
+	ck_assert_int_eq(dirty_image_read(fd, &reader, NULL), -EBADMSG);
+	ck_assert_uint_eq(l.tables_calls, 0);
+	close(fd);
+
+	/* the size field: too small, or larger with non-zero extra bytes */
+	fd = file_with(good, len);
+	reader.sz = sizeof(reader) - 1;
+	ck_assert_int_eq(dirty_image_read(fd, &reader, NULL), -EINVAL);
+	memcpy(bigger, &reader, sizeof(reader));
+	((struct dirty_image_reader *)bigger)->sz = sizeof(bigger);
+	memset(&l, 0, sizeof(l));
+	l.cap = len;
+	l.pages = malloc(len);
+	((struct dirty_image_reader *)bigger)->userdata = &l;
+	ck_assert_int_eq(dirty_image_read(fd, (void *)bigger, NULL), 0);
+	bigger[sizeof(reader) + 3] = 1;
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(dirty_image_read(fd, (void *)bigger, NULL), -EINVAL);
+	/* no reader: verify */
+	ck_assert_int_eq(dirty_image_read(fd, NULL, &h), 0);
+	close(fd);
+	/* an image of no region at all (what dump writes when no region is new) */
+	{
+		struct dirty_tracker *t = tracker_auto();
+		const struct dirty_range none = { 0 };
+		struct dirty_image_options o = options(DIRTY_IMAGE_ALL, 3);
+
+		fd = temp_file();
+		ck_assert_int_eq(dirty_image_write(t, &none, NULL, 0, &o, fd, NULL), 0);
+		ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+		free(l.pages);
+		memset(&l, 0, sizeof(l));
+		l.cap = len;
+		l.pages = malloc(len);
+		((struct dirty_image_reader *)bigger)->userdata = &l;
+		bigger[sizeof(reader) + 3] = 0;
+		ck_assert_int_eq(dirty_image_read(fd, (void *)bigger, &h), 0);
+		ck_assert_uint_eq(l.tables_calls, 1);
+		ck_assert_uint_eq(h.nregions, 0);
+		ck_assert_uint_eq(l.len, 0);
+		dirty_tracker_free(t);
+	}
+	ck_assert_int_eq(dirty_image_read(-1, NULL, NULL), -EBADF);
+	close(fd);
+	free(l.pages);
+	free(bad);
+	free(good);
+}
+END_TEST
+
 static Suite *image_suite(void)
 {
 	Suite *s = suite_create("image");
@@ -1521,6 +1719,8 @@ static Suite *image_suite(void)
 	tc = tcase_create("verify");
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_verify_bad_fd);
+	tcase_add_test(tc, test_verify_huge_claim);
+	tcase_add_test(tc, test_read);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -49,6 +49,16 @@
  *   BYE       <- as FLUSH: the client's last collect is copied, its trackers
  *                freed; then the daemon closes the connection.
  *
+ * Clients that misbehave cannot stall the others.  Sockets are non-blocking:
+ * a reply that does not fit in the client's socket waits in a queue of
+ * REPLY_QUEUE replies, and a client whose queue is full (it sends requests
+ * and does not read the answers) is dropped, as a producer that went away.
+ * A client that has registered nothing and sent nothing for --idle-timeout
+ * seconds is dropped too (registered producers may stay silent: their writes
+ * are tracked without a word).  At most --max-per-uid connections per peer
+ * uid (SO_PEERCRED) and --max-clients in all; more are accepted and closed
+ * at once.  Each drop and refusal is logged (--json: drop and refuse events).
+ *
  * A producer that goes without BYE (crash, kill, close) takes the dirty state
  * that was not yet collected with it (its page tables are gone): the daemon
  * then copies every range that producer registered, whole (the whole buffer
@@ -70,6 +80,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -81,17 +92,29 @@
 #include "syncd-proto.h"
 #include "syncd-sink.h"
 
-#define MAX_CLIENTS 256
 #define MAX_RANGES 16 /* per client */
+#define REPLY_QUEUE 64 /* replies waiting for a client that does not read */
+#define ACCEPT_BATCH 64 /* connections accepted per turn of the loop */
 
 struct producer_range {
 	uint64_t addr, len, offset;
 };
 
+struct queued_reply {
+	struct syncd_msg m;
+	int fd; /* the buffer's, which lives as long as the daemon, or -1 */
+};
+
 struct client {
 	int sock;
 	pid_t peer_pid;               /* SO_PEERCRED */
+	uid_t peer_uid;
+	uint64_t heard_ms;            /* when it last sent a message */
 	bool has_buffer;              /* was sent the buffer's fd */
+	bool closing;                 /* said BYE: closed once its replies are out */
+	bool backlog_noted;           /* its first queued reply was logged */
+	unsigned queue_head, queue_len;
+	struct queued_reply queue[REPLY_QUEUE];
 	struct dirty_tracker *tracker; /* cooperative */
 	unsigned nranges;
 	struct producer_range ranges[MAX_RANGES];
@@ -101,6 +124,7 @@ struct totals {
 	uint64_t flushes, bytes, runs;
 	uint64_t leave_bytes;  /* copied whole because a producer went away */
 	uint64_t joined, left, gone;
+	uint64_t dropped, refused;
 };
 
 static struct daemon {
@@ -116,7 +140,11 @@ static struct daemon {
 	uint64_t *scratch;
 	size_t nwords;
 	struct syncd_sink sink;
-	struct client *clients[MAX_CLIENTS];
+	struct client **clients;            /* max_clients slots, NULL when free */
+	size_t max_clients, nclients;
+	unsigned max_per_uid;
+	uint64_t idle_ms;                   /* 0: no idle timeout */
+	bool accept_paused;                 /* out of descriptors: until a client leaves */
 	struct totals total;
 } d;
 
@@ -313,7 +341,7 @@ static void collect_all(void)
 			d.marked[i] |= d.scratch[i];
 		return;
 	}
-	for (size_t i = 0; i < MAX_CLIENTS; i++) {
+	for (size_t i = 0; i < d.max_clients; i++) {
 		struct client *c = d.clients[i];
 		int err;
 
@@ -333,6 +361,14 @@ static void collect_all(void)
 
 /* ---- clients ---- */
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void client_close(size_t slot)
 {
 	struct client *c = d.clients[slot];
@@ -341,7 +377,9 @@ static void client_close(size_t slot)
 	close(c->sock);
 	free(c);
 	d.clients[slot] = NULL;
+	d.nclients--;
 	d.total.left++;
+	d.accept_paused = false; /* a descriptor is free again */
 }
 
 /*
@@ -360,32 +398,105 @@ static void client_lost(size_t slot)
 	client_close(slot);
 }
 
+/* Drop a client that misbehaves: said, then as a client that left. */
+static void client_drop(size_t slot, const char *reason)
+{
+	struct client *c = d.clients[slot];
+
+	d.total.dropped++;
+	warn("dropping client %d (uid %u): %s (%u replies unread)", (int)c->peer_pid,
+	     (unsigned)c->peer_uid, reason, c->queue_len);
+	json_line("{\"event\":\"drop\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"queued\":%u}",
+		  (int)c->peer_pid, (unsigned)c->peer_uid, reason, c->queue_len);
+	client_lost(slot);
+}
+
+/* Send the queued replies that fit now.  false: the client is gone (closed here). */
+static bool client_drain(size_t slot)
+{
+	struct client *c = d.clients[slot];
+
+	while (c->queue_len) {
+		struct queued_reply *q = &c->queue[c->queue_head];
+		int err = syncd_send(c->sock, &q->m, q->fd);
+
+		if (err == -EAGAIN || err == -EWOULDBLOCK)
+			return true;
+		if (err) {
+			client_lost(slot);
+			return false;
+		}
+		c->queue_head = (c->queue_head + 1) % REPLY_QUEUE;
+		c->queue_len--;
+	}
+	if (c->closing) {
+		client_close(slot);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Reply, without ever waiting for the client: what its socket cannot take
+ * now waits in its queue, and a client whose queue is full does not read
+ * its replies and is dropped.  false: the client is gone (closed here).
+ */
+static bool client_reply(size_t slot, const struct syncd_msg *reply, int fd)
+{
+	struct client *c = d.clients[slot];
+
+	if (!c->queue_len) {
+		int err = syncd_send(c->sock, reply, fd);
+
+		if (!err)
+			return true;
+		if (err != -EAGAIN && err != -EWOULDBLOCK) {
+			client_lost(slot); /* it hung up */
+			return false;
+		}
+	}
+	if (c->queue_len == REPLY_QUEUE) {
+		client_drop(slot, "it does not read its replies");
+		return false;
+	}
+	c->queue[(c->queue_head + c->queue_len) % REPLY_QUEUE] = (struct queued_reply){ *reply, fd };
+	c->queue_len++;
+	if (!c->backlog_noted) {
+		c->backlog_noted = true;
+		note("client %d (uid %u) is not reading its replies: queueing them (up to %d)",
+		     (int)c->peer_pid, (unsigned)c->peer_uid, REPLY_QUEUE);
+		json_line("{\"event\":\"backlog\",\"pid\":%d,\"uid\":%u}", (int)c->peer_pid,
+			  (unsigned)c->peer_uid);
+	}
+	return true;
+}
+
 /* Drop the clients that hung up, but not except (the one being answered). */
 static void sweep_hangups(size_t except)
 {
-	struct pollfd pfd[MAX_CLIENTS];
-	size_t slot[MAX_CLIENTS], n = 0;
+	struct pollfd *pfd = calloc(d.nclients + 1, sizeof(*pfd));
+	size_t *slot = calloc(d.nclients + 1, sizeof(*slot)), n = 0;
 
-	for (size_t i = 0; i < MAX_CLIENTS; i++) {
+	for (size_t i = 0; pfd && slot && i < d.max_clients; i++) {
 		if (!d.clients[i] || i == except)
 			continue;
 		pfd[n] = (struct pollfd){ .fd = d.clients[i]->sock, .events = POLLIN };
 		slot[n++] = i;
 	}
-	if (poll(pfd, n, 0) <= 0)
-		return;
-	for (size_t i = 0; i < n; i++)
-		if (pfd[i].revents & (POLLHUP | POLLERR))
-			client_lost(slot[i]);
+	if (n && poll(pfd, n, 0) > 0)
+		for (size_t i = 0; i < n; i++)
+			if (pfd[i].revents & (POLLHUP | POLLERR))
+				client_lost(slot[i]);
+	free(pfd);
+	free(slot);
 }
 
 /*
- * Collect everything, copy, report.  A client's flush is answered after this:
+ * Collect everything and copy.  A client's flush is answered after this:
  * the clients that hung up before it are swept first, so that a producer that
  * is known to be gone when the flush is sent has its pages in the sink.
  */
-static int flush_now(const char *reason, size_t requester, uint64_t *ret_bytes,
-		     uint64_t *ret_runs)
+static int flush_now(size_t requester, uint64_t *ret_bytes, uint64_t *ret_runs)
 {
 	uint64_t bytes = 0, runs = 0;
 	int err;
@@ -398,16 +509,26 @@ static int flush_now(const char *reason, size_t requester, uint64_t *ret_bytes,
 	d.total.flushes++;
 	d.total.bytes += bytes;
 	d.total.runs += runs;
-	if (bytes || strcmp(reason, "interval")) { /* idle ticks are not news */
-		note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs",
-		     d.total.flushes, reason, bytes, runs);
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
-	}
 	*ret_bytes = bytes;
 	*ret_runs = runs;
 	/* a failed collect was made up for by whole copies: the sink is exact */
 	return 0;
+}
+
+/* A flush, said: for a client, once its reply is sent or queued (pid, queued). */
+static void flush_said(const char *reason, const struct client *c, uint64_t bytes, uint64_t runs)
+{
+	if (!c && !bytes && !strcmp(reason, "interval"))
+		return; /* idle ticks are not news */
+	note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs", d.total.flushes,
+	     reason, bytes, runs);
+	if (c)
+		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
+			  PRIu64 ",\"runs\":%" PRIu64 ",\"pid\":%d,\"queued\":%u}", d.total.flushes,
+			  reason, bytes, runs, (int)c->peer_pid, c->queue_len);
+	else
+		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
+			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
 }
 
 /* Producers that left marked their ranges: copy them now, not at the next flush. */
@@ -468,8 +589,7 @@ static int do_register(struct client *c, const struct syncd_msg *m, int fd)
 
 	if ((pid_t)m->a != c->peer_pid)
 		return -EPERM; /* only the connecting process registers itself */
-	if (!len || (addr | len | offset) % d.page_size || offset > d.size ||
-	    len > d.size - offset || addr + len < addr)
+	if (syncd_check_register(m, d.size, d.page_size))
 		return -EINVAL;
 	if (c->nranges == MAX_RANGES)
 		return -ENOSPC;
@@ -541,15 +661,19 @@ static bool serve(size_t slot)
 	struct syncd_msg m, reply = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION };
 	uint64_t bytes = 0, runs = 0;
 	int fd = -1, attach = -1, n;
-	const char *reason;
+	const char *reason = NULL;
+	bool flushed = false;
 
 	n = syncd_recv(c->sock, &m, &fd);
+	if (n == -EAGAIN || n == -EWOULDBLOCK)
+		return true; /* nothing after all */
 	if (n <= 0) {
 		if (n < 0 && n != -ECONNRESET)
 			warn("client %d: %s", (int)c->peer_pid, strerror(-n));
 		client_lost(slot);
 		return false;
 	}
+	c->heard_ms = now_ms();
 	reply.type = (uint16_t)(m.type | SYNCD_REPLY);
 	switch (m.type) {
 	case SYNCD_HELLO:
@@ -583,7 +707,8 @@ static bool serve(size_t slot)
 			c->has_buffer = false;
 		}
 		reason = m.type == SYNCD_BYE ? "bye" : m.type == SYNCD_FLUSH ? "request" : "unregister";
-		reply.status = flush_now(reason, slot, &bytes, &runs);
+		reply.status = flush_now(slot, &bytes, &runs);
+		flushed = !reply.status;
 		reply.a = bytes;
 		reply.b = runs;
 		reply.c = d.total.flushes;
@@ -595,36 +720,106 @@ static bool serve(size_t slot)
 	}
 	if (fd >= 0)
 		close(fd); /* a tracker keeps its own duplicate */
-	(void)syncd_send(c->sock, &reply, attach);
-	if (m.type == SYNCD_BYE) {
-		client_close(slot);
+	if (!client_reply(slot, &reply, attach))
 		return false;
+	if (flushed)
+		flush_said(reason, c, bytes, runs);
+	if (m.type == SYNCD_BYE) {
+		/* closed once the reply is out; a client that never takes it goes idle */
+		c->closing = true;
+		return client_drain(slot);
 	}
 	return true;
 }
 
-static void accept_client(int listen_fd)
+/* The connections of uid now. */
+static unsigned uid_connections(uid_t uid)
 {
-	struct ucred cred;
-	socklen_t cred_len = sizeof(cred);
-	struct client *c;
-	size_t slot;
-	int sock = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	unsigned n = 0;
 
-	if (sock < 0)
-		return;
-	for (slot = 0; slot < MAX_CLIENTS && d.clients[slot]; slot++)
-		;
-	c = slot < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
-	if (!c || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len)) {
-		warn("refusing a client: %s", c ? strerror(errno) : "too many clients");
-		free(c);
-		close(sock);
-		return;
+	for (size_t i = 0; i < d.max_clients; i++)
+		n += d.clients[i] && d.clients[i]->peer_uid == uid;
+	return n;
+}
+
+/* Refuse a connection: closed at once, said (the first, then at each power of two). */
+static void refuse(int sock, const struct ucred *cred, const char *why)
+{
+	d.total.refused++;
+	close(sock);
+	if (!(d.total.refused & (d.total.refused - 1)))
+		warn("refusing a connection of pid %d (uid %u): %s (%" PRIu64 " refused so far)",
+		     (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
+	json_line("{\"event\":\"refuse\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"refused\":%"
+		  PRIu64 "}", (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
+}
+
+/* Accept what is waiting, up to a batch, within the limits. */
+static void accept_clients(int listen_fd)
+{
+	for (int k = 0; k < ACCEPT_BATCH; k++) {
+		struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
+		socklen_t cred_len = sizeof(cred);
+		struct client *c;
+		size_t slot;
+		int sock = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (sock < 0) {
+			if (errno == EMFILE || errno == ENFILE) {
+				/* the connection waits in the backlog until a client leaves */
+				warn("out of file descriptors (%s): not accepting until a client leaves",
+				     strerror(errno));
+				d.accept_paused = true;
+			}
+			return;
+		}
+		if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len)) {
+			refuse(sock, &cred, "no peer credentials");
+			continue;
+		}
+		if (d.nclients == d.max_clients) {
+			refuse(sock, &cred, "too many clients");
+			continue;
+		}
+		if (uid_connections(cred.uid) >= d.max_per_uid) {
+			refuse(sock, &cred, "too many connections of its uid");
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			refuse(sock, &cred, "out of memory");
+			continue;
+		}
+		for (slot = 0; d.clients[slot]; slot++)
+			;
+		c->sock = sock;
+		c->peer_pid = cred.pid;
+		c->peer_uid = cred.uid;
+		c->heard_ms = now_ms();
+		d.clients[slot] = c;
+		d.nclients++;
 	}
-	c->sock = sock;
-	c->peer_pid = cred.pid;
-	d.clients[slot] = c;
+}
+
+/*
+ * Drop the clients that registered nothing and said nothing for the idle
+ * timeout.  Returns when the next one would be due (UINT64_MAX: none).
+ */
+static uint64_t drop_idle(uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (size_t i = 0; d.idle_ms && i < d.max_clients; i++) {
+		struct client *c = d.clients[i];
+
+		if (!c || c->nranges)
+			continue; /* a registered producer may write without a word */
+		if (now - c->heard_ms >= d.idle_ms)
+			client_drop(i, "idle");
+		else if (c->heard_ms + d.idle_ms < next)
+			next = c->heard_ms + d.idle_ms;
+	}
+	return next;
 }
 
 /* ---- setup ---- */
@@ -682,18 +877,11 @@ static int open_buffer(const char *shm, uint64_t size)
 	return d.marked && d.scratch ? 0 : -ENOMEM;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static const char usage[] =
 	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
 	"                   --sink PATH|fd:N [--mode auto|mapping|cooperative]\n"
-	"                   [--interval MS] [--json] [--ready-fd N]\n"
+	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
+	"                   [--max-clients N] [--max-per-uid N]\n"
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
 	"See dirty-syncd(1).\n";
 
@@ -708,17 +896,23 @@ int main(int argc, char **argv)
 		{ "interval", required_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "idle-timeout", required_argument, NULL, 'I' },
+		{ "max-clients", required_argument, NULL, 'C' },
+		{ "max-per-uid", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *socket_path = NULL, *shm = NULL, *sink = NULL, *mode = "auto";
 	uint64_t size = 0, interval = 100, initial_bytes = 0, initial_runs = 0, deadline;
+	uint64_t idle_s = 60, max_clients = 1024, max_per_uid = 64;
+	struct pollfd *pfd;
+	size_t *slot;
 	int opt, err, listen_fd, ready_fd = -1;
 	char why[256] = "";
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigset_t block, empty;
 
-	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:I:C:U:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's': socket_path = optarg; break;
 		case 'S':
@@ -734,6 +928,18 @@ int main(int argc, char **argv)
 			break;
 		case 'j': d.json = true; break;
 		case 'r': ready_fd = atoi(optarg); break;
+		case 'I':
+			if (parse_size(optarg, &idle_s) || idle_s > UINT32_MAX)
+				goto bad_usage;
+			break;
+		case 'C':
+			if (parse_size(optarg, &max_clients) || !max_clients || max_clients > 1 << 20)
+				goto bad_usage;
+			break;
+		case 'U':
+			if (parse_size(optarg, &max_per_uid) || !max_per_uid || max_per_uid > 1 << 20)
+				goto bad_usage;
+			break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: goto bad_usage;
 		}
@@ -742,6 +948,31 @@ int main(int argc, char **argv)
 		goto bad_usage;
 
 	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	d.idle_ms = idle_s * 1000;
+	d.max_per_uid = (unsigned)max_per_uid;
+	{
+		/* a descriptor per client, and some for the daemon itself */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    max_clients + 64 > rl.rlim_cur) {
+			warn("RLIMIT_NOFILE is %llu: at most %llu clients", (unsigned long long)rl.rlim_cur,
+			     rl.rlim_cur > 128 ? (unsigned long long)rl.rlim_cur - 64 : 64ull);
+			max_clients = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+		}
+	}
+	d.max_clients = (size_t)max_clients;
+	d.clients = calloc(d.max_clients, sizeof(*d.clients));
+	pfd = calloc(d.max_clients + 1, sizeof(*pfd));
+	slot = calloc(d.max_clients + 1, sizeof(*slot));
+	if (!d.clients || !pfd || !slot) {
+		fprintf(stderr, "dirty-syncd: out of memory\n");
+		return 1;
+	}
 	if (!strcmp(mode, "auto"))
 		mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
 	if (!strcmp(mode, "mapping")) {
@@ -798,8 +1029,9 @@ int main(int argc, char **argv)
 		return 1;
 
 	listen_fd = syncd_listen(socket_path);
-	if (listen_fd < 0) {
-		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path, strerror(-listen_fd));
+	if (listen_fd < 0 || fcntl(listen_fd, F_SETFL, O_NONBLOCK) < 0) {
+		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path,
+			strerror(listen_fd < 0 ? -listen_fd : errno));
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -811,8 +1043,9 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
-	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s",
-	     mode, d.size, sink, interval, socket_path);
+	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s, "
+	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", mode, d.size, sink,
+	     interval, socket_path, idle_s, d.max_clients, d.max_per_uid);
 	json_line("{\"event\":\"start\",\"mode\":\"%s\",\"size\":%" PRIu64 ",\"interval_ms\":%"
 		  PRIu64 ",\"initial_bytes\":%" PRIu64 "}", mode, d.size, interval, initial_bytes);
 	if (ready_fd >= 0) {
@@ -822,20 +1055,27 @@ int main(int argc, char **argv)
 
 	deadline = now_ms() + interval;
 	while (!stop_signal) {
-		struct pollfd pfd[MAX_CLIENTS + 1];
-		size_t slot[MAX_CLIENTS + 1], n = 1;
 		struct timespec timeout, *tp = NULL;
+		uint64_t now = now_ms(), wake = drop_idle(now);
+		size_t n = 1;
 		int ready;
 
-		pfd[0] = (struct pollfd){ .fd = listen_fd, .events = POLLIN };
-		for (size_t i = 0; i < MAX_CLIENTS; i++) {
-			if (!d.clients[i])
+		/* the listening socket first; not while out of descriptors */
+		pfd[0] = (struct pollfd){ .fd = d.accept_paused ? -1 : listen_fd, .events = POLLIN };
+		for (size_t i = 0; i < d.max_clients; i++) {
+			const struct client *c = d.clients[i];
+
+			if (!c)
 				continue;
-			pfd[n] = (struct pollfd){ .fd = d.clients[i]->sock, .events = POLLIN };
+			pfd[n] = (struct pollfd){ .fd = c->sock,
+						  .events = (short)((c->closing ? 0 : POLLIN) |
+								    (c->queue_len ? POLLOUT : 0)) };
 			slot[n++] = i;
 		}
-		if (interval) {
-			uint64_t now = now_ms(), left = deadline > now ? deadline - now : 0;
+		if (interval && deadline < wake)
+			wake = deadline;
+		if (wake != UINT64_MAX) {
+			uint64_t left = wake > now ? wake - now : 0;
 
 			timeout.tv_sec = (time_t)(left / 1000);
 			timeout.tv_nsec = (long)(left % 1000) * 1000000;
@@ -846,15 +1086,26 @@ int main(int argc, char **argv)
 			warn("poll: %s", strerror(errno));
 			break;
 		}
-		for (size_t i = 1; ready > 0 && i < n; i++)
-			if (pfd[i].revents && d.clients[slot[i]] && d.clients[slot[i]]->sock == pfd[i].fd)
+		for (size_t i = 1; ready > 0 && i < n; i++) {
+			struct client *c = d.clients[slot[i]];
+
+			/* the slot may have been emptied by a flush meanwhile */
+			if (!pfd[i].revents || !c || c->sock != pfd[i].fd)
+				continue;
+			if ((pfd[i].revents & POLLOUT) && !client_drain(slot[i]))
+				continue;
+			if (pfd[i].revents & POLLIN)
 				serve(slot[i]);
+			else if (pfd[i].revents & (POLLHUP | POLLERR))
+				client_lost(slot[i]);
+		}
 		if (ready > 0 && (pfd[0].revents & POLLIN))
-			accept_client(listen_fd);
+			accept_clients(listen_fd);
 		if (interval && now_ms() >= deadline) {
 			uint64_t bytes, runs;
 
-			(void)flush_now("interval", SIZE_MAX, &bytes, &runs);
+			if (!flush_now(SIZE_MAX, &bytes, &runs))
+				flush_said("interval", NULL, bytes, runs);
 			deadline = now_ms() + interval;
 		}
 		copy_leftovers();
@@ -864,9 +1115,10 @@ int main(int argc, char **argv)
 	{
 		uint64_t bytes, runs;
 
-		(void)flush_now("exit", SIZE_MAX, &bytes, &runs);
+		if (!flush_now(SIZE_MAX, &bytes, &runs))
+			flush_said("exit", NULL, bytes, runs);
 	}
-	for (size_t i = 0; i < MAX_CLIENTS; i++)
+	for (size_t i = 0; i < d.max_clients; i++)
 		if (d.clients[i])
 			client_close(i);
 	close(listen_fd);
@@ -874,17 +1126,24 @@ int main(int argc, char **argv)
 		unlink(socket_path);
 	d.file_tracker = dirty_tracker_free(d.file_tracker);
 	d.sink.ops->close(&d.sink);
+	free(d.clients);
+	free(pfd);
+	free(slot);
 
 	note("summary: %" PRIu64 " flushes, %" PRIu64 " bytes in %" PRIu64 " runs copied "
 	     "(%" PRIu64 " of them whole ranges of %" PRIu64 " producers that went away), "
-	     "%.2f buffers' worth; initial copy %" PRIu64 " bytes",
+	     "%.2f buffers' worth; initial copy %" PRIu64 " bytes; %" PRIu64 " clients dropped, %"
+	     PRIu64 " connections refused",
 	     d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes, d.total.gone,
-	     (double)d.total.bytes / (double)d.size, initial_bytes);
+	     (double)d.total.bytes / (double)d.size, initial_bytes, d.total.dropped,
+	     d.total.refused);
 	json_line("{\"event\":\"summary\",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64
 		  ",\"runs\":%" PRIu64 ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64
-		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"signal\":%d}",
+		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64
+		  ",\"refused\":%" PRIu64 ",\"signal\":%d}",
 		  d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes,
-		  d.total.gone, d.total.joined, initial_bytes, (int)stop_signal);
+		  d.total.gone, d.total.joined, initial_bytes, d.total.dropped, d.total.refused,
+		  (int)stop_signal);
 	return 0;
 
 bad_usage:

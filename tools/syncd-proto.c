@@ -39,6 +39,32 @@ static void from_wire(struct syncd_msg *m, const struct syncd_msg *w)
 	m->d = le64toh(w->d);
 }
 
+int syncd_parse(const void *buf, size_t len, int msg_flags, struct syncd_msg *m)
+{
+	struct syncd_msg wire, host;
+
+	if (len != sizeof(wire) || (msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		return -EPROTO;
+	memcpy(&wire, buf, sizeof(wire));
+	from_wire(&host, &wire);
+	if (host.magic != SYNCD_MAGIC || host.version != SYNCD_VERSION)
+		return -EPROTO;
+	*m = host;
+	return 0;
+}
+
+int syncd_check_register(const struct syncd_msg *m, uint64_t size, uint64_t page_size)
+{
+	uint64_t addr = m->b, len = m->c, offset = m->d, end;
+
+	if (!page_size || (page_size & (page_size - 1)))
+		return -EINVAL;
+	if (!len || ((addr | len | offset) & (page_size - 1)) || offset > size ||
+	    len > size - offset || __builtin_add_overflow(addr, len, &end))
+		return -EINVAL;
+	return 0;
+}
+
 int syncd_send(int sock, const struct syncd_msg *m, int fd)
 {
 	union {
@@ -107,10 +133,7 @@ int syncd_recv(int sock, struct syncd_msg *m, int *fd)
 	}
 	if (n == 0 && got < 0)
 		return 0;
-	if (n != (ssize_t)sizeof(wire) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-		goto bad;
-	from_wire(m, &wire);
-	if (m->magic != SYNCD_MAGIC || m->version != SYNCD_VERSION)
+	if (syncd_parse(&wire, (size_t)n, msg.msg_flags, m))
 		goto bad;
 	if (fd)
 		*fd = got;

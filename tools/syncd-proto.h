@@ -45,7 +45,19 @@ struct syncd_msg {
 	uint64_t a, b, c, d;
 };
 
-/* Send m, with fd attached if fd >= 0.  0 or -errno. */
+/*
+ * Parse one received message: len bytes of buf, msg_flags as recvmsg() left
+ * them.  0 with *m in host byte order, or -EPROTO (not exactly one whole
+ * message of our magic and version).
+ */
+int syncd_parse(const void *buf, size_t len, int msg_flags, struct syncd_msg *m);
+/*
+ * The arguments of a REGISTER (a: pid, b: address, c: length, d: offset)
+ * against a buffer of size bytes in pages of page_size (a power of two):
+ * 0, or -EINVAL (empty, unaligned, wrapping, or outside the buffer).
+ */
+int syncd_check_register(const struct syncd_msg *m, uint64_t size, uint64_t page_size);
+/* Send m, with fd attached if fd >= 0.  0 or -errno (-EAGAIN: a non-blocking socket is full). */
 int syncd_send(int sock, const struct syncd_msg *m, int fd);
 /*
  * Receive one message.  1 on a message, 0 on end of file, -errno on error
