@@ -60,7 +60,7 @@ cc -static -O2 -Wall -I "$here/include/uapi" -I "$tree/tools/testing/selftests/m
 lib_cells=
 if [ -n "$build" ]; then
 	mkdir -p "$stage/opt/libdirty" "$stage/lib/x86_64-linux-gnu" "$stage/lib64" "$stage/dev/shm"
-	for bin in tests/test-conformance tests/test-syncd tools/dirty-syncd; do
+	for bin in tests/test-conformance tests/test-syncd tests/test-syncd-hostile tools/dirty-syncd; do
 		[ -x "$build/$bin" ] || { echo "patched: $build/$bin is not built" >&2; exit 1; }
 		cp "$build/$bin" "$stage/opt/libdirty/"
 		ldd "$build/$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
@@ -72,7 +72,7 @@ if [ -n "$build" ]; then
 			esac
 		done
 	done
-	lib_cells="mapping-core mapping-stress syncd"
+	lib_cells="mapping-core mapping-stress syncd syncd-hostile-never-reads syncd-hostile-idle syncd-hostile-flood"
 fi
 cat > "$stage/init" <<EOI
 #!/bin/busybox sh
@@ -104,6 +104,10 @@ if [ -x /opt/libdirty/test-conformance ]; then
 		cell mapping-\$s /opt/libdirty/test-conformance
 	done
 	cell syncd /opt/libdirty/test-syncd --mode mapping --daemon /opt/libdirty/dirty-syncd
+	for c in never-reads idle flood; do
+		cell syncd-hostile-\$c /opt/libdirty/test-syncd-hostile --case \$c --mode mapping \
+			--daemon /opt/libdirty/dirty-syncd
+	done
 fi
 echo "@@LIBDIRTY kernel-log"
 dmesg | grep -iE -A12 "warning|bug|oops|bad page|page table check" | head -60

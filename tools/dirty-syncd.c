@@ -44,8 +44,9 @@
  *                once its last collect is copied and it is untracked
  *                (-ENOENT: no such range).  Unmapping a registered range
  *                without it costs a whole copy of the range in cooperative
- *                mode, and loses writes in mapping mode (the kernel drops
- *                them with the page tables, and nothing tells the daemon).
+ *                mode, and loses writes in mapping mode on the module (it
+ *                drops them with the page tables, and nothing tells the
+ *                daemon); a kernel that records every write keeps them.
  *   BYE       <- as FLUSH: the client's last collect is copied, its trackers
  *                freed; then the daemon closes the connection.
  *
@@ -60,7 +61,8 @@
  * at once.  Each drop and refusal is logged (--json: drop and refuse events).
  *
  * A producer that goes without BYE (crash, kill, close) takes the dirty state
- * that was not yet collected with it (its page tables are gone): the daemon
+ * that was not yet collected with it (its page tables are gone), unless the
+ * kernel records every write (mapping mode, DIRTY_SEES_GONE_MAPPINGS): the daemon
  * then copies every range that producer registered, whole (the whole buffer
  * for a client of mapping mode that registered none), after a last collect
  * of its tracker in cooperative mode.  A collect that fails with -ESRCH or
@@ -144,6 +146,7 @@ static struct daemon {
 	size_t max_clients, nclients;
 	unsigned max_per_uid;
 	uint64_t idle_ms;                   /* 0: no idle timeout */
+	bool sees_gone;                     /* mapping: the kernel records every write */
 	bool accept_paused;                 /* out of descriptors: until a client leaves */
 	struct totals total;
 } d;
@@ -299,10 +302,25 @@ static int collect_client(struct client *c)
 	return first_err;
 }
 
-/* A producer went away (or its mapping did): copy all it had mapped, once. */
+/*
+ * A producer went away (or its mapping did): copy all it had mapped, once;
+ * in mapping mode on a kernel that records every write, nothing: its writes
+ * are in the buffer's tracker.
+ */
 static void client_gone(struct client *c, const char *why)
 {
 	uint64_t bytes = 0;
+
+	if (d.mode == SYNCD_MODE_MAPPING && d.sees_gone) {
+		d.total.gone++;
+		note("producer %d gone (%s): its writes are recorded", (int)c->peer_pid, why);
+		json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":0}",
+			  (int)c->peer_pid, why);
+		c->tracker = dirty_tracker_free(c->tracker);
+		c->nranges = 0;
+		c->has_buffer = false;
+		return;
+	}
 
 	for (unsigned i = 0; i < c->nranges; i++)
 		bytes += c->ranges[i].len;
@@ -1004,16 +1022,6 @@ int main(int argc, char **argv)
 	if (d.mode == SYNCD_MODE_MAPPING) {
 		struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
 
-		/*
-		 * Reclaim unmaps a page from every process before it swaps it
-		 * out, and the dirty bits leave with the page-table entries:
-		 * the kernel addition would not see those writes.  A locked
-		 * mapping of the whole buffer keeps its pages unevictable.
-		 */
-		if (mlock(d.map, d.size))
-			warn("cannot lock the buffer in memory (%s): under memory pressure, "
-			     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
-			     strerror(errno));
 		err = dirty_tracker_new(&o, &d.file_tracker);
 		if (!err)
 			err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
@@ -1021,6 +1029,23 @@ int main(int argc, char **argv)
 			fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
 			return 1;
 		}
+		/*
+		 * A kernel that records every write keeps the record of a
+		 * producer that goes away, and of pages reclaim takes.  The
+		 * module reads page tables: reclaim unmaps a page from every
+		 * process before it swaps it out, and the dirty bits leave with
+		 * the entries, so a locked mapping of the whole buffer keeps its
+		 * pages unevictable, and a producer that goes costs a whole copy
+		 * of what it mapped.
+		 */
+		d.sees_gone = dirty_tracker_sees(d.file_tracker) & DIRTY_SEES_GONE_MAPPINGS;
+		note("mapping mode: %s", d.sees_gone ? "the kernel records every write" :
+		     "the kernel reads page tables (the module): the buffer is locked in memory, "
+		     "a producer that goes costs a copy of what it mapped");
+		if (!d.sees_gone && mlock(d.map, d.size))
+			warn("cannot lock the buffer in memory (%s): under memory pressure, "
+			     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
+			     strerror(errno));
 	}
 	/* the sink starts equal to the buffer; from here on, only dirty pages */
 	mark_pages(0, d.size);

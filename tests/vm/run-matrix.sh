@@ -281,7 +281,7 @@ build_initramfs() {
 		   "$build_dir/tests/test-image" "$build_dir/tests/test-exact" \
 		   "$build_dir/tests/test-numa" "$build_dir/tools/dirtyctl" \
 		   $(ls "${dirtymap_dir:-/nonexistent}"/dirtymap-test "${dirtymap_dir:-/nonexistent}"/dirtymap-race 2>/dev/null || true) \
-		   ${syncd:+"$build_dir/tools/dirty-syncd" "$build_dir/tests/test-syncd"} \
+		   ${syncd:+"$build_dir/tools/dirty-syncd" "$build_dir/tests/test-syncd" "$build_dir/tests/test-syncd-hostile"} \
 		   ${LIBDIRTY_VM_EXEC:+"$LIBDIRTY_VM_EXEC"}; do
 		cp "$bin" "$stage/opt/libdirty/"
 		ldd "$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
@@ -499,6 +499,14 @@ write_init() {
 		t0=$(now)
 		timeout -s KILL $cell_timeout /opt/libdirty/test-syncd --mode mapping --daemon /opt/libdirty/dirty-syncd
 		rc=$?
+		# next to hostile clients: one that never reads, idle ones, a flood
+		for c in never-reads idle flood; do
+			[ $rc = 0 ] || break
+			echo "test-syncd-hostile --case $c --mode mapping"
+			timeout -s KILL $cell_timeout /opt/libdirty/test-syncd-hostile --case $c --mode mapping \
+				--daemon /opt/libdirty/dirty-syncd
+			rc=$?
+		done
 		kill -KILL -1 2>/dev/null
 		mark "cell=syncd rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
 	fi
@@ -716,7 +724,8 @@ run_kernel() {
 			echo "vm $k: no dirtymap module: the module cell and the mapping backend fail" >&2
 		fi
 		# the sync daemon's test, when this build has it (tools/dirty-syncd)
-		if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ]; then
+		if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ] &&
+		   [ -x "$build_dir/tests/test-syncd-hostile" ]; then
 			syncd=1
 			required="$required syncd"
 		fi
