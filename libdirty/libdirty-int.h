@@ -357,6 +357,13 @@ int dirty_tracker_enter(struct dirty_tracker *t);
 void dirty_tracker_leave(struct dirty_tracker *t);
 /* True in the child of a fork(): the kernel state behind t is the parent's. */
 bool dirty_tracker_forked(const struct dirty_tracker *t);
+/* The fork generation of this process: changes in the child of every fork(). */
+uint64_t dirty_fork_generation(void);
+/*
+ * Make room for need elements of size bytes in *array (capacity *cap,
+ * doubled as needed); nothing changes on failure (-ENOMEM).
+ */
+int dirty_grow(void **array, size_t *cap, size_t need, size_t size);
 /*
  * Mark runs dirty again (a collect-and-clean whose pages could not be
  * delivered).  Takes the lock; parts no longer tracked are skipped.
