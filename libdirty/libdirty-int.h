@@ -71,6 +71,14 @@ size_t dirty_sink_room(const struct dirty_sink *s);
 /* Add [start, end).  Returns false (and adds nothing) if there is no room. */
 bool dirty_sink_add(struct dirty_sink *s, uintptr_t start, uintptr_t end);
 
+/* Bitmaps, one bit per page (base/results.c): test one; set or clear [first, last). */
+bool dirty_bits_test(const uint64_t *bits, uint64_t i);
+void dirty_bits_set(uint64_t *bits, uint64_t first, uint64_t last);
+void dirty_bits_clear(uint64_t *bits, uint64_t first, uint64_t last);
+/* The same, each word with one atomic operation (release order). */
+void dirty_bits_set_atomic(_Atomic uint64_t *bits, uint64_t first, uint64_t last);
+void dirty_bits_clear_atomic(_Atomic uint64_t *bits, uint64_t first, uint64_t last);
+
 struct dirty_tracker;
 
 /*
@@ -344,6 +352,15 @@ bool dirty_target_error(int err);
 	(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
 /* A new userfaultfd (user-mode faults only where possible), or -errno + why. */
 int dirty_uffd_open(int flags, char *why, size_t why_len);
+/*
+ * A new userfaultfd; with kernel_faults one that handles faults the kernel
+ * takes too where this process may (CAP_SYS_PTRACE, the sysctl, or
+ * /dev/userfaultfd), else user-mode only (*ret_user_only set).  -errno + why.
+ */
+int dirty_uffd_new(int flags, bool kernel_faults, bool *ret_user_only, char *why,
+		   size_t why_len);
+/* The features UFFDIO_API offers here (asked once, on a scratch descriptor). */
+uint64_t dirty_uffd_features(void);
 /* UFFDIO_API with features; -EOPNOTSUPP names the first missing feature. */
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
 

@@ -140,11 +140,8 @@ static struct mp_region *table_find(const struct mp_table *tab, uintptr_t addr)
 
 static void bits_set(struct mp_region *r, uintptr_t start, uintptr_t end)
 {
-	size_t i = (start - r->start) / r->page_size, last = (end - r->start) / r->page_size;
-
-	for (; i < last; i++)
-		atomic_fetch_or_explicit(&r->bits[i / 64], UINT64_C(1) << (i % 64),
-					 memory_order_release);
+	dirty_bits_set_atomic(r->bits, (start - r->start) / r->page_size,
+			      (end - r->start) / r->page_size);
 }
 
 /* H1 then H2 (see the top of the file).  False if the fault is not ours to fix. */
@@ -608,12 +605,11 @@ static int mprotect_clean(struct dirty_tracker *t, struct dirty_region *r, uintp
 			  uintptr_t end)
 {
 	struct mp_region *m = r->priv;
-	size_t i = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
 
 	degrade_report(t, m);
 	/* C1 for every page, then C2 for all of them at once */
-	for (; i < last; i++)
-		atomic_fetch_and(&m->bits[i / 64], ~(UINT64_C(1) << (i % 64)));
+	dirty_bits_clear_atomic(m->bits, (start - m->start) / m->page_size,
+				(end - m->start) / m->page_size);
 	if (mprotect((void *)start, end - start, m->prot & ~PROT_WRITE) < 0) {
 		/* possibly half done: writable pages must not be left clean */
 		int err = -errno;

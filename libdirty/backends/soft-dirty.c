@@ -438,13 +438,6 @@ static int target_freeze(pid_t pid, struct frozen *f)
 
 /* ---- reading the bits ---- */
 
-static void bits_set(_Atomic uint64_t *bits, size_t first, size_t last)
-{
-	for (size_t i = first; i < last; i++)
-		atomic_fetch_or_explicit(&bits[i / 64], UINT64_C(1) << (i % 64),
-					 memory_order_relaxed);
-}
-
 /* OR the soft-dirty pages of [start, end) into bits (bit 0 = page at base). */
 static int read_bits(struct soft_dirty_target *sd, uintptr_t base, uintptr_t start,
 		     uintptr_t end, _Atomic uint64_t *bits)
@@ -472,7 +465,8 @@ static int read_bits(struct soft_dirty_target *sd, uintptr_t base, uintptr_t sta
 			if (n < 0)
 				return -errno;
 			for (int i = 0; i < n; i++)
-				bits_set(bits, (runs[i].start - base) / page, (runs[i].end - base) / page);
+				dirty_bits_set_atomic(bits, (runs[i].start - base) / page,
+						      (runs[i].end - base) / page);
 			/* walk_end can lag the last run reported (see uffd-async.c) */
 			resume = n > 0 && runs[n - 1].end > arg.walk_end ? runs[n - 1].end
 									 : arg.walk_end;
@@ -496,7 +490,8 @@ static int read_bits(struct soft_dirty_target *sd, uintptr_t base, uintptr_t sta
 			return -ESRCH; /* the process has exited: its mm is gone */
 		for (size_t i = 0; i < (size_t)n / sizeof(entries[0]); i++)
 			if (entries[i] & PAGEMAP_SOFT_DIRTY)
-				bits_set(bits, (a - base) / page + i, (a - base) / page + i + 1);
+				dirty_bits_set_atomic(bits, (a - base) / page + i,
+						      (a - base) / page + i + 1);
 		a += (size_t)n / sizeof(entries[0]) * page;
 	}
 	return 0;
@@ -733,9 +728,7 @@ static void pending_clear(struct sd_region *m, uintptr_t start, uintptr_t end)
 {
 	size_t page = dirty_page_size();
 
-	for (size_t i = (start - m->start) / page; i < (end - m->start) / page; i++)
-		atomic_fetch_and_explicit(&m->pending[i / 64], ~(UINT64_C(1) << (i % 64)),
-					  memory_order_relaxed);
+	dirty_bits_clear_atomic(m->pending, (start - m->start) / page, (end - m->start) / page);
 }
 
 static void target_remove(struct soft_dirty_target *sd, struct sd_region *m)
@@ -861,7 +854,7 @@ static void soft_dirty_redirty(struct dirty_tracker *t, struct dirty_region *r, 
 
 	(void)t;
 	pthread_mutex_lock(&world_lock);
-	bits_set(m->pending, (start - m->start) / page, (end - m->start) / page);
+	dirty_bits_set_atomic(m->pending, (start - m->start) / page, (end - m->start) / page);
 	pthread_mutex_unlock(&world_lock);
 }
 

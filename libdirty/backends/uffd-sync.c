@@ -340,7 +340,7 @@ static void bit_set(struct sync_region *m, uintptr_t page)
 {
 	size_t i = (page - m->start) / m->page_size;
 
-	atomic_fetch_or_explicit(&m->bits[i / 64], UINT64_C(1) << (i % 64), memory_order_release);
+	dirty_bits_set_atomic(m->bits, i, i + 1);
 }
 
 /* ---- the handler thread ---- */
@@ -599,43 +599,7 @@ static bool region_gone(struct sync_tracker *s, struct sync_region *m)
  */
 static int open_uffd(struct sync_tracker *s, char *why, size_t why_len)
 {
-	int fd, dev;
-
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (fd >= 0)
-		return fd;
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	/* this one asks for UFFD_USER_MODE_ONLY, which needs no privilege */
-	fd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
-	if (fd >= 0)
-		s->user_mode_only = true;
-	return fd;
-}
-
-/* What UFFDIO_API offers, asked once on a scratch descriptor (API is once per fd). */
-static uint64_t supported_features(void)
-{
-	static _Atomic uint64_t cached;
-	struct uffdio_api api = { .api = UFFD_API };
-	uint64_t features = atomic_load(&cached);
-	int fd;
-
-	if (features)
-		return features;
-	fd = dirty_uffd_open(O_CLOEXEC, NULL, 0);
-	if (fd < 0)
-		return 0;
-	if (ioctl(fd, UFFDIO_API, &api) == 0)
-		features = api.features;
-	close(fd);
-	atomic_store(&cached, features);
-	return features;
+	return dirty_uffd_new(O_CLOEXEC | O_NONBLOCK, true, &s->user_mode_only, why, why_len);
 }
 
 static void state_free(struct sync_tracker *s)
@@ -711,7 +675,7 @@ static int uffd_sync_open(struct dirty_tracker *t)
 		goto fail;
 	}
 	features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP;
-	if (supported_features() & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+	if (dirty_uffd_features() & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
 		features |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 	err = dirty_uffd_api(s->uffd, features, why, sizeof(why));
 	if (err)

@@ -786,40 +786,6 @@ static int clean_call(struct dirty_tracker *t, void *addr, size_t len)
 
 /* ---- collect ---- */
 
-size_t dirty_sink_room(const struct dirty_sink *s)
-{
-	if (s->bitmap)
-		return SIZE_MAX;
-	return s->max - s->n;
-}
-
-bool dirty_sink_add(struct dirty_sink *s, uintptr_t start, uintptr_t end)
-{
-	size_t page = dirty_page_size();
-
-	assert(start < end);
-	if (s->bitmap) {
-		size_t i = (start - s->base) / page, last = (end - s->base) / page;
-
-		for (; i < last && (i & 63); i++)
-			s->bitmap[i / 64] |= UINT64_C(1) << (i % 64);
-		for (; i + 64 <= last; i += 64)
-			s->bitmap[i / 64] = UINT64_MAX;
-		for (; i < last; i++)
-			s->bitmap[i / 64] |= UINT64_C(1) << (i % 64);
-	} else if (s->n && (uintptr_t)s->out[s->n - 1].start + s->out[s->n - 1].len == start) {
-		s->out[s->n - 1].len += end - start;
-	} else if (s->n < s->max) {
-		s->out[s->n].start = (void *)start;
-		s->out[s->n].len = end - start;
-		s->n++;
-	} else {
-		return false;
-	}
-	s->pages += (end - start) / page;
-	return true;
-}
-
 /*
  * Give back pages that a collect-and-clean re-cleaned but could not deliver.
  * Called with the lock held.  A region that vanished meanwhile has nothing
