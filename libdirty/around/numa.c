@@ -87,13 +87,11 @@ static enum numa_mode numa_get_mode(void)
 /*
  * 0 while t's process lives.  move_pages(2) of no pages finds the target's
  * address space and does nothing else: ESRCH if the process is gone, EINVAL
- * if it has no memory any more (a zombie), as kill(2) cannot tell.  An exec
- * shows only in the pagemap that uffd-async keeps open.
+ * if it has no memory any more (a zombie), as kill(2) cannot tell; an exec,
+ * in the pagemap the tracker keeps open.
  */
 static int target_alive(struct dirty_tracker *t)
 {
-	int err = 0;
-
 	if (!t->pid)
 		return 0;
 	if (syscall(SYS_move_pages, t->pid, 0UL, NULL, NULL, NULL, 0) < 0) {
@@ -103,11 +101,7 @@ static int target_alive(struct dirty_tracker *t)
 		if (kill(t->pid, 0) < 0 && errno == ESRCH)
 			return -ESRCH;
 	}
-	pthread_mutex_lock(&t->lock);
-	if (t->pagemap_fd >= 0)
-		err = dirty_pagemap_alive(t->pagemap_fd);
-	pthread_mutex_unlock(&t->lock);
-	return err;
+	return dirty_tracker_target_alive(t);
 }
 
 #if HAVE_LIBNUMA
@@ -164,18 +158,14 @@ static int numa_count_call(struct dirty_tracker *t, const struct dirty_range *ru
 			   size_t nruns, struct dirty_numa_counts *ret)
 {
 	struct dirty_numa_counts counts;
-	size_t page = dirty_page_size(), sz;
-	const unsigned char *p;
+	size_t page = dirty_page_size();
 	const char *reason;
 	int err;
 
-	if (!t || !ret || (!runs && nruns) || ret->sz < COUNTS_MIN_SIZE)
-		return -EINVAL;
 	/* a newer caller's extra fields must be zero: we would leave them unset */
-	p = (const unsigned char *)ret;
-	for (size_t i = sizeof(*ret); i < ret->sz; i++)
-		if (p[i])
-			return -EINVAL;
+	if (!t || !ret || (!runs && nruns) ||
+	    dirty_sized_check(ret, ret->sz, COUNTS_MIN_SIZE, sizeof(*ret)))
+		return -EINVAL;
 	if (dirty_tracker_forked(t))
 		return -ECHILD;
 	for (size_t i = 0; i < nruns; i++) {
@@ -191,8 +181,6 @@ static int numa_count_call(struct dirty_tracker *t, const struct dirty_range *ru
 		return err;
 
 	memset(&counts, 0, sizeof(counts));
-	sz = ret->sz < sizeof(counts) ? ret->sz : sizeof(counts);
-	counts.sz = sz;
 	switch (numa_get_mode()) {
 	case NUMA_NOT_BUILT:
 		reason = "built without libnuma";
@@ -221,7 +209,7 @@ static int numa_count_call(struct dirty_tracker *t, const struct dirty_range *ru
 		counts.available = 1;
 #endif
 	}
-	memcpy(ret, &counts, sz);
+	dirty_sized_out(ret, &counts, sizeof(counts));
 	return 0;
 }
 

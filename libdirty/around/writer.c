@@ -72,24 +72,12 @@
 #define IMAGE_OPTIONS_MIN_SIZE                                                           \
 	(offsetof(struct dirty_image_options, queue_depth) + sizeof(unsigned))
 
-#define IMAGE_OPTS_GET(opts, field, fallback)                                            \
-	((opts) && (opts)->sz >= offsetof(struct dirty_image_options, field) +          \
-					 sizeof((opts)->field)                          \
-		 ? (opts)->field                                                         \
-		 : (fallback))
-
 static int options_check(const struct dirty_image_options *opts)
 {
-	const unsigned char *p = (const unsigned char *)opts;
-
 	if (!opts)
 		return 0;
-	if (opts->sz < IMAGE_OPTIONS_MIN_SIZE)
+	if (dirty_sized_check(opts, opts->sz, IMAGE_OPTIONS_MIN_SIZE, sizeof(*opts)))
 		return -EINVAL;
-	/* a newer caller's extra fields must be zero: we would ignore them */
-	for (size_t i = sizeof(*opts); i < opts->sz; i++)
-		if (p[i])
-			return -EINVAL;
 	if ((opts->flags & ~IMAGE_FLAGS) || opts->queue_depth > MAX_QUEUE_DEPTH)
 		return -EINVAL;
 	/* a new program's first image holds all of its memory */
@@ -120,18 +108,7 @@ struct run_list {
 
 static int run_list_reserve(struct run_list *l)
 {
-	struct dirty_range *v;
-	size_t cap;
-
-	if (l->n < l->cap)
-		return 0;
-	cap = l->cap ? 2 * l->cap : 64;
-	v = reallocarray(l->v, cap, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	l->v = v;
-	l->cap = cap;
-	return 0;
+	return dirty_grow((void **)&l->v, &l->cap, l->n + 1, sizeof(*l->v));
 }
 
 /* Collect [start, end) into l, resuming until the whole range is done. */
@@ -611,217 +588,276 @@ static void out_close(struct out *o)
 	slots_free(o);
 }
 
-/* ---- the call ---- */
+/* ---- the call, in phases ---- */
 
-static int image_write_call(struct dirty_tracker *t, const struct dirty_range *regions,
-			    const char *const *names, size_t nregions,
-			    const struct dirty_image_options *opts, int fd,
-			    struct dirty_image_stats *ret)
-{
-	size_t page = dirty_page_size();
-	struct image_region *sorted = NULL;
-	struct run_list runs = { 0 };
-	struct dirty_image_header h;
-	struct dirty_image_trailer trailer;
-	struct out o = { .fd = fd };
-	struct source src;
-	unsigned char *meta = NULL, *trailer_block = NULL;
-	const char *method = NULL;
+/* One dirty_image_write(), from its arguments to the image's last byte. */
+struct image_job {
+	struct dirty_tracker *t;
 	unsigned flags, queue_depth;
-	bool cleaned = false, staged;
-	struct timespec now;
-	uint64_t total;
-	int fl, err;
+	struct image_region *sorted; /* the regions, in address order */
+	size_t nregions;
+	struct run_list runs;        /* what the image holds */
+	bool cleaned;                /* runs were cleaned: given back if the image fails */
+	struct dirty_image_header h;
+	unsigned char *meta;         /* header and tables, 4096-aligned */
+	unsigned char *trailer_block;
+	struct out o;
+	const char *method;
+	uint64_t total;              /* bytes of the image */
+};
 
-	if (!t || (nregions && !regions))
-		return -EINVAL;
-	err = options_check(opts);
+/* The arguments, and where the image goes: nothing changes on failure. */
+static int job_begin(struct image_job *j, const struct dirty_image_options *opts, int fd,
+		     const struct dirty_image_stats *ret)
+{
+	int fl, err = options_check(opts);
+
 	if (err)
 		return err;
 	if (ret && ret->sz < offsetof(struct dirty_image_stats, runs))
 		return -EINVAL;
 	if (fd < 0)
 		return -EBADF;
-	if (dirty_tracker_forked(t))
+	if (dirty_tracker_forked(j->t))
 		return -ECHILD;
-	flags = IMAGE_OPTS_GET(opts, flags, 0);
-	queue_depth = IMAGE_OPTS_GET(opts, queue_depth, 0);
-	if (!queue_depth)
-		queue_depth = DEFAULT_QUEUE_DEPTH;
-
+	j->flags = DIRTY_SIZED_GET(opts, flags, 0);
+	j->queue_depth = DIRTY_SIZED_GET(opts, queue_depth, 0);
+	if (!j->queue_depth)
+		j->queue_depth = DEFAULT_QUEUE_DEPTH;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return -errno;
 	if (fl & O_DIRECT)
-		flags |= DIRTY_IMAGE_DIRECT; /* the checks below, whether the caller said so or not */
-	o.base = lseek(fd, 0, SEEK_CUR);
-	o.positioned = o.base >= 0 && !(fl & O_APPEND);
-	if (!o.positioned)
-		o.base = 0;
+		j->flags |= DIRTY_IMAGE_DIRECT; /* the checks below, whether the caller said so or not */
+	j->o.fd = fd;
+	j->o.base = lseek(fd, 0, SEEK_CUR);
+	j->o.positioned = j->o.base >= 0 && !(fl & O_APPEND);
+	if (!j->o.positioned)
+		j->o.base = 0;
 	/* O_DIRECT: aligned memory (always), aligned offsets (the caller's part) */
-	if ((flags & DIRTY_IMAGE_DIRECT) && (!o.positioned || (o.base & (DIRTY_IMAGE_ALIGN - 1))))
+	if ((j->flags & DIRTY_IMAGE_DIRECT) &&
+	    (!j->o.positioned || (j->o.base & (DIRTY_IMAGE_ALIGN - 1))))
 		return -EINVAL;
+	return 0;
+}
 
-	/* the regions in address order, so that the runs are; they must not overlap */
-	sorted = calloc(nregions + 1, sizeof(*sorted));
-	if (!sorted)
+/*
+ * The regions in address order, so that the runs are: they must not
+ * overlap, and each must be a tracked range of t (checked before anything
+ * changes).
+ */
+static int job_regions(struct image_job *j, const struct dirty_range *regions,
+		       const char *const *names)
+{
+	j->sorted = calloc(j->nregions + 1, sizeof(*j->sorted));
+	if (!j->sorted)
 		return -ENOMEM;
-	for (size_t i = 0; i < nregions; i++) {
-		sorted[i].start = (uintptr_t)regions[i].start;
-		sorted[i].end = sorted[i].start + regions[i].len;
-		sorted[i].name = names && names[i] ? names[i] : "";
+	for (size_t i = 0; i < j->nregions; i++) {
+		j->sorted[i].start = (uintptr_t)regions[i].start;
+		j->sorted[i].end = j->sorted[i].start + regions[i].len;
+		j->sorted[i].name = names && names[i] ? names[i] : "";
 	}
-	qsort(sorted, nregions, sizeof(*sorted), region_compare);
-	err = 0;
-	for (size_t i = 1; i < nregions; i++)
-		if (sorted[i].start < sorted[i - 1].end)
-			err = -EINVAL;
-	/* each a tracked range of t: checked before anything changes */
-	for (size_t i = 0; !err && i < nregions; i++) {
+	qsort(j->sorted, j->nregions, sizeof(*j->sorted), region_compare);
+	for (size_t i = 1; i < j->nregions; i++)
+		if (j->sorted[i].start < j->sorted[i - 1].end)
+			return -EINVAL;
+	for (size_t i = 0; i < j->nregions; i++) {
 		struct dirty_range one;
-		ssize_t n = dirty_collect(t, regions[i].start, regions[i].len, 0, &one, 1, NULL);
+		ssize_t n = dirty_collect(j->t, regions[i].start, regions[i].len, 0, &one, 1, NULL);
 
 		if (n < 0)
-			err = (int)n;
+			return (int)n;
 	}
-	if (err)
-		goto out;
+	return 0;
+}
+
+/* What the image holds: every page (DIRTY_IMAGE_ALL), or the dirty runs. */
+static int job_runs(struct image_job *j)
+{
+	size_t page = dirty_page_size();
+	bool clean = j->flags & DIRTY_IMAGE_CLEAN;
+	int err = 0;
+
+	j->cleaned = clean;
+	if (!(j->flags & DIRTY_IMAGE_ALL)) {
+		for (size_t i = 0; !err && i < j->nregions; i++)
+			err = collect_region(j->t, &j->sorted[i], clean ? DIRTY_COLLECT_CLEAN : 0,
+					     &j->runs);
+		return err;
+	}
+	j->runs.v = calloc(j->nregions + 1, sizeof(*j->runs.v));
+	if (!j->runs.v)
+		return -ENOMEM;
+	for (size_t i = 0; i < j->nregions; i++) {
+		j->runs.v[i] = (struct dirty_range){ (void *)j->sorted[i].start,
+						     j->sorted[i].end - j->sorted[i].start };
+		j->runs.pages += j->runs.v[i].len / page;
+	}
+	j->runs.n = j->runs.cap = j->nregions;
+	/* cleaned before the pages are read: later writes go to the next image */
+	for (size_t i = 0; !err && clean && i < j->nregions; i++) {
+		err = dirty_clean(j->t, j->runs.v[i].start, j->runs.v[i].len);
+		if (err) /* the regions before this one were cleaned */
+			j->runs.n = i;
+	}
+	return err;
+}
+
+/* The header and the tables, in one 4096-aligned buffer. */
+static int job_meta(struct image_job *j, const struct dirty_image_options *opts)
+{
+	size_t page = dirty_page_size();
+	struct dirty_image_header *h = &j->h;
+	struct timespec now;
+	int err;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (flags & DIRTY_IMAGE_ALL) {
-		runs.v = calloc(nregions + 1, sizeof(*runs.v));
-		if (!runs.v) {
-			err = -ENOMEM;
-			goto out;
-		}
-		for (size_t i = 0; i < nregions; i++) {
-			runs.v[i] = (struct dirty_range){ (void *)sorted[i].start,
-							  sorted[i].end - sorted[i].start };
-			runs.pages += runs.v[i].len / page;
-		}
-		runs.n = runs.cap = nregions;
-		/* cleaned before the pages are read: later writes go to the next image */
-		for (size_t i = 0; !err && (flags & DIRTY_IMAGE_CLEAN) && i < nregions; i++) {
-			err = dirty_clean(t, runs.v[i].start, runs.v[i].len);
-			if (err) /* the regions before this one were cleaned */
-				runs.n = i;
-		}
-		cleaned = flags & DIRTY_IMAGE_CLEAN;
-	} else {
-		cleaned = flags & DIRTY_IMAGE_CLEAN;
-		for (size_t i = 0; !err && i < nregions; i++)
-			err = collect_region(t, &sorted[i],
-					     flags & DIRTY_IMAGE_CLEAN ? DIRTY_COLLECT_CLEAN : 0, &runs);
-	}
+	err = dirty_image_layout(h, (uint32_t)page, j->nregions, j->runs.n, j->runs.pages);
 	if (err)
-		goto out;
-
-	/* the header and tables, in one 4096-aligned buffer */
-	err = dirty_image_layout(&h, (uint32_t)page, nregions, runs.n, runs.pages);
-	if (err)
-		goto out;
-	if (h.data_offset > SIZE_MAX) {
-		err = -ENOMEM;
-		goto out;
-	}
-	meta = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)h.data_offset);
-	trailer_block = aligned_alloc(DIRTY_IMAGE_ALIGN, DIRTY_IMAGE_ALIGN);
-	if (!meta || !trailer_block) {
-		err = -ENOMEM;
-		goto out;
-	}
-	memset(meta, 0, (size_t)h.data_offset);
-	memset(trailer_block, 0, DIRTY_IMAGE_ALIGN);
-	h.flags = (flags & DIRTY_IMAGE_ALL ? DIRTY_IMAGE_BASE : 0) |
-		  (flags & DIRTY_IMAGE_EXEC ? DIRTY_IMAGE_NEW_PROGRAM : 0);
-	h.sequence = IMAGE_OPTS_GET(opts, sequence, 0);
-	h.pid = (uint64_t)(t->pid ? t->pid : getpid());
-	h.time_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-	h.crc = dirty_image_header_crc(&h);
-	memcpy(meta, &h, sizeof(h));
-	for (size_t i = 0; i < nregions; i++) {
+		return err;
+	if (h->data_offset > SIZE_MAX)
+		return -ENOMEM;
+	j->meta = aligned_alloc(DIRTY_IMAGE_ALIGN, (size_t)h->data_offset);
+	j->trailer_block = aligned_alloc(DIRTY_IMAGE_ALIGN, DIRTY_IMAGE_ALIGN);
+	if (!j->meta || !j->trailer_block)
+		return -ENOMEM;
+	memset(j->meta, 0, (size_t)h->data_offset);
+	memset(j->trailer_block, 0, DIRTY_IMAGE_ALIGN);
+	h->flags = (j->flags & DIRTY_IMAGE_ALL ? DIRTY_IMAGE_BASE : 0) |
+		   (j->flags & DIRTY_IMAGE_EXEC ? DIRTY_IMAGE_NEW_PROGRAM : 0);
+	h->sequence = DIRTY_SIZED_GET(opts, sequence, 0);
+	h->pid = (uint64_t)(j->t->pid ? j->t->pid : getpid());
+	h->time_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	h->crc = dirty_image_header_crc(h);
+	memcpy(j->meta, h, sizeof(*h));
+	for (size_t i = 0; i < j->nregions; i++) {
 		struct dirty_image_region *r =
-			(struct dirty_image_region *)(meta + h.regions_offset) + i;
+			(struct dirty_image_region *)(j->meta + h->regions_offset) + i;
 
-		r->start = sorted[i].start;
-		r->end = sorted[i].end;
-		strncpy(r->name, sorted[i].name, sizeof(r->name) - 1);
+		r->start = j->sorted[i].start;
+		r->end = j->sorted[i].end;
+		strncpy(r->name, j->sorted[i].name, sizeof(r->name) - 1);
 	}
-	for (size_t i = 0; i < runs.n; i++) {
-		struct dirty_image_run *r = (struct dirty_image_run *)(meta + h.runs_offset) + i;
+	for (size_t i = 0; i < j->runs.n; i++) {
+		struct dirty_image_run *r = (struct dirty_image_run *)(j->meta + h->runs_offset) + i;
 
-		r->start = (uintptr_t)runs.v[i].start;
-		r->npages = runs.v[i].len / page;
+		r->start = (uintptr_t)j->runs.v[i].start;
+		r->npages = j->runs.v[i].len / page;
 	}
+	return 0;
+}
 
-	err = out_open(t, &o, flags, queue_depth, &method);
+/*
+ * The header, tables and pages; *crc receives the checksum of them all.
+ * Pages are read where they are when nothing can change them under the
+ * write (this process, positioned, cleaned first): if some were written
+ * meanwhile, the data are written again from copies.
+ */
+static int job_data(struct image_job *j, uint32_t *crc)
+{
+	struct dirty_tracker *t = j->t;
+	bool staged;
+	struct source src;
+	int err = out_open(t, &j->o, j->flags, j->queue_depth, &j->method);
+
 	if (err)
-		goto out;
-	staged = t->pid || !o.positioned || !(flags & DIRTY_IMAGE_CLEAN);
+		return err;
+	staged = t->pid || !j->o.positioned || !(j->flags & DIRTY_IMAGE_CLEAN);
 	src = (struct source){
-		.fixed = meta,
-		.fixed_end = h.data_offset,
-		.data_start = h.data_offset,
-		.data_end = h.trailer_offset,
-		.runs = runs.v,
-		.nruns = runs.n,
+		.fixed = j->meta,
+		.fixed_end = j->h.data_offset,
+		.data_start = j->h.data_offset,
+		.data_end = j->h.trailer_offset,
+		.runs = j->runs.v,
+		.nruns = j->runs.n,
 		.staged = staged,
 		.pid = t->pid ? t->pid : getpid(),
 		.self = !t->pid,
 	};
-	err = out_write(&o, &src);
-	if (!err && !staged && image_raced(t, sorted, nregions, &runs)) {
+	err = out_write(&j->o, &src);
+	if (!err && !staged && image_raced(t, j->sorted, j->nregions, &j->runs)) {
 		/* write the pages again from copies, and checksum those */
 		dirty_log(t, LOG_DEBUG, "image: pages written during the write; staging them");
 		src.fixed_end = 0;
-		src.pos = h.data_offset;
+		src.pos = j->h.data_offset;
 		src.run = src.run_off = 0;
-		src.crc = dirty_crc32c(0, meta, (size_t)h.data_offset);
+		src.crc = dirty_crc32c(0, j->meta, (size_t)j->h.data_offset);
 		src.staged = true;
-		err = out_write(&o, &src);
+		err = out_write(&j->o, &src);
 	}
-	if (err)
-		goto out;
+	*crc = src.crc;
+	return err;
+}
 
-	total = h.trailer_offset + DIRTY_IMAGE_ALIGN;
+/* The trailer, which makes the image whole; then the file offset past it. */
+static int job_trailer(struct image_job *j, uint32_t crc)
+{
+	struct dirty_image_trailer trailer = { .crc = crc };
+	struct source src;
+	int err;
+
+	j->total = j->h.trailer_offset + DIRTY_IMAGE_ALIGN;
 	memcpy(trailer.magic, DIRTY_IMAGE_TRAILER_MAGIC, sizeof(trailer.magic));
-	trailer.total_size = total;
-	trailer.crc = src.crc;
-	trailer.reserved = 0;
-	memcpy(trailer_block, &trailer, sizeof(trailer));
+	trailer.total_size = j->total;
+	memcpy(j->trailer_block, &trailer, sizeof(trailer));
 	src = (struct source){
-		.fixed = trailer_block,
-		.fixed_start = h.trailer_offset,
-		.fixed_end = total,
-		.data_start = total,
-		.data_end = total,
-		.pos = h.trailer_offset,
+		.fixed = j->trailer_block,
+		.fixed_start = j->h.trailer_offset,
+		.fixed_end = j->total,
+		.data_start = j->total,
+		.data_end = j->total,
+		.pos = j->h.trailer_offset,
 	};
-	err = out_write(&o, &src);
-	if (err)
-		goto out;
-	if (o.positioned && lseek(fd, o.base + (off_t)total, SEEK_SET) < 0) {
+	err = out_write(&j->o, &src);
+	if (!err && j->o.positioned && lseek(j->o.fd, j->o.base + (off_t)j->total, SEEK_SET) < 0)
 		err = -errno;
-		goto out;
-	}
-	if (ret) {
-		struct dirty_image_stats st = {
-			.runs = runs.n, .pages = runs.pages, .bytes = total, .method = method,
-		};
-		size_t sz = ret->sz < sizeof(st) ? ret->sz : sizeof(st);
+	return err;
+}
 
-		memcpy(ret, &st, sz);
-		ret->sz = sz;
-	}
-out:
+static void job_end(struct image_job *j, int err)
+{
 	/* an image without its trailer is refused whole: none of its pages was delivered */
-	if (err && cleaned)
-		dirty_redirty_runs(t, runs.v, runs.n);
-	out_close(&o);
-	free(trailer_block);
-	free(meta);
-	free(runs.v);
-	free(sorted);
+	if (err && j->cleaned)
+		dirty_redirty_runs(j->t, j->runs.v, j->runs.n);
+	out_close(&j->o);
+	free(j->trailer_block);
+	free(j->meta);
+	free(j->runs.v);
+	free(j->sorted);
+}
+
+static int image_write_call(struct dirty_tracker *t, const struct dirty_range *regions,
+			    const char *const *names, size_t nregions,
+			    const struct dirty_image_options *opts, int fd,
+			    struct dirty_image_stats *ret)
+{
+	struct image_job j = { .t = t, .nregions = nregions, .o = { .fd = -1 } };
+	uint32_t crc = 0;
+	int err;
+
+	if (nregions && !regions)
+		return -EINVAL;
+	err = job_begin(&j, opts, fd, ret);
+	if (err)
+		return err;
+	err = job_regions(&j, regions, names);
+	if (!err)
+		err = job_runs(&j);
+	if (!err)
+		err = job_meta(&j, opts);
+	if (!err)
+		err = job_data(&j, &crc);
+	if (!err)
+		err = job_trailer(&j, crc);
+	if (!err && ret) {
+		struct dirty_image_stats st = {
+			.runs = j.runs.n, .pages = j.runs.pages, .bytes = j.total,
+			.method = j.method,
+		};
+
+		dirty_sized_out(ret, &st, sizeof(st));
+	}
+	job_end(&j, err);
 	return err;
 }
 
@@ -830,11 +866,6 @@ DIRTY_EXPORT int dirty_image_write(struct dirty_tracker *t, const struct dirty_r
 				   const struct dirty_image_options *opts, int fd,
 				   struct dirty_image_stats *ret)
 {
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	err = image_write_call(t, regions, names, nregions, opts, fd, ret);
-	dirty_tracker_leave(t);
-	return err;
+	DIRTY_COUNTED_CALL(t, int, err_,
+			   image_write_call(t, regions, names, nregions, opts, fd, ret));
 }

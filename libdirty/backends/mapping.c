@@ -17,10 +17,12 @@
  * by the next one, so collect-and-clean is atomic per page as the contract
  * asks.
  *
- * Two ways in, one state: dirty_track() of an address range of shared
- * memory tracks the file range behind it (found in /proc/PID/maps and opened
- * through /proc/PID/map_files), and reports addresses of that mapping;
- * dirty_track_file() tracks a file range by descriptor and reports offsets.
+ * Two kinds of region, one state: dirty_track() of an address range of
+ * shared memory tracks the file range behind it (found in /proc/PID/maps
+ * and opened through /proc/PID/map_files), and reports addresses of that
+ * mapping; dirty_track_file() gives a file region (its key the file, its
+ * start and end offsets, r->fd the caller's descriptor), which reports
+ * offsets.  The core walks both kinds alike.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,19 +44,13 @@
 
 #define DIRTYMAP_DEVICE "/dev/dirtymap"
 
-/* A tracked range of a file. */
+/* A region's state: the tracked range of its file. */
 struct mapping_range {
 	int tracker;            /* the kernel's tracker of the range */
 	dev_t dev;
 	ino_t ino;
 	uint64_t offset, end;   /* bytes, page aligned */
 	uint64_t *pending;      /* a bit per page: recorded, not yet reported and cleaned */
-};
-
-/* The file ranges of dirty_track_file(), sorted by (dev, ino, offset). */
-struct mapping_files {
-	struct mapping_range **ranges;
-	size_t n, cap;
 };
 
 /* ---- the device ---- */
@@ -129,7 +125,7 @@ static int device_open(struct device_info *info, char *why, size_t why_len)
 	return dev;
 }
 
-int dirty_mapping_probe(char *why, size_t why_len)
+static int device_probe(char *why, size_t why_len)
 {
 	struct device_info info;
 	int dev = device_open(&info, why, why_len);
@@ -147,25 +143,49 @@ int dirty_mapping_probe(char *why, size_t why_len)
 			    "collect, and write(2), are not seen)");
 }
 
-static int mapping_open(struct dirty_tracker *t)
-{
-	struct device_info info;
+/* A tracker's state: the device, and what it said of itself. */
+struct mapping_state {
 	int dev;
+	struct device_info info;
+};
 
-	if (t->mapping_fd >= 0)
-		return 0;
-	dev = device_open(&info, NULL, 0);
-	if (dev < 0)
-		return dev;
-	t->mapping_fd = dev;
-	t->mapping_max_pages = info.max_pages;
-	t->mapping_semantics = info.semantics;
+extern const struct dirty_backend dirty_backend_mapping;
+
+static struct mapping_state *state_of(const struct dirty_tracker *t)
+{
+	return dirty_backend_state(t, &dirty_backend_mapping);
+}
+
+static int mapping_open(struct dirty_tracker *t, void **ret)
+{
+	struct mapping_state *s = malloc(sizeof(*s));
+
+	(void)t;
+	if (!s)
+		return -ENOMEM;
+	s->dev = device_open(&s->info, NULL, 0);
+	if (s->dev < 0) {
+		int err = s->dev;
+
+		free(s);
+		return err;
+	}
+	*ret = s;
 	return 0;
+}
+
+static void mapping_close(struct dirty_tracker *t, void *state)
+{
+	struct mapping_state *s = state;
+
+	(void)t;
+	close(s->dev);
+	free(s);
 }
 
 static unsigned mapping_sees(struct dirty_tracker *t)
 {
-	if (!(t->mapping_semantics & DIRTYMAP_RECORDS_EVERY_WRITE))
+	if (!(state_of(t)->info.semantics & DIRTYMAP_RECORDS_EVERY_WRITE))
 		return DIRTY_SEES_ALL_PROCESSES;
 	return DIRTY_SEES_ALL_PROCESSES | DIRTY_SEES_GONE_MAPPINGS | DIRTY_SEES_FILE_WRITES;
 }
@@ -180,32 +200,11 @@ static void range_free(struct mapping_range *m)
 	free(m);
 }
 
-void dirty_mapping_release(struct dirty_tracker *t)
-{
-	struct mapping_files *files = t->mapping_files;
-
-	if (files) {
-		for (size_t i = 0; i < files->n; i++)
-			range_free(files->ranges[i]);
-		free(files->ranges);
-		free(files);
-		t->mapping_files = NULL;
-	}
-	if (t->mapping_fd >= 0)
-		close(t->mapping_fd);
-	t->mapping_fd = -1;
-}
-
 /* ---- recording ---- */
 
 static uint64_t pages_of(uint64_t bytes)
 {
 	return bytes / dirty_page_size();
-}
-
-static bool test_bit(const uint64_t *bits, uint64_t i)
-{
-	return bits[i / 64] >> (i % 64) & 1;
 }
 
 /* OR the bits of npages pages, found at page index first of m, into m->pending. */
@@ -233,15 +232,13 @@ static void pending_merge(struct mapping_range *m, uint64_t first, const uint64_
  * call that fails keeps recorded what it did not report (the kernel gives it
  * back), and what it reported before the failure is merged.
  */
-static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
-			       uint64_t end, bool record)
+static int kernel_clean_record(struct mapping_range *m, uint64_t off, uint64_t end, bool record)
 {
 	uint64_t total = pages_of(end - off), chunk = COLLECT_CHUNK_PAGES;
 	size_t bytes = (size_t)((total < chunk ? total : chunk) + 63) / 64 * sizeof(uint64_t);
 	uint64_t *bits = NULL;
 	int err = 0;
 
-	(void)t;
 	if (record) {
 		/* not the heap, which another tracker of this process may protect */
 		bits = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -274,20 +271,17 @@ static int kernel_clean_record(struct dirty_tracker *t, struct mapping_range *m,
 
 static void pending_clear(struct mapping_range *m, uint64_t off, uint64_t end)
 {
-	for (uint64_t i = pages_of(off - m->offset); i < pages_of(end - m->offset); i++)
-		m->pending[i / 64] &= ~(UINT64_C(1) << (i % 64));
+	dirty_bits_clear(m->pending, pages_of(off - m->offset), pages_of(end - m->offset));
 }
 
 static void pending_set(struct mapping_range *m, uint64_t off, uint64_t end)
 {
-	for (uint64_t i = pages_of(off - m->offset); i < pages_of(end - m->offset); i++)
-		m->pending[i / 64] |= UINT64_C(1) << (i % 64);
+	dirty_bits_set(m->pending, pages_of(off - m->offset), pages_of(end - m->offset));
 }
 
-static int range_clean(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
-		       uint64_t end)
+static int range_clean(struct mapping_range *m, uint64_t off, uint64_t end)
 {
-	int err = kernel_clean_record(t, m, off, end, false);
+	int err = kernel_clean_record(m, off, end, false);
 
 	if (!err)
 		pending_clear(m, off, end);
@@ -299,12 +293,11 @@ static int range_clean(struct dirty_tracker *t, struct mapping_range *m, uint64_
  * - m->offset), in order, stopping when it is full; with clean, exactly the
  * pages reported become clean.  *done receives the first offset not examined.
  */
-static int range_collect(struct dirty_tracker *t, struct mapping_range *m, uint64_t off,
-			 uint64_t end, uintptr_t base, bool clean, struct dirty_sink *sink,
-			 uint64_t *done)
+static int range_collect(struct mapping_range *m, uint64_t off, uint64_t end, uintptr_t base,
+			 bool clean, struct dirty_sink *sink, uint64_t *done)
 {
 	uint64_t page = dirty_page_size(), i, last = pages_of(end - m->offset);
-	int err = kernel_clean_record(t, m, off, end, true);
+	int err = kernel_clean_record(m, off, end, true);
 
 	*done = off;
 	if (err)
@@ -312,11 +305,11 @@ static int range_collect(struct dirty_tracker *t, struct mapping_range *m, uint6
 	for (i = pages_of(off - m->offset); i < last;) {
 		uint64_t j;
 
-		if (!test_bit(m->pending, i)) {
+		if (!dirty_bits_test(m->pending, i)) {
 			i = i % 64 || m->pending[i / 64] ? i + 1 : i + 64;
 			continue;
 		}
-		for (j = i + 1; j < last && test_bit(m->pending, j); j++)
+		for (j = i + 1; j < last && dirty_bits_test(m->pending, j); j++)
 			;
 		if (!dirty_sink_add(sink, base + (uintptr_t)(i * page), base + (uintptr_t)(j * page))) {
 			*done = m->offset + i * page;
@@ -347,10 +340,10 @@ static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t 
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EOPNOTSUPP;
-	if (pages_of(end - offset) > t->mapping_max_pages) {
+	if (pages_of(end - offset) > state_of(t)->info.max_pages) {
 		dirty_log(t, LOG_WARNING, "mapping: a range of %" PRIu64 " pages is more than the "
 			  "%" PRIu64 " one kernel tracker covers", pages_of(end - offset),
-			  t->mapping_max_pages);
+			  state_of(t)->info.max_pages);
 		return -E2BIG;
 	}
 	m = calloc(1, sizeof(*m));
@@ -360,7 +353,7 @@ static int range_new(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t 
 	m->ino = st.st_ino;
 	m->offset = offset;
 	m->end = end;
-	m->tracker = kernel_track(t->mapping_fd, fd, offset, end - offset, NULL);
+	m->tracker = kernel_track(state_of(t)->dev, fd, offset, end - offset, NULL);
 	m->pending = calloc((pages_of(end - offset) + 63) / 64, sizeof(uint64_t));
 	if (m->tracker < 0 || !m->pending) {
 		err = m->tracker < 0 ? m->tracker : -ENOMEM;
@@ -482,12 +475,24 @@ static int region_check(struct dirty_tracker *t, struct dirty_region *r)
 	return -ESTALE;
 }
 
+/* Is r a file region (dirty_track_file()), not an address range? */
+static bool file_region(const struct dirty_region *r)
+{
+	return !dirty_key_equal(r->key, DIRTY_KEY_MEMORY);
+}
+
 static int mapping_track(struct dirty_tracker *t, struct dirty_region *r)
 {
 	struct mapping_range *m;
 	uint64_t offset = 0;
 	int fd = -1, err;
 
+	if (file_region(r)) {
+		err = range_new(t, r->fd, r->start, r->end, &m);
+		if (!err)
+			r->priv = m;
+		return err;
+	}
 	/* shared memory; the kernel refuses any other file (-EOPNOTSUPP) */
 	if (r->kind != DIRTY_MEM_SHMEM && r->kind != DIRTY_MEM_FILE_SHARED)
 		return -EOPNOTSUPP; /* page tables of one process, or hugetlb: not ours */
@@ -525,20 +530,20 @@ static uint64_t region_offset(const struct dirty_region *r, uintptr_t addr)
 static int mapping_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			 uintptr_t end)
 {
-	int err = region_check(t, r);
+	int err = file_region(r) ? 0 : region_check(t, r);
 
-	return err ? err : range_clean(t, r->priv, region_offset(r, start), region_offset(r, end));
+	return err ? err : range_clean(r->priv, region_offset(r, start), region_offset(r, end));
 }
 
 static int mapping_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			   uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
 	uint64_t off_done;
-	int err = region_check(t, r);
+	int err = file_region(r) ? 0 : region_check(t, r);
 
 	if (err)
 		return err;
-	err = range_collect(t, r->priv, region_offset(r, start), region_offset(r, end), r->start,
+	err = range_collect(r->priv, region_offset(r, start), region_offset(r, end), r->start,
 			    clean, sink, &off_done);
 	*done = r->start + (uintptr_t)(off_done - ((struct mapping_range *)r->priv)->offset);
 	return err;
@@ -551,10 +556,31 @@ static void mapping_redirty(struct dirty_tracker *t, struct dirty_region *r, uin
 	pending_set(r->priv, region_offset(r, start), region_offset(r, end));
 }
 
+/* ---- can it run here ---- */
+
+static int probe_mapping(pid_t pid, char *why, size_t why_len)
+{
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "mapping tracks shared-memory files in every process that "
+				    "maps them, not one process's view: track the file "
+				    "(dirty_track_file) from a tracker of this process");
+	return device_probe(why, why_len);
+}
+
+/* ---- the table ---- */
+
 const struct dirty_backend dirty_backend_mapping = {
 	.name = "mapping",
+	/*
+	 * Files in every process that maps them: for memory an answer other
+	 * than the others', taken only when asked for by name; every tracker
+	 * sees every write, so it claims nothing.
+	 */
+	.flags = DIRTY_BACKEND_MANUAL | DIRTY_BACKEND_FILES | DIRTY_BACKEND_SHARED,
+	.probe = probe_mapping,
 	.open = mapping_open,
-	.close = dirty_mapping_release,
+	.close = mapping_close,
 	.track = mapping_track,
 	.untrack = mapping_untrack,
 	.clean = mapping_clean,
@@ -563,388 +589,3 @@ const struct dirty_backend dirty_backend_mapping = {
 	.redirty = mapping_redirty,
 	.sees = mapping_sees,
 };
-
-/* ---- file ranges (dirty_track_file() and friends) ---- */
-
-/* Is m before every page of (dev, ino) at or after offset? */
-static bool range_before(const struct mapping_range *m, dev_t dev, ino_t ino, uint64_t offset)
-{
-	if (m->dev != dev)
-		return m->dev < dev;
-	if (m->ino != ino)
-		return m->ino < ino;
-	return m->end <= offset;
-}
-
-/*
- * Index of the first range of (dev, ino) whose end is above offset, or where
- * such a range would go.
- */
-static size_t files_lower_bound(const struct mapping_files *f, dev_t dev, ino_t ino,
-				uint64_t offset)
-{
-	size_t lo = 0, hi = f->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (range_before(f->ranges[mid], dev, ino, offset))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
- * Validate a file call and open the backend for it: the tracker is a mapping
- * tracker, or an automatic one on a kernel with the addition.
- */
-static int file_call_begin(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
-			   struct stat *st)
-{
-	uint64_t page = dirty_page_size();
-	char why[DIRTY_REASON_LEN];
-	int err;
-
-	if (!t || fd < 0 || !len || (offset | len) & (page - 1) || offset + len < offset ||
-	    offset + len > (uint64_t)INT64_MAX)
-		return fd < 0 && t ? -EBADF : -EINVAL;
-	if (len - 1 > UINTPTR_MAX)
-		return -EOVERFLOW; /* the sinks count in uintptr_t (32-bit systems) */
-	if (dirty_tracker_forked(t))
-		return -ECHILD;
-	if (fstat(fd, st) < 0)
-		return -EBADF;
-	pthread_mutex_lock(&t->lock);
-	if (t->mapping_fd < 0) {
-		if (!t->automatic) {
-			pthread_mutex_unlock(&t->lock);
-			return -EOPNOTSUPP; /* another backend was asked for */
-		}
-		/* cached, as every probe (and LIBDIRTY_PROBE_FAIL applies) */
-		err = dirty_backend_probe("mapping", 0, why, sizeof(why));
-		if (!err)
-			err = mapping_open(t);
-		if (err) {
-			pthread_mutex_unlock(&t->lock);
-			dirty_log(t, LOG_INFO, "files cannot be tracked: %s", why);
-			return -EOPNOTSUPP;
-		}
-	}
-	if (!t->mapping_files) {
-		t->mapping_files = calloc(1, sizeof(struct mapping_files));
-		if (!t->mapping_files) {
-			pthread_mutex_unlock(&t->lock);
-			return -ENOMEM;
-		}
-	}
-	return 0; /* with the lock held */
-}
-
-/*
- * The ranges covering [offset, end) of (dev, ino) without a gap: *first,
- * *count.  -ENOENT if a page is not tracked.
- */
-static int files_span(struct mapping_files *f, const struct stat *st, uint64_t offset,
-		      uint64_t end, size_t *first, size_t *count)
-{
-	size_t i = files_lower_bound(f, st->st_dev, st->st_ino, offset), j;
-	uint64_t cur = offset;
-
-	for (j = i; cur < end; j++) {
-		if (j == f->n || f->ranges[j]->dev != st->st_dev ||
-		    f->ranges[j]->ino != st->st_ino || f->ranges[j]->offset > cur)
-			return -ENOENT;
-		cur = f->ranges[j]->end;
-	}
-	*first = i;
-	*count = j - i;
-	return 0;
-}
-
-static int track_file_call(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
-{
-	struct mapping_range *m, **grown;
-	struct mapping_files *f;
-	struct stat st;
-	size_t i;
-	int err;
-
-	err = file_call_begin(t, fd, offset, len, &st);
-	if (err)
-		return err;
-	f = t->mapping_files;
-	i = files_lower_bound(f, st.st_dev, st.st_ino, offset);
-	if (i < f->n && f->ranges[i]->dev == st.st_dev && f->ranges[i]->ino == st.st_ino &&
-	    f->ranges[i]->offset < offset + len) {
-		err = -EEXIST;
-		goto out;
-	}
-	if (f->n == f->cap) {
-		size_t cap = f->cap ? 2 * f->cap : 8;
-
-		grown = realloc(f->ranges, cap * sizeof(*grown));
-		if (!grown) {
-			err = -ENOMEM;
-			goto out;
-		}
-		f->ranges = grown;
-		f->cap = cap;
-	}
-	err = range_new(t, fd, offset, offset + len, &m);
-	if (err)
-		goto out;
-	memmove(&f->ranges[i + 1], &f->ranges[i], (f->n - i) * sizeof(*grown));
-	f->ranges[i] = m;
-	f->n++;
-	t->stats.regions++;
-	t->stats.tracked_bytes += len;
-out:
-	pthread_mutex_unlock(&t->lock);
-	return err;
-}
-
-/*
- * file_call_begin(), then the tracked ranges covering the call's range;
- * returns with the lock held only on success.
- */
-static int file_span_begin(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len,
-			   size_t *first, size_t *count)
-{
-	struct stat st;
-	int err = file_call_begin(t, fd, offset, len, &st);
-
-	if (err)
-		return err;
-	err = files_span(t->mapping_files, &st, offset, offset + len, first, count);
-	if (err)
-		pthread_mutex_unlock(&t->lock);
-	return err;
-}
-
-static int untrack_file_call(struct dirty_tracker *t, int fd, uint64_t offset,
-				    uint64_t len)
-{
-	struct mapping_files *f;
-	size_t first, count, i;
-	int err;
-
-	err = file_span_begin(t, fd, offset, len, &first, &count);
-	if (err)
-		return err;
-	f = t->mapping_files;
-	if (f->ranges[first]->offset != offset || f->ranges[first + count - 1]->end != offset + len)
-		err = -EINVAL; /* cuts a tracked range */
-	if (!err) {
-		for (i = first; i < first + count; i++) {
-			t->stats.regions--;
-			t->stats.tracked_bytes -= f->ranges[i]->end - f->ranges[i]->offset;
-			range_free(f->ranges[i]);
-		}
-		memmove(&f->ranges[first], &f->ranges[first + count],
-			(f->n - first - count) * sizeof(f->ranges[0]));
-		f->n -= count;
-	}
-	pthread_mutex_unlock(&t->lock);
-	return err;
-}
-
-static int clean_file_call(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
-{
-	size_t first, count, i;
-	int err;
-
-	err = file_span_begin(t, fd, offset, len, &first, &count);
-	if (err)
-		return err;
-	for (i = first; !err && i < first + count; i++) {
-		struct mapping_range *m = t->mapping_files->ranges[i];
-
-		err = range_clean(t, m, offset > m->offset ? offset : m->offset,
-				  offset + len < m->end ? offset + len : m->end);
-	}
-	pthread_mutex_unlock(&t->lock);
-	return err;
-}
-
-/* The collect behind both file forms; the lock is held by the caller. */
-static int files_collect(struct dirty_tracker *t, const struct stat *st, uint64_t offset,
-			 uint64_t end, unsigned flags, struct dirty_sink *sink, uint64_t *next)
-{
-	size_t first, count, i;
-	uint64_t done = offset;
-	int err;
-
-	err = files_span(t->mapping_files, st, offset, end, &first, &count);
-	for (i = first; !err && i < first + count && done >= t->mapping_files->ranges[i]->offset;
-	     i++) {
-		struct mapping_range *m = t->mapping_files->ranges[i];
-		uint64_t seg_end = end < m->end ? end : m->end;
-
-		/* the sink counts from offset: (uintptr_t)(m->offset - offset) may wrap */
-		err = range_collect(t, m, done, seg_end, (uintptr_t)(m->offset - offset),
-				    flags & DIRTY_COLLECT_CLEAN, sink, &done);
-		if (!err && done < seg_end)
-			break; /* the sink is full */
-	}
-	if (err && sink->pages && !sink->bitmap)
-		err = 0; /* what was delivered stands; the resumed call meets the error */
-	if (!err) {
-		t->stats.collects++;
-		t->stats.dirty_pages += sink->pages;
-		*next = done;
-	}
-	return err;
-}
-
-/* A bitmap form that fails gives back the pages it had taken (lock held). */
-static void files_redirty(struct dirty_tracker *t, const struct stat *st, uint64_t offset,
-			  uint64_t len, const uint64_t *bitmap)
-{
-	uint64_t page = dirty_page_size();
-
-	for (uint64_t i = 0; i < pages_of(len); i++) {
-		uint64_t off = offset + i * page;
-		size_t k;
-
-		if (!test_bit(bitmap, i))
-			continue;
-		k = files_lower_bound(t->mapping_files, st->st_dev, st->st_ino, off);
-		if (k < t->mapping_files->n && t->mapping_files->ranges[k]->offset <= off)
-			pending_set(t->mapping_files->ranges[k], off, off + page);
-	}
-}
-
-static ssize_t collect_file_call(struct dirty_tracker *t, int fd, uint64_t offset,
-					uint64_t len, unsigned flags,
-					struct dirty_file_range *out, size_t max, uint64_t *next)
-{
-	/*
-	 * The sink writes address runs (relative to offset) into the front of
-	 * out, which they fit: a struct dirty_range is no larger than a struct
-	 * dirty_file_range.  They are widened in place afterwards, last first.
-	 */
-	struct dirty_range *runs = (struct dirty_range *)out;
-	struct dirty_sink sink = { .out = runs, .max = max };
-	uint64_t done = offset;
-	struct stat st;
-	int err;
-
-	_Static_assert(sizeof(struct dirty_range) <= sizeof(struct dirty_file_range),
-		       "address runs fit where file runs go");
-	if (!out != !max || max > SSIZE_MAX || (flags & ~DIRTY_COLLECT_CLEAN))
-		return -EINVAL;
-	err = file_call_begin(t, fd, offset, len, &st);
-	if (err)
-		return err;
-	if (max)
-		err = files_collect(t, &st, offset, offset + len, flags, &sink, &done);
-	pthread_mutex_unlock(&t->lock);
-	if (err)
-		return err;
-	for (size_t i = sink.n; i-- > 0;) {
-		uint64_t start = offset + (uintptr_t)runs[i].start, len_i = runs[i].len;
-
-		out[i] = (struct dirty_file_range){ .offset = start, .len = len_i };
-	}
-	if (next)
-		*next = done;
-	return (ssize_t)sink.n;
-}
-
-static int collect_file_bitmap_call(struct dirty_tracker *t, int fd, uint64_t offset,
-					   uint64_t len, unsigned flags, uint64_t *bitmap)
-{
-	struct dirty_sink sink = { .base = 0 }; /* counts from offset */
-	size_t words;
-	uint64_t done;
-	struct stat st;
-	int err;
-
-	if (!bitmap || (flags & ~DIRTY_COLLECT_CLEAN))
-		return -EINVAL;
-	err = file_call_begin(t, fd, offset, len, &st);
-	if (err)
-		return err;
-	/* the caller's bitmap changes only on success: fill a copy */
-	words = (size_t)((pages_of(len) + 63) / 64);
-	sink.bitmap = calloc(words, sizeof(uint64_t));
-	if (!sink.bitmap) {
-		pthread_mutex_unlock(&t->lock);
-		return -ENOMEM;
-	}
-	err = files_collect(t, &st, offset, offset + len, flags, &sink, &done);
-	if (err && sink.pages && (flags & DIRTY_COLLECT_CLEAN))
-		files_redirty(t, &st, offset, len, sink.bitmap);
-	pthread_mutex_unlock(&t->lock);
-	if (!err)
-		memcpy(bitmap, sink.bitmap, words * sizeof(uint64_t));
-	free(sink.bitmap);
-	return err;
-}
-
-/* ---- the public file calls: each counted, so that a free waits for it ---- */
-
-DIRTY_EXPORT int dirty_track_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
-{
-	int ret;
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	ret = track_file_call(t, fd, offset, len);
-	dirty_tracker_leave(t);
-	return ret;
-}
-
-DIRTY_EXPORT int dirty_untrack_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
-{
-	int ret;
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	ret = untrack_file_call(t, fd, offset, len);
-	dirty_tracker_leave(t);
-	return ret;
-}
-
-DIRTY_EXPORT int dirty_clean_file(struct dirty_tracker *t, int fd, uint64_t offset, uint64_t len)
-{
-	int ret;
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	ret = clean_file_call(t, fd, offset, len);
-	dirty_tracker_leave(t);
-	return ret;
-}
-
-DIRTY_EXPORT ssize_t dirty_collect_file(struct dirty_tracker *t, int fd, uint64_t offset,
-					uint64_t len, unsigned flags,
-					struct dirty_file_range *out, size_t max, uint64_t *next)
-{
-	ssize_t ret;
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	ret = collect_file_call(t, fd, offset, len, flags, out, max, next);
-	dirty_tracker_leave(t);
-	return ret;
-}
-
-DIRTY_EXPORT int dirty_collect_file_bitmap(struct dirty_tracker *t, int fd, uint64_t offset,
-					   uint64_t len, unsigned flags, uint64_t *bitmap)
-{
-	int ret;
-	int err = dirty_tracker_enter(t);
-
-	if (err)
-		return err;
-	ret = collect_file_bitmap_call(t, fd, offset, len, flags, bitmap);
-	dirty_tracker_leave(t);
-	return ret;
-}

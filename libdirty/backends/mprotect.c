@@ -358,17 +358,7 @@ static bool table_overlaps(uintptr_t start, uintptr_t end)
 
 /* ---- the backend ---- */
 
-static bool mprotect_claimed(uintptr_t start, uintptr_t end)
-{
-	bool claimed;
-
-	pthread_mutex_lock(&table_lock);
-	claimed = table_overlaps(start, end);
-	pthread_mutex_unlock(&table_lock);
-	return claimed;
-}
-
-static int mprotect_open(struct dirty_tracker *t)
+static int mprotect_open(struct dirty_tracker *t, void **ret)
 {
 	struct sigaction action;
 	int err = 0;
@@ -392,12 +382,14 @@ static int mprotect_open(struct dirty_tracker *t)
 	if (err)
 		dirty_log(t, LOG_ERR, "mprotect: cannot install the SIGSEGV handler");
 	/* the handler stays: it passes on every fault that is not ours */
+	*ret = NULL; /* the handler's table is process-wide: nothing of the tracker's own */
 	return err;
 }
 
-static void mprotect_close(struct dirty_tracker *t)
+static void mprotect_close(struct dirty_tracker *t, void *state)
 {
 	(void)t;
+	(void)state;
 }
 
 static void mp_region_free(struct mp_region *m)
@@ -559,7 +551,7 @@ static int mprotect_track(struct dirty_tracker *t, struct dirty_region *r)
 
 	pthread_mutex_lock(&table_lock);
 	if (table_overlaps(r->start, r->end)) {
-		err = -EEXIST; /* another tracker of this process has it */
+		err = -EEXIST; /* the claims (claims.c) keep this from happening */
 		goto fail;
 	}
 	/* in the table before any page is read-only, so no fault finds it missing */
@@ -672,23 +664,32 @@ static void mprotect_unprotect(struct dirty_tracker *t, struct dirty_region *r)
 			  (unsigned long)r->start, (unsigned long)r->end, strerror(errno));
 }
 
-static void mprotect_stats(struct dirty_tracker *t, struct dirty_stats *st)
+static void mprotect_stats(const struct dirty_region *r, struct dirty_stats *st)
 {
-	size_t i;
+	const struct mp_region *m = r->priv;
 
-	for (i = 0; i < t->nregions; i++) {
-		struct mp_region *m = t->regions[i]->priv;
-
-		/* an automatic tracker may give other regions to other backends */
-		if (t->regions[i]->backend != &dirty_backend_mprotect)
-			continue;
-		st->faults += atomic_load(&m->faults);
-		st->degraded_blocks += atomic_load(&m->degraded);
-	}
+	st->faults += atomic_load(&m->faults);
+	st->degraded_blocks += atomic_load(&m->degraded);
 }
+
+/* ---- can it run here ---- */
+
+static int probe_mprotect(pid_t pid, char *why, size_t why_len)
+{
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "mprotect tracks the calling process only");
+	return dirty_reason(why, why_len, 0,
+			    "PROT_READ and a SIGSEGV handler work on any kernel");
+}
+
+/* ---- the table ---- */
 
 const struct dirty_backend dirty_backend_mprotect = {
 	.name = "mprotect",
+	/* a child of fork() inherits the protections: its copies stay claimed */
+	.flags = DIRTY_BACKEND_INHERITED,
+	.probe = probe_mprotect,
 	.open = mprotect_open,
 	.close = mprotect_close,
 	.track = mprotect_track,
@@ -698,5 +699,4 @@ const struct dirty_backend dirty_backend_mprotect = {
 	.redirty = mprotect_redirty,
 	.unprotect = mprotect_unprotect,
 	.stats = mprotect_stats,
-	.claimed = mprotect_claimed,
 };

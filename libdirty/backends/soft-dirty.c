@@ -70,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -81,8 +82,6 @@
 #include "linux-compat.h"
 
 #define PAGEMAP_SOFT_DIRTY (UINT64_C(1) << 55)
-#define PAGEMAP_CHUNK 512 /* entries per pread */
-#define SCAN_REGIONS 256  /* runs per PAGEMAP_SCAN */
 /* the signal that stops this process's threads for a fold */
 #define STOP_SIGNAL (SIGRTMAX - 4)
 /* the most threads one stop can hold (a static table: nothing is allocated) */
@@ -336,21 +335,6 @@ struct frozen {
 static int freeze_thread(struct frozen *f, pid_t tid);
 static void target_thaw(struct frozen *f);
 
-/* PTRACE_DETACH needs a stopped tracee: stop the thread for a moment. */
-int dirty_ptrace_check(pid_t pid)
-{
-	struct frozen *f = malloc(sizeof(*f));
-	int err;
-
-	if (!f)
-		return -ENOMEM;
-	f->n = 0;
-	err = freeze_thread(f, pid);
-	target_thaw(f);
-	free(f);
-	return err < 0 ? err : 0;
-}
-
 static void target_thaw(struct frozen *f)
 {
 	for (size_t i = 0; i < f->n; i++)
@@ -438,63 +422,47 @@ static int target_freeze(pid_t pid, struct frozen *f)
 
 /* ---- reading the bits ---- */
 
+/* Where read_bits() puts what it finds: bit 0 of bits is the page at base. */
+struct bits_sink {
+	_Atomic uint64_t *bits;
+	uintptr_t base;
+};
+
+static int bits_add_run(uintptr_t start, uintptr_t end, void *ctx)
+{
+	struct bits_sink *b = ctx;
+	size_t page = dirty_page_size();
+
+	dirty_bits_set_atomic(b->bits, (start - b->base) / page, (end - b->base) / page);
+	return 0;
+}
+
+static int bits_add_entries(uintptr_t addr, const uint64_t *entries, size_t n, void *ctx)
+{
+	struct bits_sink *b = ctx;
+	size_t page = dirty_page_size(), first = (addr - b->base) / page;
+
+	for (size_t i = 0; i < n; i++)
+		if (entries[i] & PAGEMAP_SOFT_DIRTY)
+			dirty_bits_set_atomic(b->bits, first + i, first + i + 1);
+	return 0;
+}
+
 /* OR the soft-dirty pages of [start, end) into bits (bit 0 = page at base). */
 static int read_bits(struct soft_dirty_target *sd, uintptr_t base, uintptr_t start,
 		     uintptr_t end, _Atomic uint64_t *bits)
 {
-	size_t page = dirty_page_size();
+	struct bits_sink b = { bits, base };
+	struct pm_scan_arg arg = {
+		.start = start,
+		.end = end,
+		.category_mask = PAGE_IS_SOFT_DIRTY,
+		.return_mask = PAGE_IS_SOFT_DIRTY,
+	};
 
-	if (sd->scan) {
-		struct page_region runs[SCAN_REGIONS];
-		struct pm_scan_arg arg = {
-			.size = sizeof(arg),
-			.start = start,
-			.end = end,
-			.vec = (uintptr_t)runs,
-			.vec_len = SCAN_REGIONS,
-			.category_mask = PAGE_IS_SOFT_DIRTY,
-			.return_mask = PAGE_IS_SOFT_DIRTY,
-		};
-
-		while (arg.start < end) {
-			int n = ioctl(sd->pagemap_fd, PAGEMAP_SCAN, &arg);
-			uint64_t resume;
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return -errno;
-			for (int i = 0; i < n; i++)
-				dirty_bits_set_atomic(bits, (runs[i].start - base) / page,
-						      (runs[i].end - base) / page);
-			/* walk_end can lag the last run reported (see uffd-async.c) */
-			resume = n > 0 && runs[n - 1].end > arg.walk_end ? runs[n - 1].end
-									 : arg.walk_end;
-			if (resume <= arg.start)
-				return -ESRCH; /* no progress: the mm is gone */
-			arg.start = resume;
-		}
-		return 0;
-	}
-	for (uintptr_t a = start; a < end;) {
-		uint64_t entries[PAGEMAP_CHUNK];
-		size_t want = (end - a) / page < PAGEMAP_CHUNK ? (end - a) / page : PAGEMAP_CHUNK;
-		ssize_t n = pread(sd->pagemap_fd, entries, want * sizeof(entries[0]),
-				  (off_t)(a / page * sizeof(entries[0])));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ESRCH; /* the process has exited: its mm is gone */
-		for (size_t i = 0; i < (size_t)n / sizeof(entries[0]); i++)
-			if (entries[i] & PAGEMAP_SOFT_DIRTY)
-				dirty_bits_set_atomic(bits, (a - base) / page + i,
-						      (a - base) / page + i + 1);
-		a += (size_t)n / sizeof(entries[0]) * page;
-	}
-	return 0;
+	if (sd->scan)
+		return dirty_pagemap_scan_each(sd->pagemap_fd, &arg, bits_add_run, &b);
+	return dirty_pagemap_read_each(sd->pagemap_fd, start, end, bits_add_entries, &b);
 }
 
 /* Fold the current bits of every region of sd into their pending bitmaps. */
@@ -667,7 +635,7 @@ static void atfork_install(void)
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-static int soft_dirty_open(struct dirty_tracker *t)
+static int soft_dirty_open(struct dirty_tracker *t, void **ret)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct soft_dirty_target *sd;
@@ -700,19 +668,27 @@ static int soft_dirty_open(struct dirty_tracker *t)
 		targets = sd;
 	}
 	sd->users++;
-	t->soft_dirty = sd;
+	*ret = sd;
 	err = 0;
 out:
 	pthread_mutex_unlock(&world_lock);
 	return err;
 }
 
-static void soft_dirty_close(struct dirty_tracker *t)
+static void soft_dirty_close(struct dirty_tracker *t, void *state)
 {
+	(void)t;
 	pthread_mutex_lock(&world_lock);
-	target_release(t->soft_dirty);
-	t->soft_dirty = NULL;
+	target_release(state);
 	pthread_mutex_unlock(&world_lock);
+}
+
+extern const struct dirty_backend dirty_backend_soft_dirty;
+
+/* The target of t's regions (its state: one per process, shared by its trackers). */
+static struct soft_dirty_target *target_of(const struct dirty_tracker *t)
+{
+	return dirty_backend_state(t, &dirty_backend_soft_dirty);
 }
 
 /* ---- regions ---- */
@@ -743,7 +719,7 @@ static void target_remove(struct soft_dirty_target *sd, struct sd_region *m)
 
 static int soft_dirty_track(struct dirty_tracker *t, struct dirty_region *r)
 {
-	struct soft_dirty_target *sd = t->soft_dirty;
+	struct soft_dirty_target *sd = target_of(t);
 	size_t npages = (r->end - r->start) / dirty_page_size();
 	struct sd_region *m;
 	int err;
@@ -765,17 +741,9 @@ static int soft_dirty_track(struct dirty_tracker *t, struct dirty_region *r)
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&world_lock);
-	if (sd->nregions == sd->cap) {
-		size_t cap = sd->cap ? 2 * sd->cap : 16;
-		struct sd_region **grown = realloc(sd->regions, cap * sizeof(*grown));
-
-		if (!grown) {
-			err = -ENOMEM;
-			goto fail;
-		}
-		sd->regions = grown;
-		sd->cap = cap;
-	}
+	err = dirty_grow((void **)&sd->regions, &sd->cap, sd->nregions + 1, sizeof(*sd->regions));
+	if (err)
+		goto fail;
 	sd->regions[sd->nregions++] = m;
 	err = fold_and_clear(t, sd);
 	if (err) {
@@ -795,7 +763,7 @@ fail:
 static void soft_dirty_untrack(struct dirty_tracker *t, struct dirty_region *r)
 {
 	pthread_mutex_lock(&world_lock);
-	target_remove(t->soft_dirty, r->priv);
+	target_remove(target_of(t), r->priv);
 	pthread_mutex_unlock(&world_lock);
 	region_free(r->priv);
 	r->priv = NULL;
@@ -807,7 +775,7 @@ static int soft_dirty_clean(struct dirty_tracker *t, struct dirty_region *r, uin
 	int err;
 
 	pthread_mutex_lock(&world_lock);
-	err = fold_and_clear(t, t->soft_dirty);
+	err = fold_and_clear(t, target_of(t));
 	if (!err)
 		pending_clear(r->priv, start, end);
 	pthread_mutex_unlock(&world_lock);
@@ -830,7 +798,7 @@ static void no_reprotect(void *ctx, uintptr_t start, uintptr_t end)
 static int soft_dirty_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			      uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
-	struct soft_dirty_target *sd = t->soft_dirty;
+	struct soft_dirty_target *sd = target_of(t);
 	struct sd_region *m = r->priv;
 	int err;
 
@@ -865,23 +833,117 @@ static void soft_dirty_unprotect(struct dirty_tracker *t, struct dirty_region *r
 	(void)r;
 }
 
-static bool soft_dirty_claimed(uintptr_t start, uintptr_t end)
-{
-	bool found = false;
+/* ---- can it run here ---- */
 
-	pthread_mutex_lock(&world_lock);
-	for (struct soft_dirty_target *sd = targets; sd && !found; sd = sd->next) {
-		if (sd->pid || sd->inherited)
-			continue;
-		for (size_t i = 0; i < sd->nregions && !found; i++)
-			found = sd->regions[i]->start < end && start < sd->regions[i]->end;
-	}
-	pthread_mutex_unlock(&world_lock);
-	return found;
+static int pagemap_entry(int fd, const void *addr, uint64_t *entry)
+{
+	off_t off = (off_t)((uintptr_t)addr / dirty_page_size() * sizeof(*entry));
+
+	return pread(fd, entry, sizeof(*entry), off) == sizeof(*entry) ? 0 : -1;
 }
+
+/*
+ * Runs in a forked child: clear_refs "4" clears soft-dirty bits process-wide
+ * and must not disturb the caller.  Exit status: 0 works, 1 clear_refs
+ * refused, 2 the bit stays clear after a write, 3 the bit never clears,
+ * 4 setup failed.
+ */
+static int soft_dirty_child(void)
+{
+	size_t page = dirty_page_size();
+	uint64_t entry;
+	int cr, pm;
+	char *mem;
+
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (mem == MAP_FAILED || cr < 0 || pm < 0)
+		return 4;
+	mem[0] = 1;
+	if (write(cr, "4", 1) != 1)
+		return 1;
+	if (pagemap_entry(pm, mem, &entry))
+		return 4;
+	if (entry & PAGEMAP_SOFT_DIRTY)
+		return 3;
+	mem[0] = 2;
+	if (pagemap_entry(pm, mem, &entry))
+		return 4;
+	return entry & PAGEMAP_SOFT_DIRTY ? 0 : 2;
+}
+
+/* What tracking pid with soft-dirty needs beyond the kernel feature. */
+static int soft_dirty_target_access(pid_t pid, char *why, size_t why_len)
+{
+	char path[64];
+	int fd, err;
+
+	/*
+	 * Collect-and-clean stops the target's threads with ptrace
+	 * (soft-dirty.c): the rules first, from /proc, without touching it.
+	 */
+	err = dirty_remote_check(pid, false, why, why_len);
+	if (err)
+		return err;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return dirty_reason(why, why_len, errno == ENOENT ? -ESRCH : -errno,
+				    "cannot open %s: %s", path, strerror(errno));
+	close(fd);
+	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return dirty_reason(why, why_len, errno == ENOENT ? -ESRCH : -errno,
+				    "cannot open %s for writing: %s", path, strerror(errno));
+	close(fd);
+	return 0;
+}
+
+static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
+{
+	int status, err;
+	pid_t child;
+
+	child = fork();
+	if (child < 0)
+		return dirty_reason(why, why_len, -errno, "fork for the probe failed: %s",
+				    strerror(errno));
+	if (child == 0)
+		_exit(soft_dirty_child());
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return dirty_reason(why, why_len, -errno, "waitpid: %s", strerror(errno));
+	switch (WIFEXITED(status) ? WEXITSTATUS(status) : 4) {
+	case 0:
+		break;
+	case 1:
+		return dirty_reason(why, why_len, -EPERM,
+				    "/proc/PID/clear_refs refused \"4\"");
+	case 2:
+	case 3:
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "the kernel does not implement soft-dirty "
+				    "(CONFIG_MEM_SOFT_DIRTY is off): clear_refs accepts \"4\" but "
+				    "pagemap bit 55 does not follow writes");
+	default:
+		return dirty_reason(why, why_len, -EIO, "the soft-dirty probe could not run");
+	}
+	if (pid) {
+		err = soft_dirty_target_access(pid, why, why_len);
+		if (err)
+			return err;
+	}
+	return dirty_reason(why, why_len, 0,
+			    "clear_refs \"4\" and pagemap bit 55 work (CONFIG_MEM_SOFT_DIRTY)");
+}
+
+/* ---- the table ---- */
 
 const struct dirty_backend dirty_backend_soft_dirty = {
 	.name = "soft-dirty",
+	.probe = probe_soft_dirty,
 	.open = soft_dirty_open,
 	.close = soft_dirty_close,
 	.track = soft_dirty_track,
@@ -890,5 +952,4 @@ const struct dirty_backend dirty_backend_soft_dirty = {
 	.collect = soft_dirty_collect,
 	.redirty = soft_dirty_redirty,
 	.unprotect = soft_dirty_unprotect,
-	.claimed = soft_dirty_claimed,
 };

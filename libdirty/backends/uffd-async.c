@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -72,84 +73,16 @@
  */
 #define MAX_REGIONS_PER_SCAN 512
 
-/*
- * Every range registered by a uffd-async tracker of this process.  A region
- * whose memory was unmapped without untracking stays claimed: if memory mapped
- * at the same address were registered by another tracker, the stale region's
- * scans (which see an async-WP vma and cannot tell whose) would re-protect
- * and report that tracker's pages.  The claim refuses that registration
- * instead (-EEXIST) until the stale region is untracked.
- */
-static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t (*claims)[2];
-static size_t nclaims, claims_cap;
+extern const struct dirty_backend dirty_backend_uffd_async;
 
-/* A child of fork() has none of the parent's registrations, so no claims. */
-static void claims_atfork_prepare(void)
+/* A tracker's state: its userfaultfd, and the pagemap that scans its process. */
+struct async_state {
+	int uffd, pagemap_fd;
+};
+
+static struct async_state *state_of(const struct dirty_tracker *t)
 {
-	pthread_mutex_lock(&claims_lock);
-}
-
-static void claims_atfork_parent(void)
-{
-	pthread_mutex_unlock(&claims_lock);
-}
-
-static void claims_atfork_child(void)
-{
-	nclaims = 0;
-	pthread_mutex_unlock(&claims_lock);
-}
-
-static void claims_init(void)
-{
-	pthread_atfork(claims_atfork_prepare, claims_atfork_parent, claims_atfork_child);
-}
-
-static bool uffd_async_claimed(uintptr_t start, uintptr_t end)
-{
-	bool found = false;
-
-	pthread_mutex_lock(&claims_lock);
-	for (size_t i = 0; i < nclaims && !found; i++)
-		found = claims[i][0] < end && start < claims[i][1];
-	pthread_mutex_unlock(&claims_lock);
-	return found;
-}
-
-static int claim(uintptr_t start, uintptr_t end)
-{
-	int err = 0;
-
-	pthread_mutex_lock(&claims_lock);
-	if (nclaims == claims_cap) {
-		size_t cap = claims_cap ? 2 * claims_cap : 16;
-		uintptr_t(*grown)[2] = realloc(claims, cap * sizeof(*claims));
-
-		if (!grown)
-			err = -ENOMEM;
-		else
-			claims = grown, claims_cap = cap;
-	}
-	if (!err) {
-		claims[nclaims][0] = start;
-		claims[nclaims++][1] = end;
-	}
-	pthread_mutex_unlock(&claims_lock);
-	return err;
-}
-
-static void unclaim(uintptr_t start)
-{
-	pthread_mutex_lock(&claims_lock);
-	for (size_t i = 0; i < nclaims; i++) {
-		if (claims[i][0] == start) {
-			claims[i][0] = claims[nclaims - 1][0];
-			claims[i][1] = claims[--nclaims][1];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&claims_lock);
+	return dirty_backend_state(t, &dirty_backend_uffd_async);
 }
 
 /*
@@ -160,13 +93,13 @@ static void unclaim(uintptr_t start)
  */
 static int pagemap_scan(struct dirty_tracker *t, struct pm_scan_arg *arg)
 {
-	int n;
+	int fd = state_of(t)->pagemap_fd, n;
 
 	/* another process's memory may be gone: exited, or exec'ed (a new mm) */
-	if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+	if (t->pid && dirty_pagemap_alive(fd))
 		return -ESRCH;
 	do
-		n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, arg);
+		n = ioctl(fd, PAGEMAP_SCAN, arg);
 	while (n < 0 && errno == EINTR);
 	if (n >= 0)
 		return n;
@@ -199,39 +132,56 @@ static void scan_arg_init(struct dirty_tracker *t, struct pm_scan_arg *arg, uint
 	}
 }
 
-static int uffd_async_open(struct dirty_tracker *t)
+static void state_free(struct async_state *s)
 {
-	static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
+	if (s->uffd >= 0)
+		close(s->uffd);
+	if (s->pagemap_fd >= 0)
+		close(s->pagemap_fd);
+	free(s);
+}
+
+/*
+ * The userfaultfd: for this process our own; for another, one made by the
+ * target (remote.c), so that every ioctl on it acts on the target's memory
+ * (the target holds no descriptor); or a duplicate of the one the caller
+ * gave.  -errno and why.
+ */
+static int uffd_for(struct dirty_tracker *t, char *why, size_t why_len)
+{
+	int fd, err;
+
+	if (t->given_uffd >= 0) {
+		fd = fcntl(t->given_uffd, F_DUPFD_CLOEXEC, 3);
+		return fd >= 0 ? fd : dirty_reason(why, why_len, -errno,
+						   "cannot duplicate the given userfaultfd: %s",
+						   strerror(errno));
+	}
+	if (!t->pid)
+		return dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
+	err = dirty_remote_userfaultfd(t->pid, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY, &fd,
+				       why, why_len);
+	return err < 0 ? err : fd;
+}
+
+static int uffd_async_open(struct dirty_tracker *t, void **ret)
+{
 	char why[DIRTY_REASON_LEN], path[64];
+	struct async_state *s = malloc(sizeof(*s));
 	int err;
 
-	pthread_once(&claims_once, claims_init);
+	if (!s)
+		return -ENOMEM;
+	s->uffd = -1;
 	snprintf(path, sizeof(path), t->pid ? "/proc/%d/pagemap" : "/proc/self/pagemap",
 		 (int)t->pid);
-	t->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (t->pagemap_fd < 0) {
+	s->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->pagemap_fd < 0) {
 		err = errno == ENOENT ? -ESRCH : -errno;
 		snprintf(why, sizeof(why), "cannot open %s: %s", path, strerror(errno));
 		goto fail;
 	}
-	/*
-	 * For another process, a userfaultfd made by the target (remote.c):
-	 * every ioctl on it then acts on the target's memory, and the
-	 * PAGEMAP_SCANs go to its pagemap.  The target holds no descriptor.
-	 */
-	if (t->given_uffd >= 0) {
-		/* the target made it and handed it over: use our own duplicate */
-		err = t->uffd = fcntl(t->given_uffd, F_DUPFD_CLOEXEC, 3);
-		if (err < 0) {
-			err = -errno;
-			snprintf(why, sizeof(why), "cannot duplicate the given userfaultfd: %s",
-				 strerror(errno));
-		}
-	} else if (t->pid)
-		err = dirty_remote_userfaultfd(t->pid, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY,
-					       &t->uffd, why, sizeof(why));
-	else
-		err = t->uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, sizeof(why));
+	err = s->uffd = uffd_for(t, why, sizeof(why));
 	if (err < 0)
 		goto fail;
 	/*
@@ -243,30 +193,26 @@ static int uffd_async_open(struct dirty_tracker *t)
 		struct uffdio_api api = { .api = UFFD_API,
 					  .features = DIRTY_UFFD_ASYNC_FEATURES };
 
-		if (ioctl(t->uffd, UFFDIO_API, &api) == 0 || errno == EINVAL)
+		if (ioctl(s->uffd, UFFDIO_API, &api) == 0 || errno == EINVAL) {
+			*ret = s;
 			return 0;
+		}
 	}
-	err = dirty_uffd_api(t->uffd, DIRTY_UFFD_ASYNC_FEATURES, why, sizeof(why));
+	err = dirty_uffd_api(s->uffd, DIRTY_UFFD_ASYNC_FEATURES, why, sizeof(why));
 	if (err)
 		goto fail;
+	*ret = s;
 	return 0;
 fail:
 	dirty_log(t, LOG_ERR, "uffd-async: %s", why);
-	if (t->uffd >= 0)
-		close(t->uffd);
-	if (t->pagemap_fd >= 0)
-		close(t->pagemap_fd);
-	t->uffd = t->pagemap_fd = -1;
+	state_free(s);
 	return err;
 }
 
-static void uffd_async_close(struct dirty_tracker *t)
+static void uffd_async_close(struct dirty_tracker *t, void *state)
 {
-	if (t->pagemap_fd >= 0)
-		close(t->pagemap_fd);
-	if (t->uffd >= 0)
-		close(t->uffd);
-	t->pagemap_fd = t->uffd = -1;
+	(void)t;
+	state_free(state);
 }
 
 static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end, bool protect)
@@ -276,7 +222,7 @@ static int write_protect(struct dirty_tracker *t, uintptr_t start, uintptr_t end
 		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
-	return ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+	return ioctl(state_of(t)->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
 /* ---- DIRTY_TRACKER_SPARSE: the pages that held data at the last clean ---- */
@@ -425,7 +371,7 @@ static int span_list_add(struct span_list *l, uintptr_t start, uintptr_t end, bo
 			l->v[l->n - 1].end = end;
 		return 0;
 	}
-	if (l->n == l->cap && span_list_reserve(l, l->cap ? 2 * l->cap : 64)) {
+	if (dirty_grow((void **)&l->v, &l->cap, l->n + 1, sizeof(*l->v))) {
 		if (!widen || !l->n)
 			return -ENOMEM;
 		l->v[l->n - 1].end = end;
@@ -783,7 +729,7 @@ static int uffd_async_clean(struct dirty_tracker *t, struct dirty_region *r, uin
 	int err;
 
 	if (r->kind == DIRTY_MEM_HUGETLB || !(t->flags & DIRTY_TRACKER_SPARSE)) {
-		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+		if (t->pid && dirty_pagemap_alive(state_of(t)->pagemap_fd))
 			return -ESRCH;
 		err = write_protect(t, start, end, true);
 		if (err)
@@ -807,6 +753,7 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		.mode = UFFDIO_REGISTER_MODE_WP,
 	};
 	struct uffdio_range range = reg.range;
+	struct async_state *s = state_of(t);
 	struct sparse_region *sr = NULL;
 	int err;
 
@@ -818,10 +765,10 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 		}
 		r->priv = sr;
 	}
-	if (ioctl(t->uffd, UFFDIO_REGISTER, &reg) < 0) {
+	if (ioctl(s->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		err = -errno;
 		sparse_region_free(r);
-		if (t->pid && dirty_pagemap_alive(t->pagemap_fd))
+		if (t->pid && dirty_pagemap_alive(s->pagemap_fd))
 			return -ESRCH; /* the target exec'ed: our userfaultfd is of its old mm */
 		/* EBUSY: registered with another userfaultfd, such as another tracker */
 		dirty_log(t, LOG_ERR, "uffd-async: UFFDIO_REGISTER %#lx-%#lx: %s",
@@ -848,10 +795,8 @@ static int uffd_async_track(struct dirty_tracker *t, struct dirty_region *r)
 			  (int)t->pid);
 		err = -EBADF;
 	}
-	if (!err && !t->pid) /* claims are of this process's addresses */
-		err = claim(r->start, r->end);
 	if (err) {
-		ioctl(t->uffd, UFFDIO_UNREGISTER, &range);
+		ioctl(s->uffd, UFFDIO_UNREGISTER, &range);
 		sparse_region_free(r);
 	}
 	return err;
@@ -875,10 +820,8 @@ static void uffd_async_untrack(struct dirty_tracker *t, struct dirty_region *r)
 	 * A gone region may still have a part mapped and registered; the
 	 * claim kept anybody else from registering the rest meanwhile.
 	 */
-	if (ioctl(t->uffd, UFFDIO_UNREGISTER, &range) < 0 && !r->gone)
+	if (ioctl(state_of(t)->uffd, UFFDIO_UNREGISTER, &range) < 0 && !r->gone)
 		dirty_log(t, LOG_DEBUG, "uffd-async: UFFDIO_UNREGISTER: %s", strerror(errno));
-	if (!t->pid)
-		unclaim(r->start);
 	sparse_region_free(r);
 }
 
@@ -987,8 +930,105 @@ static void uffd_async_unprotect(struct dirty_tracker *t, struct dirty_region *r
 	uffd_async_redirty(t, r, r->start, r->end);
 }
 
+/* ---- can it run here ---- */
+
+static int probe_uffd_async(pid_t pid, char *why, size_t why_len)
+{
+	char target[DIRTY_REASON_LEN];
+	struct page_region region;
+	struct pm_scan_arg arg;
+	int uffd, pagemap, err;
+	size_t page = dirty_page_size();
+	char *mem;
+
+	if (pid) {
+		/*
+		 * The kernel's features, as this process sees them, then the
+		 * target.  A failure here is the kernel's (or this process's),
+		 * never the target's.
+		 */
+		err = probe_uffd_async(0, why, why_len);
+		if (err)
+			return dirty_target_error(err) ? -EOPNOTSUPP : err;
+		/* from /proc, without touching it: the injection itself checks the rest */
+		err = dirty_remote_check(pid, true, target, sizeof(target));
+		if (err)
+			return dirty_reason(why, why_len, err, "%s", target);
+		return dirty_reason(why, why_len, 0,
+				    "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+); %s",
+				    target);
+	}
+	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
+	if (uffd < 0)
+		return uffd;
+	err = dirty_uffd_api(uffd, DIRTY_UFFD_ASYNC_FEATURES, why, why_len);
+	if (err)
+		goto out_uffd;
+	pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pagemap < 0) {
+		err = dirty_reason(why, why_len, -errno, "cannot open /proc/self/pagemap: %s",
+				   strerror(errno));
+		goto out_uffd;
+	}
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		err = -ENOMEM;
+		goto out_pagemap;
+	}
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)mem, .len = page },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+		err = dirty_reason(why, why_len, -errno,
+				   "UFFDIO_REGISTER in write-protect mode failed: %s",
+				   strerror(errno));
+		goto out_mem;
+	}
+	/* clean, write, and the scan must see exactly that page */
+	mem[0] = 1;
+	arg = (struct pm_scan_arg){
+		.size = sizeof(arg),
+		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.start = (uintptr_t)mem,
+		.end = (uintptr_t)mem + page,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	if (ioctl(pagemap, PAGEMAP_SCAN, &arg) < 0) {
+		err = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
+		dirty_reason(why, why_len, err,
+			     "the kernel has no PAGEMAP_SCAN ioctl on /proc/PID/pagemap (6.7+): %s",
+			     strerror(errno));
+		goto out_mem;
+	}
+	mem[0] = 2;
+	arg.flags = 0;
+	arg.vec = (uintptr_t)&region;
+	arg.vec_len = 1;
+	if (ioctl(pagemap, PAGEMAP_SCAN, &arg) != 1 || region.start != (uintptr_t)mem) {
+		err = dirty_reason(why, why_len, -EOPNOTSUPP,
+				   "PAGEMAP_SCAN did not report a page written after "
+				   "write-protection");
+		goto out_mem;
+	}
+	err = dirty_reason(why, why_len, 0,
+			   "userfaultfd WP_ASYNC and PAGEMAP_SCAN work (Linux 6.7+)");
+out_mem:
+	munmap(mem, page);
+out_pagemap:
+	close(pagemap);
+out_uffd:
+	close(uffd);
+	return err;
+}
+
+/* ---- the table ---- */
+
 const struct dirty_backend dirty_backend_uffd_async = {
 	.name = "uffd-async",
+	.flags = DIRTY_BACKEND_TAKES_UFFD,
+	.probe = probe_uffd_async,
 	.open = uffd_async_open,
 	.close = uffd_async_close,
 	.track = uffd_async_track,
@@ -997,7 +1037,6 @@ const struct dirty_backend dirty_backend_uffd_async = {
 	.collect = uffd_async_collect,
 	.redirty = uffd_async_redirty,
 	.unprotect = uffd_async_unprotect,
-	.claimed = uffd_async_claimed,
 };
 
 DIRTY_EXPORT int dirty_userfaultfd_share(void)

@@ -183,7 +183,6 @@ struct sync_region {
 
 /* A tracker's state, at the start of a mapping of its own (see the top). */
 struct sync_tracker {
-	struct dirty_tracker *t; /* the key in the trackers list */
 	int uffd, stop_fd;
 	bool user_mode_only;     /* kernel-mode faults get EFAULT */
 	bool shmem_ok;           /* WP_HUGETLBFS_SHMEM was granted */
@@ -200,140 +199,24 @@ struct sync_tracker {
 	size_t ntable, table_cap;
 };
 
-/*
- * Process-wide, under sync_lock: the state of every uffd-sync tracker (the
- * tracker struct has no room for it), and every range registered by one.
- * A region whose memory was unmapped or replaced without untracking stays
- * claimed until it is untracked, as in uffd-async.c: its untrack
- * unregisters the whole range, which must not take memory another tracker
- * registered meanwhile.
- */
-static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sync_tracker **trackers;
-static size_t ntrackers, trackers_cap;
-static uintptr_t (*claims)[2];
-static size_t nclaims, claims_cap;
+extern const struct dirty_backend dirty_backend_uffd_sync;
 
-/* A child of fork() has none of the parent's registrations, so no claims. */
-static void sync_atfork_prepare(void)
+static struct sync_tracker *state_of(const struct dirty_tracker *t)
 {
-	pthread_mutex_lock(&sync_lock);
-}
-
-static void sync_atfork_parent(void)
-{
-	pthread_mutex_unlock(&sync_lock);
-}
-
-static void sync_atfork_child(void)
-{
-	nclaims = 0;
-	pthread_mutex_unlock(&sync_lock);
-}
-
-static void sync_init(void)
-{
-	pthread_atfork(sync_atfork_prepare, sync_atfork_parent, sync_atfork_child);
-}
-
-static struct sync_tracker *tracker_state(const struct dirty_tracker *t)
-{
-	struct sync_tracker *s = NULL;
-
-	pthread_mutex_lock(&sync_lock);
-	for (size_t i = 0; i < ntrackers && !s; i++)
-		if (trackers[i]->t == t)
-			s = trackers[i];
-	pthread_mutex_unlock(&sync_lock);
-	assert(s);
-	return s;
-}
-
-/* Append to a list of n entries of size, growing it; under sync_lock. */
-static int list_grow(void *listp, size_t n, size_t *cap, size_t size)
-{
-	void **list = listp, *grown;
-	size_t new_cap = *cap ? 2 * *cap : 16;
-
-	if (n < *cap)
-		return 0;
-	grown = realloc(*list, new_cap * size);
-	if (!grown)
-		return -ENOMEM;
-	*list = grown;
-	*cap = new_cap;
-	return 0;
-}
-
-static void trackers_remove(struct sync_tracker *s)
-{
-	pthread_mutex_lock(&sync_lock);
-	for (size_t i = 0; i < ntrackers; i++) {
-		if (trackers[i] == s) {
-			trackers[i] = trackers[--ntrackers];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&sync_lock);
-}
-
-static bool uffd_sync_claimed(uintptr_t start, uintptr_t end)
-{
-	bool found = false;
-
-	pthread_mutex_lock(&sync_lock);
-	for (size_t i = 0; i < nclaims && !found; i++)
-		found = claims[i][0] < end && start < claims[i][1];
-	pthread_mutex_unlock(&sync_lock);
-	return found;
-}
-
-static int claim(uintptr_t start, uintptr_t end)
-{
-	int err;
-
-	pthread_mutex_lock(&sync_lock);
-	err = list_grow(&claims, nclaims, &claims_cap, sizeof(*claims));
-	if (!err) {
-		claims[nclaims][0] = start;
-		claims[nclaims++][1] = end;
-	}
-	pthread_mutex_unlock(&sync_lock);
-	return err;
-}
-
-static void unclaim(uintptr_t start)
-{
-	pthread_mutex_lock(&sync_lock);
-	for (size_t i = 0; i < nclaims; i++) {
-		if (claims[i][0] == start) {
-			claims[i][0] = claims[nclaims - 1][0];
-			claims[i][1] = claims[--nclaims][1];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&sync_lock);
+	return dirty_backend_state(t, &dirty_backend_uffd_sync);
 }
 
 /* ---- bits ---- */
 
-/* Set or clear the bits of the pages of [start, end), a word at a time. */
+/* Set or clear the bits of the pages of [start, end). */
 static void bits_update(struct sync_region *m, uintptr_t start, uintptr_t end, bool set)
 {
 	size_t first = (start - m->start) / m->page_size, last = (end - m->start) / m->page_size;
 
-	for (size_t w = first / 64; first < last && w <= (last - 1) / 64; w++) {
-		uint64_t mask = UINT64_MAX;
-
-		if (w == first / 64)
-			mask &= UINT64_MAX << (first % 64);
-		if (w == (last - 1) / 64 && last % 64)
-			mask &= UINT64_MAX >> (64 - last % 64);
-		if (set)
-			atomic_fetch_or_explicit(&m->bits[w], mask, memory_order_release);
-		else
-			atomic_fetch_and_explicit(&m->bits[w], ~mask, memory_order_acq_rel);
-	}
+	if (set)
+		dirty_bits_set_atomic(m->bits, first, last);
+	else
+		dirty_bits_clear_atomic(m->bits, first, last);
 }
 
 static void bit_set(struct sync_region *m, uintptr_t page)
@@ -646,9 +529,8 @@ static int start_handler(struct sync_tracker *s)
 	return 0;
 }
 
-static int uffd_sync_open(struct dirty_tracker *t)
+static int uffd_sync_open(struct dirty_tracker *t, void **ret)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	size_t page = dirty_page_size();
 	size_t map_len = ((sizeof(struct sync_tracker) + page - 1) & ~(page - 1)) + page;
 	char why[DIRTY_REASON_LEN] = "";
@@ -656,11 +538,9 @@ static int uffd_sync_open(struct dirty_tracker *t)
 	uint64_t features;
 	int err;
 
-	pthread_once(&once, sync_init);
 	s = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (s == MAP_FAILED)
 		return -ENOMEM;
-	s->t = t;
 	s->map_len = map_len;
 	s->zero_page = (const char *)s + map_len - page;
 	s->stop_fd = -1;
@@ -687,20 +567,10 @@ static int uffd_sync_open(struct dirty_tracker *t)
 		snprintf(why, sizeof(why), "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	pthread_mutex_lock(&sync_lock);
-	err = list_grow(&trackers, ntrackers, &trackers_cap, sizeof(*trackers));
-	if (!err)
-		trackers[ntrackers++] = s;
-	pthread_mutex_unlock(&sync_lock);
-	if (err) {
-		snprintf(why, sizeof(why), "out of memory");
-		goto fail;
-	}
 	err = start_handler(s);
 	if (err) {
 		snprintf(why, sizeof(why), "cannot start the fault-handling thread: %s",
 			 strerror(-err));
-		trackers_remove(s);
 		goto fail;
 	}
 	if (s->user_mode_only)
@@ -713,6 +583,7 @@ static int uffd_sync_open(struct dirty_tracker *t)
 		dirty_log(t, LOG_INFO,
 			  "uffd-sync: no UFFD_FEATURE_WP_HUGETLBFS_SHMEM (5.19): anonymous "
 			  "memory only");
+	*ret = s;
 	return 0;
 fail:
 	dirty_log(t, LOG_ERR, "uffd-sync: %s", why);
@@ -720,9 +591,9 @@ fail:
 	return err;
 }
 
-static void uffd_sync_close(struct dirty_tracker *t)
+static void uffd_sync_close(struct dirty_tracker *t, void *state)
 {
-	struct sync_tracker *s = tracker_state(t);
+	struct sync_tracker *s = state;
 	uint64_t one = 1;
 
 	/* in a forked child the handler thread does not exist */
@@ -744,7 +615,6 @@ static void uffd_sync_close(struct dirty_tracker *t)
 		pthread_join(s->handler, NULL);
 		s->handler_running = false;
 	}
-	trackers_remove(s);
 	state_free(s);
 }
 
@@ -753,21 +623,16 @@ static bool overlaps(uintptr_t start, uintptr_t end, uintptr_t lo, uintptr_t hi)
 	return lo < end && start < hi;
 }
 
-/* Does [start, end) hold memory the handler writes? */
-static bool holds_own_state(struct dirty_tracker *t, struct sync_tracker *s, uintptr_t start,
-			    uintptr_t end)
+/* Does [start, end) hold memory the handler writes?  (Under the tracker lock: the table is ours.) */
+static bool holds_own_state(struct sync_tracker *s, uintptr_t start, uintptr_t end)
 {
 	if (overlaps(start, end, (uintptr_t)s, (uintptr_t)s + s->map_len) ||
 	    overlaps(start, end, s->stack_lo, s->stack_hi))
 		return true;
-	for (size_t i = 0; i < t->nregions; i++) {
-		struct sync_region *m = t->regions[i]->priv;
-
-		if (t->regions[i]->backend != &dirty_backend_uffd_sync)
-			continue; /* an automatic tracker's region of another backend */
-		if (overlaps(start, end, (uintptr_t)m, (uintptr_t)m + m->map_len))
+	for (size_t i = 0; i < s->ntable; i++)
+		if (overlaps(start, end, (uintptr_t)s->table[i],
+			     (uintptr_t)s->table[i] + s->table[i]->map_len))
 			return true;
-	}
 	return false;
 }
 
@@ -777,7 +642,7 @@ static int table_insert(struct sync_tracker *s, struct sync_region *m)
 	int err;
 
 	pthread_mutex_lock(&s->table_lock);
-	err = list_grow(&s->table, s->ntable, &s->table_cap, sizeof(*s->table));
+	err = dirty_grow((void **)&s->table, &s->table_cap, s->ntable + 1, sizeof(*s->table));
 	if (!err) {
 		for (i = s->ntable; i > 0 && s->table[i - 1]->start > m->start; i--)
 			s->table[i] = s->table[i - 1];
@@ -858,7 +723,7 @@ static void populate_for_reads(uintptr_t start, uintptr_t end)
 
 static int uffd_sync_track(struct dirty_tracker *t, struct dirty_region *r)
 {
-	struct sync_tracker *s = tracker_state(t);
+	struct sync_tracker *s = state_of(t);
 	struct uffdio_register reg = {
 		.range = { .start = r->start, .len = r->end - r->start },
 		.mode = UFFDIO_REGISTER_MODE_WP,
@@ -878,7 +743,7 @@ static int uffd_sync_track(struct dirty_tracker *t, struct dirty_region *r)
 					"(shmem and hugetlb need Linux 5.19)");
 		return -EOPNOTSUPP;
 	}
-	if (holds_own_state(t, s, r->start, r->end)) {
+	if (holds_own_state(s, r->start, r->end)) {
 		dirty_log(t, LOG_ERR,
 			  "uffd-sync: %#lx-%#lx holds the tracker's own fault-handling state",
 			  (unsigned long)r->start, (unsigned long)r->end);
@@ -911,8 +776,6 @@ static int uffd_sync_track(struct dirty_tracker *t, struct dirty_region *r)
 		goto fail_register;
 	}
 	err = write_protect(s, r->start, r->end, true);
-	if (!err)
-		err = claim(r->start, r->end);
 	if (err)
 		goto fail_register;
 	r->priv = m;
@@ -928,7 +791,7 @@ fail_free:
 
 static void uffd_sync_untrack(struct dirty_tracker *t, struct dirty_region *r)
 {
-	struct sync_tracker *s = tracker_state(t);
+	struct sync_tracker *s = state_of(t);
 	struct uffdio_range range = { .start = r->start, .len = r->end - r->start };
 	struct sync_region *m = r->priv;
 
@@ -941,15 +804,15 @@ static void uffd_sync_untrack(struct dirty_tracker *t, struct dirty_region *r)
 		/*
 		 * Unregistering drops the protection and wakes faults pending
 		 * in the range; only then can the region leave the table.  A
-		 * gone region may still have a part mapped and registered; the
-		 * claim kept anybody else from registering the rest meanwhile.
+		 * gone region may still have a part mapped and registered; its
+		 * claim (claims.c) kept anybody else from registering the rest
+		 * meanwhile.
 		 */
 		if (ioctl(s->uffd, UFFDIO_UNREGISTER, &range) < 0 && !r->gone &&
 		    !atomic_load(&m->gone))
 			dirty_log(t, LOG_WARNING, "uffd-sync: UFFDIO_UNREGISTER %#lx-%#lx: %s",
 				  (unsigned long)r->start, (unsigned long)r->end, strerror(errno));
 		table_remove(s, m);
-		unclaim(r->start);
 	}
 	munmap(m, m->map_len);
 	r->priv = NULL;
@@ -958,7 +821,7 @@ static void uffd_sync_untrack(struct dirty_tracker *t, struct dirty_region *r)
 static int uffd_sync_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			   uintptr_t end)
 {
-	struct sync_tracker *s = tracker_state(t);
+	struct sync_tracker *s = state_of(t);
 	struct sync_region *m = r->priv;
 	int err;
 
@@ -1006,7 +869,7 @@ static void reprotect_cb(void *ctx, uintptr_t start, uintptr_t end)
 static int uffd_sync_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
 			     uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done)
 {
-	struct sync_tracker *s = tracker_state(t);
+	struct sync_tracker *s = state_of(t);
 	struct sync_region *m = r->priv;
 	struct reprotect_ctx ctx = { t, s, m };
 
@@ -1026,27 +889,71 @@ static void uffd_sync_redirty(struct dirty_tracker *t, struct dirty_region *r, u
 
 static void uffd_sync_unprotect(struct dirty_tracker *t, struct dirty_region *r)
 {
-	int err = write_protect(tracker_state(t), r->start, r->end, false);
+	int err = write_protect(state_of(t), r->start, r->end, false);
 
 	if (err)
 		dirty_log(t, LOG_WARNING, "uffd-sync: cannot unprotect %#lx-%#lx: %s",
 			  (unsigned long)r->start, (unsigned long)r->end, strerror(-err));
 }
 
-static void uffd_sync_stats(struct dirty_tracker *t, struct dirty_stats *st)
+static void uffd_sync_stats(const struct dirty_region *r, struct dirty_stats *st)
 {
-	for (size_t i = 0; i < t->nregions; i++) {
-		struct sync_region *m = t->regions[i]->priv;
+	const struct sync_region *m = r->priv;
 
-		/* an automatic tracker may give other regions to other backends */
-		if (t->regions[i]->backend != &dirty_backend_uffd_sync)
-			continue;
-		st->faults += atomic_load(&m->faults);
-	}
+	st->faults += atomic_load(&m->faults);
 }
+
+/* ---- can it run here ---- */
+
+static int probe_uffd_sync(pid_t pid, char *why, size_t why_len)
+{
+	size_t page = dirty_page_size();
+	int uffd, err;
+	char *mem;
+
+	if (pid)
+		return dirty_reason(why, why_len, -EOPNOTSUPP,
+				    "uffd-sync tracks the calling process only: a userfaultfd "
+				    "acts on the process that created it");
+	uffd = dirty_uffd_open(O_CLOEXEC | O_NONBLOCK, why, why_len);
+	if (uffd < 0)
+		return uffd;
+	err = dirty_uffd_api(uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, why, why_len);
+	if (err)
+		goto out_uffd;
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		err = -ENOMEM;
+		goto out_uffd;
+	}
+	mem[0] = 1;
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)mem, .len = page },
+		.mode = UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MISSING,
+	};
+	struct uffdio_writeprotect wp = { .range = reg.range, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 || ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		err = dirty_reason(why, why_len, errno == EINVAL ? -EOPNOTSUPP : -errno,
+				   "userfaultfd write-protection of anonymous memory failed: %s",
+				   strerror(errno));
+		goto out_mem;
+	}
+	err = dirty_reason(why, why_len, 0,
+			   "userfaultfd write-protect faults work (Linux 5.7+; shmem/hugetlb 5.19+)");
+out_mem:
+	close(uffd); /* first: it unregisters the page */
+	munmap(mem, page);
+	return err;
+out_uffd:
+	close(uffd);
+	return err;
+}
+
+/* ---- the table ---- */
 
 const struct dirty_backend dirty_backend_uffd_sync = {
 	.name = "uffd-sync",
+	.probe = probe_uffd_sync,
 	.open = uffd_sync_open,
 	.close = uffd_sync_close,
 	.track = uffd_sync_track,
@@ -1055,6 +962,5 @@ const struct dirty_backend dirty_backend_uffd_sync = {
 	.collect = uffd_sync_collect,
 	.redirty = uffd_sync_redirty,
 	.unprotect = uffd_sync_unprotect,
-	.claimed = uffd_sync_claimed,
 	.stats = uffd_sync_stats,
 };

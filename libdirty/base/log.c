@@ -2,7 +2,8 @@
 /*
  * The bottom layer's odds and ends, which every file uses and which know no
  * backend: the page size, logging through a tracker's callback, reasons,
- * fork generations, reading a /proc file whole, growing an array.
+ * fork generations, reading a /proc file whole, growing an array, the
+ * public structs that carry their own size.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +82,11 @@ int dirty_reason(char *why, size_t why_len, int err, const char *fmt, ...)
 	return err;
 }
 
+bool dirty_target_error(int err)
+{
+	return err == -ESRCH || err == -EPERM || err == -EBUSY || err == -EACCES;
+}
+
 int dirty_read_file(const char *path, char **ret, size_t *ret_len)
 {
 	size_t cap = 16384, len = 0;
@@ -148,4 +154,27 @@ int dirty_grow(void **array, size_t *cap, size_t need, size_t size)
 	*array = grown;
 	*cap = n;
 	return 0;
+}
+
+int dirty_sized_check(const void *in, size_t sz, size_t min_size, size_t known)
+{
+	const unsigned char *p = in;
+
+	if (sz < min_size)
+		return -EINVAL;
+	for (size_t i = known; i < sz; i++)
+		if (p[i])
+			return -EINVAL;
+	return 0;
+}
+
+void dirty_sized_out(void *out, const void *result, size_t known)
+{
+	size_t sz;
+
+	memcpy(&sz, out, sizeof(sz));
+	if (sz > known)
+		sz = known;
+	memcpy(out, result, sz);
+	memcpy(out, &sz, sizeof(sz));
 }

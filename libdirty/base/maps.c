@@ -161,7 +161,6 @@ int dirty_pagemap_alive(int pagemap_fd)
 #define PM_ENTRY_SWAPPED (UINT64_C(1) << 62)
 #define PM_ENTRY_FILE (UINT64_C(1) << 61) /* a page of a file, or shared anonymous */
 #define PM_ENTRY_PFN ((UINT64_C(1) << 55) - 1)
-#define POPULATED_CHUNK 512 /* pagemap entries per pread, PAGEMAP_SCAN runs per call */
 
 /*
  * The shared zero page's frame number, from a read-only touch of our own
@@ -191,18 +190,51 @@ static void zero_pfn_find(void)
 	munmap((void *)mem, page);
 }
 
-/* The same from 8 bytes of /proc/PID/pagemap per page, before Linux 6.7. */
-static int populated_read(int pagemap_fd, uintptr_t start, uintptr_t end,
-			  enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx)
+/* ---- walking pagemap ---- */
+
+#define SCAN_CHUNK 512 /* PAGEMAP_SCAN runs per call, pagemap entries per pread */
+
+int dirty_pagemap_scan_each(int pagemap_fd, struct pm_scan_arg *arg, dirty_run_fn_int fn,
+			    void *ctx)
 {
-	size_t page = dirty_page_size();
-	uintptr_t run_start = 0, run_end = 0;
+	struct page_region runs[SCAN_CHUNK];
+	uint64_t first = arg->start;
 	int err;
 
-	pthread_once(&zero_pfn_once, zero_pfn_find);
+	arg->size = sizeof(*arg);
+	arg->vec = (uintptr_t)runs;
+	arg->vec_len = SCAN_CHUNK;
+	while (arg->start < arg->end) {
+		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, arg);
+		uint64_t resume;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && arg->start == first && (errno == ENOTTY || errno == EINVAL))
+			return -ENOTTY;
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++)
+			if ((err = fn((uintptr_t)runs[i].start, (uintptr_t)runs[i].end, ctx)))
+				return err;
+		/* walk_end can lag the last run reported (see uffd-async.c) */
+		resume = n > 0 && runs[n - 1].end > arg->walk_end ? runs[n - 1].end : arg->walk_end;
+		if (resume <= arg->start)
+			return dirty_pagemap_alive(pagemap_fd) ? -ESRCH : -EAGAIN;
+		arg->start = resume;
+	}
+	return 0;
+}
+
+int dirty_pagemap_read_each(int pagemap_fd, uintptr_t start, uintptr_t end,
+			    dirty_entries_fn fn, void *ctx)
+{
+	size_t page = dirty_page_size();
+	int err;
+
 	for (uintptr_t a = start; a < end;) {
-		uint64_t entries[POPULATED_CHUNK];
-		size_t want = (end - a) / page < POPULATED_CHUNK ? (end - a) / page : POPULATED_CHUNK;
+		uint64_t entries[SCAN_CHUNK];
+		size_t want = (end - a) / page < SCAN_CHUNK ? (end - a) / page : SCAN_CHUNK;
 		ssize_t n = pread(pagemap_fd, entries, want * sizeof(entries[0]),
 				  (off_t)(a / page * sizeof(entries[0])));
 
@@ -212,38 +244,72 @@ static int populated_read(int pagemap_fd, uintptr_t start, uintptr_t end,
 			return -errno;
 		if (n == 0)
 			return -ESRCH; /* the address space is gone */
-		for (size_t i = 0; i < (size_t)n / sizeof(entries[0]); i++, a += page) {
-			uint64_t e = entries[i];
-			bool data = (e & PM_ENTRY_PRESENT) ? !zero_pfn || (e & PM_ENTRY_PFN) != zero_pfn
-							   : swapped && (e & PM_ENTRY_SWAPPED);
-
-			if (kind == DIRTY_MEM_FILE_PRIVATE && (e & PM_ENTRY_FILE))
-				data = false;
-			if (!data)
-				continue;
-			if (run_end == a) {
-				run_end = a + page;
-				continue;
-			}
-			if (run_end > run_start && (err = fn(run_start, run_end, ctx)))
-				return err;
-			run_start = a;
-			run_end = a + page;
-		}
+		n /= (ssize_t)sizeof(entries[0]);
+		if ((err = fn(a, entries, (size_t)n, ctx)))
+			return err;
+		a += (size_t)n * page;
 	}
-	return run_end > run_start ? fn(run_start, run_end, ctx) : 0;
+	return 0;
+}
+
+/* ---- pages that hold data ---- */
+
+/* Runs of pages with data, from pagemap entries, a chunk at a time. */
+struct populated_runs {
+	enum dirty_memory_kind kind;
+	bool swapped;
+	uintptr_t run_start, run_end;
+	dirty_run_fn_int fn;
+	void *ctx;
+};
+
+static int populated_entries(uintptr_t addr, const uint64_t *entries, size_t n, void *ctx)
+{
+	struct populated_runs *p = ctx;
+	size_t page = dirty_page_size();
+	int err;
+
+	for (size_t i = 0; i < n; i++, addr += page) {
+		uint64_t e = entries[i];
+		bool data = (e & PM_ENTRY_PRESENT) ? !zero_pfn || (e & PM_ENTRY_PFN) != zero_pfn
+						   : p->swapped && (e & PM_ENTRY_SWAPPED);
+
+		if (p->kind == DIRTY_MEM_FILE_PRIVATE && (e & PM_ENTRY_FILE))
+			data = false;
+		if (!data)
+			continue;
+		if (p->run_end == addr) {
+			p->run_end = addr + page;
+			continue;
+		}
+		if (p->run_end > p->run_start && (err = p->fn(p->run_start, p->run_end, p->ctx)))
+			return err;
+		p->run_start = addr;
+		p->run_end = addr + page;
+	}
+	return 0;
+}
+
+/* The same from 8 bytes of /proc/PID/pagemap per page, before Linux 6.7. */
+static int populated_read(int pagemap_fd, uintptr_t start, uintptr_t end,
+			  enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx)
+{
+	struct populated_runs p = { kind, swapped, 0, 0, fn, ctx };
+	int err;
+
+	pthread_once(&zero_pfn_once, zero_pfn_find);
+	err = dirty_pagemap_read_each(pagemap_fd, start, end, populated_entries, &p);
+	if (err)
+		return err;
+	return p.run_end > p.run_start ? fn(p.run_start, p.run_end, ctx) : 0;
 }
 
 int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
 			 enum dirty_memory_kind kind, bool swapped, dirty_run_fn_int fn, void *ctx)
 {
-	struct page_region runs[POPULATED_CHUNK];
 	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
 		.start = start,
 		.end = end,
-		.vec = (uintptr_t)runs,
-		.vec_len = POPULATED_CHUNK,
 		.category_anyof_mask = PAGE_IS_PRESENT | (swapped ? PAGE_IS_SWAPPED : 0),
 		.category_inverted = PAGE_IS_PFNZERO,
 		.category_mask = PAGE_IS_PFNZERO,
@@ -257,24 +323,8 @@ int dirty_populated_each(int pagemap_fd, uintptr_t start, uintptr_t end,
 		arg.category_inverted |= PAGE_IS_FILE;
 		arg.category_mask |= PAGE_IS_FILE;
 	}
-	while (arg.start < end) {
-		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
-		uint64_t resume;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && arg.start == start && (errno == ENOTTY || errno == EINVAL))
-			return populated_read(pagemap_fd, start, end, kind, swapped, fn, ctx);
-		if (n < 0)
-			return -errno;
-		for (int i = 0; i < n; i++)
-			if ((err = fn((uintptr_t)runs[i].start, (uintptr_t)runs[i].end, ctx)))
-				return err;
-		/* walk_end can lag the last run reported (see uffd-async.c) */
-		resume = n > 0 && runs[n - 1].end > arg.walk_end ? runs[n - 1].end : arg.walk_end;
-		if (resume <= arg.start)
-			return dirty_pagemap_alive(pagemap_fd) ? -ESRCH : -EAGAIN;
-		arg.start = resume;
-	}
-	return 0;
+	err = dirty_pagemap_scan_each(pagemap_fd, &arg, fn, ctx);
+	if (err == -ENOTTY)
+		return populated_read(pagemap_fd, start, end, kind, swapped, fn, ctx);
+	return err;
 }

@@ -18,13 +18,9 @@ void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page
 
 	*done = end;
 	for (w = first / 64; w <= (last - 1) / 64; w++) {
-		uint64_t mask = UINT64_MAX, v;
+		uint64_t v = atomic_load_explicit(&bits[w], memory_order_acquire) &
+			     dirty_bits_mask(w, first, last);
 
-		if (w == first / 64)
-			mask &= UINT64_MAX << (first % 64);
-		if (w == (last - 1) / 64 && last % 64)
-			mask &= UINT64_MAX >> (64 - last % 64);
-		v = atomic_load_explicit(&bits[w], memory_order_acquire) & mask;
 		if (!v)
 			continue;
 		if (clean) /* C1 */

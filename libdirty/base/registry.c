@@ -1,19 +1,37 @@
 /* SPDX-License-Identifier: MIT */
-/* The tracker's regions: a sorted array, binary-searched, never overlapping. */
+/*
+ * A tracker's regions: one sorted array, by key (memory, or a file), then
+ * start; binary-searched; regions of one key never overlap.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "libdirty-int.h"
 
-size_t dirty_registry_lower_bound(const struct dirty_tracker *t, uintptr_t addr)
+bool dirty_key_equal(struct dirty_key a, struct dirty_key b)
 {
-	size_t lo = 0, hi = t->nregions;
+	return a.dev == b.dev && a.ino == b.ino;
+}
+
+/* Is region r before every page of key at or after at? */
+static bool region_before(const struct dirty_region *r, struct dirty_key key, uintptr_t at)
+{
+	if (r->key.dev != key.dev)
+		return r->key.dev < key.dev;
+	if (r->key.ino != key.ino)
+		return r->key.ino < key.ino;
+	return r->end <= at;
+}
+
+size_t dirty_registry_find(const struct dirty_registry *g, struct dirty_key key, uintptr_t at)
+{
+	size_t lo = 0, hi = g->n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (t->regions[mid]->end <= addr)
+		if (region_before(g->v[mid], key, at))
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -21,36 +39,30 @@ size_t dirty_registry_lower_bound(const struct dirty_tracker *t, uintptr_t addr)
 	return lo;
 }
 
-bool dirty_registry_overlaps(const struct dirty_tracker *t, uintptr_t start, uintptr_t end)
+bool dirty_registry_overlaps(const struct dirty_registry *g, struct dirty_key key,
+			     uintptr_t start, uintptr_t end)
 {
-	size_t i = dirty_registry_lower_bound(t, start);
+	size_t i = dirty_registry_find(g, key, start);
 
-	return i < t->nregions && t->regions[i]->start < end;
+	return i < g->n && dirty_key_equal(g->v[i]->key, key) && g->v[i]->start < end;
 }
 
-int dirty_registry_insert(struct dirty_tracker *t, struct dirty_region *r)
+int dirty_registry_insert(struct dirty_registry *g, struct dirty_region *r)
 {
 	size_t i;
+	int err = dirty_grow((void **)&g->v, &g->cap, g->n + 1, sizeof(*g->v));
 
-	if (t->nregions == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 8;
-		struct dirty_region **grown = realloc(t->regions, cap * sizeof(*grown));
-
-		if (!grown)
-			return -ENOMEM;
-		t->regions = grown;
-		t->cap = cap;
-	}
-	i = dirty_registry_lower_bound(t, r->start);
-	memmove(t->regions + i + 1, t->regions + i, (t->nregions - i) * sizeof(*t->regions));
-	t->regions[i] = r;
-	t->nregions++;
+	if (err)
+		return err;
+	i = dirty_registry_find(g, r->key, r->start);
+	memmove(g->v + i + 1, g->v + i, (g->n - i) * sizeof(*g->v));
+	g->v[i] = r;
+	g->n++;
 	return 0;
 }
 
-void dirty_registry_remove(struct dirty_tracker *t, size_t index, size_t count)
+void dirty_registry_remove(struct dirty_registry *g, size_t index, size_t count)
 {
-	memmove(t->regions + index, t->regions + index + count,
-		(t->nregions - index - count) * sizeof(*t->regions));
-	t->nregions -= count;
+	memmove(g->v + index, g->v + index + count, (g->n - index - count) * sizeof(*g->v));
+	g->n -= count;
 }

@@ -1177,15 +1177,10 @@ static int list_userfaultfds(struct remote *r)
 		link[n] = '\0';
 		if (strcmp(link, "anon_inode:[userfaultfd]") || stat(entry, &st) < 0)
 			continue;
-		if (r->nuffd_inodes == cap) {
-			ino_t *grown = realloc(r->uffd_inodes, (cap ? 2 * cap : 8) * sizeof(*grown));
-
-			if (!grown) {
-				closedir(dir);
-				return -ENOMEM;
-			}
-			r->uffd_inodes = grown;
-			cap = cap ? 2 * cap : 8;
+		if (dirty_grow((void **)&r->uffd_inodes, &cap, r->nuffd_inodes + 1,
+			       sizeof(*r->uffd_inodes))) {
+			closedir(dir);
+			return -ENOMEM;
 		}
 		r->uffd_inodes[r->nuffd_inodes++] = st.st_ino;
 	}

@@ -14,8 +14,7 @@ bool dirty_bits_test(const uint64_t *bits, uint64_t i)
 	return bits[i / 64] >> (i % 64) & 1;
 }
 
-/* The bits of word w that [first, last) covers. */
-static uint64_t word_mask(uint64_t w, uint64_t first, uint64_t last)
+uint64_t dirty_bits_mask(uint64_t w, uint64_t first, uint64_t last)
 {
 	uint64_t lo = first > w * 64 ? first - w * 64 : 0;
 	uint64_t hi = last < (w + 1) * 64 ? last - w * 64 : 64;
@@ -26,26 +25,26 @@ static uint64_t word_mask(uint64_t w, uint64_t first, uint64_t last)
 void dirty_bits_set(uint64_t *bits, uint64_t first, uint64_t last)
 {
 	for (uint64_t w = first / 64; first < last && w <= (last - 1) / 64; w++)
-		bits[w] |= word_mask(w, first, last);
+		bits[w] |= dirty_bits_mask(w, first, last);
 }
 
 void dirty_bits_clear(uint64_t *bits, uint64_t first, uint64_t last)
 {
 	for (uint64_t w = first / 64; first < last && w <= (last - 1) / 64; w++)
-		bits[w] &= ~word_mask(w, first, last);
+		bits[w] &= ~dirty_bits_mask(w, first, last);
 }
 
 void dirty_bits_set_atomic(_Atomic uint64_t *bits, uint64_t first, uint64_t last)
 {
 	for (uint64_t w = first / 64; first < last && w <= (last - 1) / 64; w++)
-		atomic_fetch_or_explicit(&bits[w], word_mask(w, first, last),
+		atomic_fetch_or_explicit(&bits[w], dirty_bits_mask(w, first, last),
 					 memory_order_release);
 }
 
 void dirty_bits_clear_atomic(_Atomic uint64_t *bits, uint64_t first, uint64_t last)
 {
 	for (uint64_t w = first / 64; first < last && w <= (last - 1) / 64; w++)
-		atomic_fetch_and_explicit(&bits[w], ~word_mask(w, first, last),
+		atomic_fetch_and_explicit(&bits[w], ~dirty_bits_mask(w, first, last),
 					  memory_order_release);
 }
 

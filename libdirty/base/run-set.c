@@ -52,19 +52,7 @@ size_t dirty_run_set_lower_bound(const struct dirty_run_set *s, uintptr_t addr)
 
 static bool grow(struct dirty_run_set *s, size_t want)
 {
-	struct dirty_span *v;
-	size_t cap = s->cap;
-
-	if (want <= cap)
-		return true;
-	while (cap < want)
-		cap = cap ? 2 * cap : RUN_SET_MIN_CAP;
-	v = realloc(s->v, cap * sizeof(*v));
-	if (!v)
-		return false;
-	s->v = v;
-	s->cap = cap;
-	return true;
+	return dirty_grow((void **)&s->v, &s->cap, want, sizeof(*s->v)) == 0;
 }
 
 void dirty_run_set_add(struct dirty_run_set *s, uintptr_t start, uintptr_t end)
