@@ -5,152 +5,13 @@
  * A tracker watches page-aligned regions of one address space (this process, or
  * another process by pid) with the best write-tracking mechanism the running
  * kernel offers, and answers "collect" queries with exact runs of dirty pages.
+ * Every int / ssize_t function returns 0 (or a count) or a negative errno, and
+ * a failed call changes nothing; trackers are thread-safe; the library never
+ * prints (dirty_options.log hears why).
  *
- * Conventions
- *   - Every int / ssize_t function returns 0 (or a count) on success and a
- *     negative errno on failure.  A failed call changes nothing.
- *   - Out-parameters named ret come last and are untouched on failure.
- *   - Trackers are thread-safe: any number of threads may call into one
- *     tracker, and one of them may free it (dirty_tracker_free()).
- *   - The library never prints; install a log callback (dirty_options.log) to
- *     hear about fallbacks and degradations.
- *
- * The contract, kept by every backend
- *   1. After dirty_clean(range) returns, every later write to a page of the range
- *      is reported by the next collect that covers the page.
- *   2. dirty_collect() reports the pages written since the last clean.  With
- *      DIRTY_COLLECT_CLEAN, reporting and re-cleaning are atomic per page: a write
- *      racing with the call is reported by this collect or the next, never by
- *      neither, whatever the number of writer threads.  (A racing write may be
- *      reported by both.)
- *   3. False positives happen only where the kernel mechanism forces them:
- *        - a page written with the bytes it already held is dirty;
- *        - uffd-async: a page dropped with MADV_DONTNEED/MADV_REMOVE after being
- *          written and not yet cleaned stays dirty (the drop is a change of
- *          content, to zeroes);
- *        - hugetlb memory is reported a whole huge page at a time;
- *        - uffd-async with DIRTY_TRACKER_SPARSE: file-backed and shmem
- *          memory that the kernel maps with huge pages (large page-cache
- *          folios, shmem THP) is tracked a huge page at a time: the kernel
- *          resolves a write to a protected huge mapping by dropping the
- *          mapping, and maps the page again whole and unprotected, so a write
- *          reports its whole huge page (without the flag, a clean splits such
- *          mappings and tracking is exact);
- *        - uffd-async with DIRTY_TRACKER_SPARSE: a page dropped after a clean
- *          is reported even where its contents were zeroes already; a
- *          written page of a private file mapping that the kernel swaps out,
- *          or a hugetlb page it migrates, is reported once (the kernel shows
- *          it as it shows one dropped); and when memory runs
- *          out, the record of populated pages is widened rather than lost,
- *          so holes in the widened part may be reported once;
- *        - mprotect: near vm.max_map_count, see dirty_stats.degraded_blocks;
- *        - soft-dirty: the kernel marks a new mapping soft-dirty as a whole,
- *          and so a mapping that grows by merging with a new neighbour (an
- *          mmap() placed right next to a tracked private anonymous region
- *          with the same protection): all of the tracked region then reads
- *          dirty until the next clean;
- *        - soft-dirty: transparent huge pages are reported a whole huge page
- *          at a time, and pages pinned for DMA are always dirty.
- *      A page that is only read is never reported.
- *   Not reported, because the kernel keeps no trace of it: under soft-dirty
- *   and mprotect, a page written and then dropped (MADV_DONTNEED, MADV_FREE)
- *   before the next collect.  uffd-async with DIRTY_TRACKER_SPARSE reports
- *   a page that held data at the last clean, or that the last collect
- *   reported, and was dropped since (its contents changed, to zeroes); it
- *   does not report a page that held nothing then (a hole, or the shared
- *   zero page) and was not reported, was written and dropped again before
- *   the next collect: zeroes again, no change, for private memory (and the
- *   caller had no reason to read it); but for shared memory and files the
- *   written contents stay in the file, and that write is missed.  Of a
- *   private file mapping or hugetlb memory, a page reported dropped and then
- *   written and dropped again before the next collect is missed too (their
- *   protection markers cannot tell), and so is the drop of a page that was
- *   swapped out or being migrated at a collect (reported then, as
- *   dropped).  Every uffd-async mode misses a
- *   clean page of shared memory or hugetlb whose contents the kernel
- *   replaces behind a protection marker it keeps: hole punching
- *   (MADV_REMOVE, fallocate), and a hugetlb page dropped and read again
- *   before the next collect.
- *   soft-dirty cleans with the process-wide /proc/PID/clear_refs: while it
- *   reads and clears, the writers are stopped (the other threads of this
- *   process by signal SIGRTMAX-4, whose handler the backend installs; a
- *   tracked pid with ptrace), so that no write falls between the two.  A
- *   thread that blocks SIGRTMAX-4 is not stopped (logged); a write it makes
- *   during a clean may be lost.  Anything else in the process that writes
- *   clear_refs (CRIU, another tracking library) makes writes be lost.
- *   Kernel writes (read(2) into tracked memory) are tracked by uffd-async
- *   and soft-dirty, and by uffd-sync when the process may handle kernel-mode faults (root,
- *   CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or /dev/userfaultfd);
- *   otherwise, and always under mprotect, they fail with EFAULT.
- *   4. Granularity is the base page size (sysconf(_SC_PAGESIZE)), or the huge
- *      page size for hugetlb memory.  Bitmaps always use one bit per base page.
- *   5. Bad input gets a negative errno and changes nothing:
- *        -EINVAL  unaligned or empty or wrapping range, unknown flags, bad options
- *        -ENOENT  a range that is not (entirely) tracked
- *        -EEXIST  dirty_track() of a range overlapping a tracked one
- *        -ENOMEM  dirty_track() of a range that is not entirely mapped
- *                 (as mprotect(2) says it)
- *        -EACCES  dirty_track() of memory that is not mapped writable
- *        -EOPNOTSUPP dirty_track() of memory the backend's kernel mechanism
- *                 cannot track (uffd-sync: MAP_SHARED regular files;
- *                 soft-dirty: hugetlb; mapping: anything but shared
- *                 memory; mprotect: the calling thread's stack, its
- *                 alternate signal stack, the stack it runs on, or the
- *                 main thread's stack, because the SIGSEGV handler would
- *                 have to run on the stack it protected and the kernel
- *                 would kill the process; the reason is logged.  mprotect
- *                 cannot recognise the stacks of other threads: tracking
- *                 one kills the process when that thread next writes to
- *                 it, or takes a signal there)
- *        -ESRCH   the target process is gone
- *        -ECHILD  the tracker was created by the parent of a fork()
- *   6. Lifetime: unmapping, moving (mremap) or replacing tracked memory does not
- *      crash the tracker.  The next clean/collect that touches the region
- *      returns -ESTALE; dirty_untrack() then forgets the region and succeeds.
- *      The dirty state of a region that is gone is lost: treat all of it as
- *      dirty.  Limits of mprotect: memory replaced in place (MAP_FIXED over
- *      it, or unmapped and mapped again at the same address) is not detected,
- *      and moved memory keeps its read-only protection; untrack first.
- *      Under soft-dirty, replaced memory is not -ESTALE: the kernel marks
- *      the new mapping soft-dirty, so all of it is reported dirty.
- *      After fork() the child's copy of a tracker refuses every call with
- *      -ECHILD except dirty_tracker_free(), which releases it.
- *
- * Another process (dirty_options.pid): uffd-async and soft-dirty (mapping
- * tracks files in every process at once and refuses a pid).  Both need
- * ptrace permission over the target (PTRACE_MODE_ATTACH) and a target that
- * no one else traces, and the caller must not reap the target with
- * waitpid(-1) from another thread while a call is under way.
- *   - uffd-async: dirty_tracker_new() makes the target create a userfaultfd
- *     (a helper process borrows one of its threads with ptrace, runs
- *     userfaultfd(2) and close(2) at a system call instruction of its vDSO,
- *     puts back every register and the signal mask, detaches) and keeps the
- *     only descriptor of it; tracking then acts on the target's memory from
- *     here.  The target cannot tell: same registers, descriptors, signal
- *     mask, pending signals and their siginfo, state (a stopped target
- *     stays stopped); signals that come meanwhile wait and are delivered as
- *     sent.  Every seccomp filter of the thread (and syscall user dispatch)
- *     is evaluated for both calls before either runs: if one would act on
- *     them, or the filters cannot be read (PTRACE_SECCOMP_GET_FILTER needs
- *     CAP_SYS_ADMIN), nothing runs and the tracker is refused (-EACCES).
- *     The helper finishes even if the caller is killed.  x86-64 only.
- *     dirty_tracker_new() for a pid fails with the target's reason, also
- *     given to the log callback (LOG_ERR): -ESRCH gone (or its main thread
- *     has exited, which hides its memory from /proc), -EPERM ptrace refused
- *     (another user, not dumpable, Yama, a security module), -EBUSY traced
- *     by another process, a vfork() child sharing its parent's memory, or
- *     suspended in vfork() for 5 s, -EACCES its sandbox (above), and
- *     -EOPNOTSUPP when no backend can run here at all.
- *   - soft-dirty: each clean stops the target's threads with ptrace for a
- *     moment.
- * Addresses are the target's.  A tracker follows one address space: once
- * the target has exited, or replaced its program with execve(2), calls
- * return -ESRCH (dirty_untrack() still succeeds); make a new tracker to go
- * on with the new program.
- *
- * Transparent huge pages (private anonymous, every backend but soft-dirty): tracking stays at
- * base page granularity.  A write to a write-protected THP splits the huge mapping and
- * only the written base page is reported (tests/test-conformance.c proves it).
+ * The contract every backend keeps (what is reported, what is not and why, the
+ * errors, lifetimes, other processes): docs/CONTRACT.md, installed as
+ * share/doc/libdirty/CONTRACT.md.  Each function's own promises are next to it.
  */
 #ifndef LIBDIRTY_H
 #define LIBDIRTY_H
@@ -194,7 +55,7 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   the runs of its pages that held data at their last clean, so that a page
  *   dropped since (MADV_DONTNEED, MADV_FREE and then freed by the kernel) is
  *   still reported: that too costs what is populated.  What it does not see
- *   is in the contract above ("Not reported").  Reads of never-written pages
+ *   is in docs/CONTRACT.md ("Not reported").  Reads of never-written pages
  *   are still not reported.
  *
  * DIRTY_TRACKER_ADAPTIVE: for memory that is mostly rewritten every cycle.
