@@ -406,6 +406,9 @@ write_init() {
 	mark "probe-json $(/opt/libdirty/dirtyctl probe --json)"
 	[ -n "$exec_debug" ] && $exec_debug
 
+	# Check's per-test timeouts are set for the host; TCG is far slower.
+	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
+
 	# the API suite: probing and the fallback paths, on this kernel
 	if want api; then
 		mark "begin cell=api"
@@ -449,9 +452,6 @@ write_init() {
 		mark "cell=module rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
 	fi
 	[ -x /opt/libdirty/dirtymap-race ] && race_cell
-
-	# Check's per-test timeouts are set for the host; TCG is far slower.
-	export CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5
 
 	# NUMA: exact per-node counts on this guest's two nodes
 	if want numa; then
