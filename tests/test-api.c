@@ -1284,6 +1284,8 @@ struct free_race {
 	_Atomic int inside;     /* the collector is in its callback */
 	_Atomic int freeing;    /* the main thread is about to call the free */
 	_Atomic int freed;      /* the free returned */
+	_Atomic int go;         /* the memory is unmapped: collect */
+	_Atomic int collected;  /* the collect returned */
 	int freed_while_inside; /* the free returned while the collect was under way */
 	ssize_t result;
 };
@@ -1335,8 +1337,11 @@ static void *collector_main(void *p)
 	struct dirty_range runs[4];
 
 	(void)p;
+	while (!atomic_load(&race.go))
+		sched_yield();
 	race.result = dirty_collect(race.t, race.mem, race.len, DIRTY_COLLECT_CLEAN, runs, 4,
 				    NULL);
+	atomic_store(&race.collected, 1);
 	return NULL;
 }
 
@@ -1355,10 +1360,18 @@ START_TEST(test_free_waits_for_collect)
 	race.freer = (pid_t)syscall(SYS_gettid);
 	ck_assert_int_eq(dirty_tracker_new(&opts, &race.t), 0);
 	ck_assert_int_eq(dirty_track(race.t, race.mem, race.len), 0);
-	ck_assert_int_eq(munmap(race.mem, race.len), 0); /* the collect logs that it is gone */
+	/*
+	 * The collector's stack first: made after the unmap, it could take the
+	 * freed range, which would then not be gone.
+	 */
 	ck_assert_int_eq(pthread_create(&collector, NULL, collector_main, NULL), 0);
-	while (!atomic_load(&race.inside))
+	ck_assert_int_eq(munmap(race.mem, race.len), 0); /* the collect logs that it is gone */
+	atomic_store(&race.go, 1);
+	while (!atomic_load(&race.inside) && !atomic_load(&race.collected))
 		sched_yield();
+	ck_assert_msg(atomic_load(&race.inside),
+		      "%s: the collect returned %zd without finding the region gone", opts.backend,
+		      race.result);
 	atomic_store(&race.freeing, 1);
 	ck_assert_ptr_null(dirty_tracker_free(race.t));
 	atomic_store(&race.freed, 1);
