@@ -21,7 +21,7 @@
  *   auto         mapping if dirty_backend_probe("mapping") says it can run,
  *                else cooperative.
  *
- * Protocol (tools/syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
+ * Protocol (syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
  * every message is one fixed 48-byte struct syncd_msg { u32 magic "DSYN",
  * u16 version 1, u16 type, s32 status, u32 reserved, u64 a, b, c, d },
  * integers little-endian; a reply has the request's type | 0x80 and status

@@ -40,7 +40,7 @@ void json_string(FILE *f, const char *s);
  */
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status);
 
-/* dirtyctl image info|verify|apply (tools/image.c). */
+/* dirtyctl image info|verify|apply (image-verbs.c). */
 int verb_image(int argc, char **argv);
 
 #endif

@@ -45,7 +45,7 @@
 #include "bench-report.h"
 #include "libdirty.h"
 #include "linux-compat.h"
-#include "../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
+#include "../../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
 
 static size_t page_size;
 
