@@ -90,6 +90,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "libdirty.h"
 #include "syncd-proto.h"
 #include "syncd-sink.h"
@@ -189,17 +190,30 @@ static void warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void json_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void json_line(const char *fmt, ...)
+/*
+ * --json: one event a line, {"event":"EVENT",...}.  json_event() begins the
+ * line, or returns false without --json; the caller prints the fields, each
+ * after a comma, the strings with json_field() so that they are escaped; and
+ * json_event_end() ends the line and flushes it.
+ */
+static bool json_event(const char *event)
 {
-	va_list ap;
-
 	if (!d.json)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
+		return false;
+	fputs("{\"event\":", stdout);
+	json_string(stdout, event);
+	return true;
+}
+
+static void json_field(const char *key, const char *value)
+{
+	printf(",\"%s\":", key);
+	json_string(stdout, value);
+}
+
+static void json_event_end(void)
+{
+	fputs("}\n", stdout);
 	fflush(stdout);
 }
 
@@ -314,8 +328,12 @@ static void client_gone(struct client *c, const char *why)
 	if (d.mode == SYNCD_MODE_MAPPING && d.sees_gone) {
 		d.total.gone++;
 		note("producer %d gone (%s): its writes are recorded", (int)c->peer_pid, why);
-		json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":0}",
-			  (int)c->peer_pid, why);
+		if (json_event("gone")) {
+			printf(",\"pid\":%d", (int)c->peer_pid);
+			json_field("reason", why);
+			fputs(",\"bytes\":0", stdout);
+			json_event_end();
+		}
 		c->tracker = dirty_tracker_free(c->tracker);
 		c->nranges = 0;
 		c->has_buffer = false;
@@ -334,8 +352,12 @@ static void client_gone(struct client *c, const char *why)
 	d.total.gone++;
 	note("producer %d gone (%s): copying its %" PRIu64 " bytes whole", (int)c->peer_pid,
 	     why, bytes);
-	json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":%" PRIu64 "}",
-		  (int)c->peer_pid, why, bytes);
+	if (json_event("gone")) {
+		printf(",\"pid\":%d", (int)c->peer_pid);
+		json_field("reason", why);
+		printf(",\"bytes\":%" PRIu64, bytes);
+		json_event_end();
+	}
 	c->tracker = dirty_tracker_free(c->tracker);
 	c->nranges = 0;
 	c->has_buffer = false;
@@ -424,8 +446,12 @@ static void client_drop(size_t slot, const char *reason)
 	d.total.dropped++;
 	warn("dropping client %d (uid %u): %s (%u replies unread)", (int)c->peer_pid,
 	     (unsigned)c->peer_uid, reason, c->queue_len);
-	json_line("{\"event\":\"drop\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"queued\":%u}",
-		  (int)c->peer_pid, (unsigned)c->peer_uid, reason, c->queue_len);
+	if (json_event("drop")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+		json_field("reason", reason);
+		printf(",\"queued\":%u", c->queue_len);
+		json_event_end();
+	}
 	client_lost(slot);
 }
 
@@ -483,8 +509,10 @@ static bool client_reply(size_t slot, const struct syncd_msg *reply, int fd)
 		c->backlog_noted = true;
 		note("client %d (uid %u) is not reading its replies: queueing them (up to %d)",
 		     (int)c->peer_pid, (unsigned)c->peer_uid, REPLY_QUEUE);
-		json_line("{\"event\":\"backlog\",\"pid\":%d,\"uid\":%u}", (int)c->peer_pid,
-			  (unsigned)c->peer_uid);
+		if (json_event("backlog")) {
+			printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+			json_event_end();
+		}
 	}
 	return true;
 }
@@ -540,13 +568,14 @@ static void flush_said(const char *reason, const struct client *c, uint64_t byte
 		return; /* idle ticks are not news */
 	note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs", d.total.flushes,
 	     reason, bytes, runs);
-	if (c)
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 ",\"pid\":%d,\"queued\":%u}", d.total.flushes,
-			  reason, bytes, runs, (int)c->peer_pid, c->queue_len);
-	else
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
+	if (json_event("flush")) {
+		printf(",\"flush\":%" PRIu64, d.total.flushes);
+		json_field("reason", reason);
+		printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64, bytes, runs);
+		if (c)
+			printf(",\"pid\":%d,\"queued\":%u", (int)c->peer_pid, c->queue_len);
+		json_event_end();
+	}
 }
 
 /* Producers that left marked their ranges: copy them now, not at the next flush. */
@@ -563,8 +592,11 @@ static void copy_leftovers(void)
 		d.total.runs += runs;
 		note("copied %" PRIu64 " bytes in %" PRIu64 " runs for producers that went away",
 		     bytes, runs);
-		json_line("{\"event\":\"copy\",\"reason\":\"gone\",\"bytes\":%" PRIu64
-			  ",\"runs\":%" PRIu64 "}", bytes, runs);
+		if (json_event("copy")) {
+			json_field("reason", "gone");
+			printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64, bytes, runs);
+			json_event_end();
+		}
 		return;
 	}
 }
@@ -643,8 +675,11 @@ static int do_register(struct client *c, const struct syncd_msg *m, int fd)
 	d.total.joined++;
 	note("producer %d: tracking %#" PRIx64 "+%" PRIu64 " at offset %" PRIu64,
 	     (int)c->peer_pid, addr, len, offset);
-	json_line("{\"event\":\"register\",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
-		  ",\"offset\":%" PRIu64 "}", (int)c->peer_pid, addr, len, offset);
+	if (json_event("register")) {
+		printf(",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
+		       ",\"offset\":%" PRIu64, (int)c->peer_pid, addr, len, offset);
+		json_event_end();
+	}
 	return 0;
 }
 
@@ -768,8 +803,12 @@ static void refuse(int sock, const struct ucred *cred, const char *why)
 	if (!(d.total.refused & (d.total.refused - 1)))
 		warn("refusing a connection of pid %d (uid %u): %s (%" PRIu64 " refused so far)",
 		     (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
-	json_line("{\"event\":\"refuse\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"refused\":%"
-		  PRIu64 "}", (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
+	if (json_event("refuse")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)cred->pid, (unsigned)cred->uid);
+		json_field("reason", why);
+		printf(",\"refused\":%" PRIu64, d.total.refused);
+		json_event_end();
+	}
 }
 
 /* Accept what is waiting, up to a batch, within the limits. */
@@ -1071,8 +1110,12 @@ int main(int argc, char **argv)
 	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s, "
 	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", mode, d.size, sink,
 	     interval, socket_path, idle_s, d.max_clients, d.max_per_uid);
-	json_line("{\"event\":\"start\",\"mode\":\"%s\",\"size\":%" PRIu64 ",\"interval_ms\":%"
-		  PRIu64 ",\"initial_bytes\":%" PRIu64 "}", mode, d.size, interval, initial_bytes);
+	if (json_event("start")) {
+		json_field("mode", mode);
+		printf(",\"size\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ",\"initial_bytes\":%"
+		       PRIu64, d.size, interval, initial_bytes);
+		json_event_end();
+	}
 	if (ready_fd >= 0) {
 		(void)!write(ready_fd, "ready\n", 6);
 		close(ready_fd);
@@ -1162,13 +1205,15 @@ int main(int argc, char **argv)
 	     d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes, d.total.gone,
 	     (double)d.total.bytes / (double)d.size, initial_bytes, d.total.dropped,
 	     d.total.refused);
-	json_line("{\"event\":\"summary\",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64
-		  ",\"runs\":%" PRIu64 ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64
-		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64
-		  ",\"refused\":%" PRIu64 ",\"signal\":%d}",
-		  d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes,
-		  d.total.gone, d.total.joined, initial_bytes, d.total.dropped, d.total.refused,
-		  (int)stop_signal);
+	if (json_event("summary")) {
+		printf(",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64
+		       ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64 ",\"registered\":%" PRIu64
+		       ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64 ",\"refused\":%" PRIu64
+		       ",\"signal\":%d", d.total.flushes, d.total.bytes, d.total.runs,
+		       d.total.leave_bytes, d.total.gone, d.total.joined, initial_bytes,
+		       d.total.dropped, d.total.refused, (int)stop_signal);
+		json_event_end();
+	}
 	return 0;
 
 bad_usage:

@@ -30,9 +30,6 @@ struct watch_options {
 	bool pwritev;        /* dump: do not use io_uring */
 };
 
-/* Write s as a JSON string. */
-void json_string(FILE *f, const char *s);
-
 /*
  * Attach to pid and report until the end (see struct watch_options).  With
  * child set, pid is our child: its exit ends the watch and *exit_status gets
