@@ -43,6 +43,7 @@
 
 #include "bench-dump.h"
 #include "bench-report.h"
+#include "json.h"
 #include "libdirty.h"
 #include "linux-compat.h"
 #include "../../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
@@ -1465,13 +1466,18 @@ static void mapping_cases(struct case_list *l, size_t size)
 
 /* ---- main ---- */
 
-static char *machine_json(void)
+/* The machine as a JSON object: the header line, and "machine" in --json. */
+static const char *machine_json(void)
 {
-	static char buf[1024];
+	static char *json;
 	struct utsname u;
 	char model[256] = "unknown", line[512], thp[64] = "";
-	FILE *f = fopen("/proc/cpuinfo", "r");
+	FILE *f, *out;
+	size_t len;
 
+	if (json)
+		return json;
+	f = fopen("/proc/cpuinfo", "r");
 	while (f && fgets(line, sizeof(line), f))
 		if (sscanf(line, "model name : %255[^\n]", model) == 1)
 			break;
@@ -1485,14 +1491,22 @@ static char *machine_json(void)
 		fclose(f);
 	}
 	uname(&u);
-	for (char *p = model; *p; p++)
-		if (*p == '"' || *p == '\\')
-			*p = ' ';
-	snprintf(buf, sizeof(buf),
-		 "{\"kernel\": \"%s\", \"cpus\": %ld, \"cpu\": \"%s\", \"page_size\": %zu, "
-		 "\"thp\": \"%s\"}",
-		 u.release, sysconf(_SC_NPROCESSORS_ONLN), model, page_size, thp);
-	return buf;
+	out = open_memstream(&json, &len);
+	if (!out)
+		return "null";
+	fputs("{\"kernel\": ", out);
+	json_string(out, u.release);
+	fprintf(out, ", \"cpus\": %ld, \"cpu\": ", sysconf(_SC_NPROCESSORS_ONLN));
+	json_string(out, model);
+	fprintf(out, ", \"page_size\": %zu, \"thp\": ", page_size);
+	json_string(out, thp);
+	fputc('}', out);
+	if (fclose(out)) {
+		free(json);
+		json = NULL;
+		return "null";
+	}
+	return json;
 }
 
 static void usage(FILE *f)
