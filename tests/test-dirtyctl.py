@@ -1,227 +1,50 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""End-to-end tests of dirtyctl run / attach / heatmap.
+"""End-to-end tests of dirtyctl run / attach / heatmap / dump, under pytest.
 
-    test-dirtyctl.py BUILD_DIR [TEST...]
+    pytest-3 --build-dir BUILD tests/test-dirtyctl.py[::test_NAME]
 
-Uses BUILD_DIR/tools/dirtyctl and BUILD_DIR/tests/dirty-workload (whose write
-pattern is a pure function of its seed: see tests/dirty-workload.c, recomputed
-by predict_writes() here).  Prints "ok NAME", "FAIL NAME: reason" or
-"skip NAME: reason" per test; exits 1 if any failed, 77 if every test that runs
-dirtyctl was skipped (no backend here can track another process), else 0.
+(meson test --suite dirtyctl runs each test as a meson test of its own:
+tests/meson.build.)  Uses BUILD/tools/dirtyctl and BUILD/tests/dirty-workload,
+whose write pattern is a pure function of its seed: see tests/dirty-workload.c,
+recomputed by predict_writes() here.  A test that needs what this machine
+lacks (a backend that tracks another process, ptrace of a non-child, strace,
+sort, gzip) is skipped with the reason.
 
-Every process a test starts is in its own process group and is killed when the
-test ends; every wait has a timeout, a test that runs longer than TEST_TIMEOUT
-fails, and the whole run is stopped at SUITE_TIMEOUT, so that a hung dirtyctl
-fails the suite instead of hanging it.
+Every process a test starts is in its own session and is killed when the
+test ends (tests/conftest.py); every wait has a timeout, and each test has
+its own (pytest-timeout), so that a hung dirtyctl fails its test instead of
+hanging the suite.
 """
 import hashlib
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import traceback
 import xml.etree.ElementTree as ElementTree
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+import pytest
+
+from harness import (PAGE, Dirtyctl, Failure, changed_pages, check, cont, describe,
+                     mappings, open_fds, poll_until, process_state, read_line, read_memory,
+                     reported_pages, require_attach, require_backend, run, signal_state, spawn,
+                     stop, task_states, tracer_pid, usable, wait_exit)
+import harness
+
+pytestmark = pytest.mark.timeout(90)
+
 INTERVAL = 0.2
-TEST_TIMEOUT = 90        # seconds, one test
-SUITE_TIMEOUT = 280      # seconds, the whole run (meson's timeout is 300)
 FILL_BYTE = 0xA5         # what dirty-workload writes to every page first
 PF_KTHREAD = 0x00200000  # /proc/PID/stat flags of a kernel thread
 MASK64 = (1 << 64) - 1
 
-DIRTYCTL = None
-WORKLOAD = None
-
-
-class Failure(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-# ---------------------------------------------------------------------------
-# Processes: every one is registered, in its own process group, and killed at
-# the end of the test that started it (or by the watchdog).
-
-_lock = threading.Lock()
-_procs = []
-_timed_out = set()
-_stopping = False        # the watchdog ends the suite: nothing new starts
-
-
-def spawn(argv, **kwargs):
-    with _lock:
-        if _stopping:
-            raise Failure("the suite is being stopped")
-        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
-        _procs.append(proc)
-    return proc
-
-
-def kill_group(proc):
-    """Kill proc's whole process group (run's child too), and reap proc."""
-    for sig in (signal.SIGCONT, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def kill_all():
-    with _lock:
-        procs = list(_procs)
-        _procs.clear()
-    for proc in procs:
-        kill_group(proc)
-
-
-def wait_exit(proc, timeout, what):
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Failure("%s did not exit within %g s" % (what, timeout)) from None
-
-
-def run(argv, timeout=30, **kwargs):
-    """Run argv to its end; returns (exit status, stdout, stderr) as text."""
-    proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        raise Failure("%s did not exit within %g s" % (" ".join(argv), timeout)) from None
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def poll_until(predicate, timeout, what, step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure("%s: not within %g s" % (what, timeout))
-        time.sleep(step)
-
-
-# ---------------------------------------------------------------------------
-# /proc
-
-def proc_status(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
-
-
-def tracer_pid(pid):
-    return int(proc_status(pid)["TracerPid"])
-
-
-def task_states(pid):
-    states = []
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                states.append(f.read().rpartition(")")[2].split()[0])
-        except FileNotFoundError:
-            pass
-    return states
-
-
-def process_state(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rpartition(")")[2].split()[0]
-
-
-def stop(pid):
-    """SIGSTOP pid and wait until every thread of it is stopped."""
-    os.kill(pid, signal.SIGSTOP)
-    poll_until(lambda: all(s in "Tt" for s in task_states(pid)), 10,
-               "process %d stopping" % pid)
-
-
-def cont(pid):
-    os.kill(pid, signal.SIGCONT)
-
-
-def open_fds(pid):
-    """{fd: what it refers to}"""
-    fds = {}
-    path = "/proc/%d/fd" % pid
-    for name in os.listdir(path):
-        try:
-            fds[int(name)] = os.readlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    return fds
-
-
-def mappings(pid):
-    """/proc/PID/maps as (start, end, perms, path), adjacent pieces merged: a
-    tracker that leaves a mapping split is not a change of the address space."""
-    merged = []
-    with open("/proc/%d/maps" % pid) as f:
-        for line in f:
-            parts = line.split(None, 5)
-            start, end = (int(x, 16) for x in parts[0].split("-"))
-            perms, path = parts[1], parts[5].strip() if len(parts) > 5 else ""
-            if merged and merged[-1][1] == start and merged[-1][2:] == (perms, path):
-                merged[-1] = (merged[-1][0], end, perms, path)
-            else:
-                merged.append((start, end, perms, path))
-    return merged
-
-
-def signal_state(pid):
-    """What an injection could leave behind: masks, dispositions, pending signals."""
-    status = proc_status(pid)
-    return {k: status[k] for k in ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")}
-
-
-def read_memory(pid, start, length):
-    fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
-    try:
-        data = os.pread(fd, length, start)
-    finally:
-        os.close(fd)
-    check(len(data) == length, "short read of /proc/%d/mem: %d of %d bytes"
-          % (pid, len(data), length))
-    return data
-
-
-def changed_pages(before, after):
-    return {i for i in range(len(before) // PAGE)
-            if before[i * PAGE:(i + 1) * PAGE] != after[i * PAGE:(i + 1) * PAGE]}
-
-
-def describe(pages, limit=8):
-    pages = sorted(pages)
-    text = ", ".join(str(p) for p in pages[:limit])
-    return "%d page(s) (index %s%s)" % (len(pages), text, ", ..." if len(pages) > limit else "")
+DIRTYCTL = harness.DIRTYCTL
+WORKLOAD = os.path.join(harness.BUILD, "tests", "dirty-workload")
 
 
 # ---------------------------------------------------------------------------
@@ -264,21 +87,6 @@ def expected_region(pages, words):
             offset = page * PAGE + 8 * thread
             region[offset:offset + 8] = value.to_bytes(8, sys.byteorder)
     return bytes(region)
-
-
-def read_line(fd, timeout, what):
-    """One line from a pipe, without reading past it."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        check(left > 0, "%s: no line within %g s (got %r)" % (what, timeout, data))
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            byte = os.read(fd, 1)
-            check(byte, "%s: end of file after %r" % (what, data))
-            data += byte
-    return data.decode()
 
 
 def parse_region(line, pages):
@@ -332,88 +140,7 @@ class Workload:
 
 
 # ---------------------------------------------------------------------------
-# dirtyctl
-
-class Dirtyctl:
-    """dirtyctl in its own process group; stdout read line by line as it comes
-    (with the time each line arrived), stderr kept in a file."""
-
-    def __init__(self, args, stdin=subprocess.DEVNULL):
-        self.args = args
-        self.err = tempfile.TemporaryFile()
-        self.proc = spawn([DIRTYCTL] + args, stdin=stdin, stdout=subprocess.PIPE,
-                          stderr=self.err)
-        self.pid = self.proc.pid
-        self.lines = []          # (time.monotonic() when read, text)
-        self.cond = threading.Condition()
-        self.eof = False
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            with self.cond:
-                self.lines.append((time.monotonic(), raw.decode(errors="replace")))
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-    def stderr(self):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")
-
-    def _context(self):
-        status = self.proc.poll()
-        return "(dirtyctl %s; %s; stderr: %r)" % (
-            " ".join(self.args), "running" if status is None else "exit status %d" % status,
-            self.stderr()[-500:])
-
-    def wait_json(self, predicate, timeout, what):
-        """The first line of stdout that is a JSON object satisfying predicate."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self.cond:
-            while True:
-                for _, text in self.lines[seen:]:
-                    try:
-                        obj = json.loads(text)
-                    except ValueError:
-                        raise Failure("not JSON on stdout: %r %s" % (text, self._context()))
-                    if isinstance(obj, dict) and predicate(obj):
-                        return obj
-                seen = len(self.lines)
-                left = deadline - time.monotonic()
-                if self.eof or left <= 0:
-                    raise Failure("%s: not seen %s" % (what, self._context()))
-                self.cond.wait(left)
-
-    def wait_type(self, kind, timeout=20):
-        return self.wait_json(lambda o: o.get("type") == kind, timeout,
-                              'a "%s" line' % kind)
-
-    def finish(self, timeout=20):
-        """Wait for the exit; returns the exit status."""
-        status = wait_exit(self.proc, timeout, "dirtyctl %s" % " ".join(self.args))
-        self.reader.join(5)
-        return status
-
-    def output(self):
-        with self.cond:
-            return [text for _, text in self.lines]
-
-    def timed_objects(self):
-        """[(arrival time, object)] of everything on stdout, which must be JSON."""
-        result = []
-        with self.cond:
-            lines = list(self.lines)
-        for when, text in lines:
-            try:
-                result.append((when, json.loads(text)))
-            except ValueError:
-                raise Failure("not JSON on stdout: %r" % text) from None
-        return result
-
+# dirtyctl's report
 
 def parse_report(lines, what):
     objs = []
@@ -510,17 +237,6 @@ def validate_report(objs, pid=None, runs=True):
     return attached, intervals, summary
 
 
-def reported_pages(interval, start, length):
-    """Page indexes of [start, start + length) in one interval's runs."""
-    pages = set()
-    for m in interval["mappings"]:
-        for run_start, run_len in m.get("runs", []):
-            lo, hi = int(run_start, 16), int(run_start, 16) + int(run_len, 16)
-            lo, hi = max(lo, start), min(hi, start + length)
-            pages.update(range((lo - start) // PAGE, (hi - start) // PAGE))
-    return pages
-
-
 def check_error(status, stderr, expected, contains=None, one_line=True):
     """A failure: the exit status, and a message starting with "dirtyctl: "."""
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -533,57 +249,6 @@ def check_error(status, stderr, expected, contains=None, one_line=True):
         check(len(lines) == 1, "more than one line on stderr: %r" % lines)
     if contains is not None:
         check(contains in lines[0], "message does not name %r: %r" % (contains, lines[0]))
-
-
-# ---------------------------------------------------------------------------
-# What this machine allows
-
-_probe = None
-
-
-def probe():
-    global _probe
-    if _probe is None:
-        status, out, err = run([DIRTYCTL, "probe", "--json"], timeout=60)
-        try:
-            _probe = json.loads(out)
-            _probe["backends"] = {b["name"]: b for b in _probe["backends"]}
-        except (ValueError, KeyError, TypeError):
-            _probe = {"error": "dirtyctl probe --json: status %d, stdout %r, stderr %r"
-                      % (status, out[:300], err[:300])}
-    if "error" in _probe:
-        raise Failure(_probe["error"])
-    return _probe
-
-
-def usable(backend):
-    entry = probe()["backends"].get(backend)
-    return bool(entry and entry.get("usable"))
-
-
-def require_backend():
-    """Skip unless some backend can track another process (uffd-async, soft-dirty)."""
-    if not (usable("uffd-async") or usable("soft-dirty")):
-        reasons = "; ".join("%s: %s" % (n, probe()["backends"].get(n, {}).get("reason", "absent"))
-                            for n in ("uffd-async", "soft-dirty"))
-        raise Skip("no backend here tracks another process (%s)" % reasons)
-
-
-def require_attach():
-    """attach ptraces a process that is not its child: Yama may forbid that."""
-    require_backend()
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
-            scope = int(f.read())
-    except OSError:
-        return
-    if scope >= 3 or (scope >= 1 and os.geteuid() != 0):
-        raise Skip("kernel.yama.ptrace_scope = %d forbids attaching to a non-child" % scope)
-
-
-def uses_dirtyctl(func):
-    func.uses_dirtyctl = True
-    return func
 
 
 # ---------------------------------------------------------------------------
@@ -693,17 +358,14 @@ def attach_exactness(threads):
     w.terminate()
 
 
-@uses_dirtyctl
 def test_attach_exactness():
     attach_exactness(threads=1)
 
 
-@uses_dirtyctl
 def test_attach_exactness_threads():
     attach_exactness(threads=4)
 
 
-@uses_dirtyctl
 def test_run_exactness():
     """Test (b): run passes the command's stdout through and reports only
     pages it wrote; its exit status is the command's."""
@@ -745,7 +407,6 @@ def test_run_exactness():
     check(any(p % 2 == 0 for p in set().union(*per_interval)), "no even page reported")
 
 
-@uses_dirtyctl
 def test_run_stdio_and_status():
     """run: stdin, stdout and stderr are the command's; its status is dirtyctl's,
     128 + N when a signal N killed it."""
@@ -825,7 +486,6 @@ print(sum(xs) % 1000003, len(d), hashlib.sha256(repr(ys[::997]).encode()).hexdig
 """
 
 
-@uses_dirtyctl
 def test_real_python():
     real_program([sys.executable, "-c", PYTHON_PROGRAM])
 
@@ -842,10 +502,9 @@ def generated_file(name, size, make_chunk):
     return path
 
 
-@uses_dirtyctl
 def test_real_sort():
     if not shutil.which("sort"):
-        raise Skip("sort is not installed")
+        pytest.skip("sort is not installed")
     require_attach()
     path = generated_file("sort", 20 << 20, lambda rnd: b"".join(
         b"%016x %d\n" % (rnd.getrandbits(64), rnd.getrandbits(40)) for _ in range(10000)))
@@ -857,10 +516,9 @@ def test_real_sort():
         os.unlink(path)
 
 
-@uses_dirtyctl
 def test_real_gzip():
     if not shutil.which("gzip"):
-        raise Skip("gzip is not installed")
+        pytest.skip("gzip is not installed")
     require_attach()
     path = generated_file("gzip", 30 << 20, lambda rnd: rnd.randbytes(1 << 19).hex().encode())
     try:
@@ -880,7 +538,6 @@ def leaves_no_trace(w, fds, maps, signals, what):
     w.keeps_writing(what)
 
 
-@uses_dirtyctl
 def test_attach_leaves_no_trace():
     """Test (c), second part: after attach --duration the target has the same
     fds, mappings and signal state, no tracer, still runs, and can be attached
@@ -902,7 +559,6 @@ def test_attach_leaves_no_trace():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_attach_keeps_pattern():
     """Tracked or not, the workload writes the same: attached to during its
     rounds, it ends with exactly the memory its seed predicts."""
@@ -919,7 +575,6 @@ def test_attach_keeps_pattern():
 
 # Test (d): failure paths.
 
-@uses_dirtyctl
 def test_no_such_process():
     require_backend()
     with open("/proc/sys/kernel/pid_max") as f:
@@ -930,7 +585,6 @@ def test_no_such_process():
     check_error(status, err, 4, contains=str(pid))
 
 
-@uses_dirtyctl
 def test_zombie():
     require_backend()
     p = spawn(["true"])
@@ -940,7 +594,6 @@ def test_zombie():
     check(wait_exit(p, 5, "the zombie") == 0, "the zombie's status changed")
 
 
-@uses_dirtyctl
 def test_kernel_thread():
     require_backend()
     kthread = None
@@ -956,16 +609,15 @@ def test_kernel_thread():
             kthread = int(name)
             break
     if kthread is None:
-        raise Skip("no kernel thread visible in this pid namespace")
+        pytest.skip("no kernel thread visible in this pid namespace")
     status, _, err = run([DIRTYCTL, "attach", str(kthread), "--duration", "1"])
     check_error(status, err, 4, contains=str(kthread))
 
 
-@uses_dirtyctl
 def test_already_traced():
     require_attach()
     if not shutil.which("strace"):
-        raise Skip("strace is not installed (and tests install nothing)")
+        pytest.skip("strace is not installed (and tests install nothing)")
     w = Workload(pages=512, seed=4)
     tracer = spawn(["strace", "-f", "-o", "/dev/null", "-p", str(w.pid)],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -981,7 +633,6 @@ def test_already_traced():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_target_exits():
     """The target ends during tracking (and stays an unreaped zombie): dirtyctl
     ends too, 0, with a summary."""
@@ -1000,7 +651,6 @@ def test_target_exits():
     check(wait_exit(w.proc, 5, "the workload") == 0, "the workload's exit status is not 0")
 
 
-@uses_dirtyctl
 def test_dirtyctl_killed():
     """SIGKILL dirtyctl mid-interval: the target does not notice."""
     require_attach()
@@ -1022,7 +672,6 @@ def test_dirtyctl_killed():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_detach_stopped_target():
     """SIGINT while the target is stopped: dirtyctl detaches and the target
     stays stopped, as it was; once continued it runs on."""
@@ -1046,7 +695,6 @@ def test_detach_stopped_target():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_usage_errors():
     require_backend()
     w = Workload(pages=64, seed=11)
@@ -1064,11 +712,10 @@ def test_usage_errors():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_unusable_backend():
     require_attach()
     if usable("soft-dirty"):
-        raise Skip("soft-dirty is usable here: no unusable backend that could track a pid")
+        pytest.skip("soft-dirty is usable here: no unusable backend that could track a pid")
     w = Workload(pages=64, seed=12)
     status, _, err = run([DIRTYCTL, "attach", str(w.pid), "--backend", "soft-dirty",
                           "--duration", "1"])
@@ -1078,7 +725,6 @@ def test_unusable_backend():
     w.terminate()
 
 
-@uses_dirtyctl
 def test_heatmap():
     """Test (e): the SVG parses and its cells add up to the report's pages."""
     require_backend()
@@ -1167,17 +813,14 @@ def dump_round_trip(extra):
     w.terminate()
 
 
-@uses_dirtyctl
 def test_dump_round_trip():
     dump_round_trip([])
 
 
-@uses_dirtyctl
 def test_dump_round_trip_pwritev():
     dump_round_trip(["--pwritev"])
 
 
-@uses_dirtyctl
 def test_dump_corrupt_chain():
     """A chain with a bad image anywhere applies nothing, and says which."""
     require_attach()
@@ -1219,116 +862,3 @@ def test_dump_corrupt_chain():
         rc, out_text, err_text = run([DIRTYCTL, "image", "info"] + files)
         check(rc == 0 and "base (every page)" in out_text and "incremental" in out_text,
               "info: %r" % out_text)
-
-
-TESTS = [
-    test_workload_alone,
-    test_dump_round_trip,
-    test_dump_round_trip_pwritev,
-    test_dump_corrupt_chain,
-    test_attach_exactness,
-    test_attach_exactness_threads,
-    test_run_exactness,
-    test_run_stdio_and_status,
-    test_real_python,
-    test_real_sort,
-    test_real_gzip,
-    test_attach_leaves_no_trace,
-    test_attach_keeps_pattern,
-    test_no_such_process,
-    test_zombie,
-    test_kernel_thread,
-    test_already_traced,
-    test_target_exits,
-    test_dirtyctl_killed,
-    test_detach_stopped_target,
-    test_usage_errors,
-    test_unusable_backend,
-    test_heatmap,
-]
-
-
-# ---------------------------------------------------------------------------
-# The runner
-
-_current = {"name": None, "since": 0.0}
-_print_lock = threading.Lock()
-
-
-def watchdog(suite_start):
-    global _stopping
-    while True:
-        time.sleep(0.5)
-        now = time.monotonic()
-        with _lock:
-            name, since = _current["name"], _current["since"]
-        if now - suite_start > SUITE_TIMEOUT:
-            with _lock:
-                _stopping = True
-            with _print_lock:  # the test's own FAIL line is not printed
-                print("FAIL %s: the suite ran longer than %d s; stopped"
-                      % (name, SUITE_TIMEOUT), flush=True)
-                kill_all()
-                os._exit(1)
-        if name and name not in _timed_out and now - since > TEST_TIMEOUT:
-            _timed_out.add(name)
-            kill_all()  # whatever the test waits for ends, and it fails
-
-
-def test_name(func):
-    return func.__name__[len("test_"):].replace("_", "-")
-
-
-def main(argv):
-    global DIRTYCTL, WORKLOAD
-    if len(argv) < 2:
-        print("usage: test-dirtyctl.py BUILD_DIR [TEST...]", file=sys.stderr)
-        return 2
-    build = os.path.abspath(argv[1])
-    DIRTYCTL = os.path.join(build, "tools", "dirtyctl")
-    WORKLOAD = os.path.join(build, "tests", "dirty-workload")
-    chosen = [t for t in TESTS if len(argv) == 2 or test_name(t) in argv[2:]]
-    unknown = set(argv[2:]) - {test_name(t) for t in TESTS}
-    if unknown:
-        print("unknown test(s): %s" % ", ".join(sorted(unknown)), file=sys.stderr)
-        return 2
-    threading.Thread(target=watchdog, args=(time.monotonic(),), daemon=True).start()
-
-    failed = skipped = ran_dirtyctl = 0
-    for test in chosen:
-        name = test_name(test)
-        with _lock:
-            _current.update(name=name, since=time.monotonic())
-        try:
-            for path in (WORKLOAD, DIRTYCTL):
-                check(os.access(path, os.X_OK), "%s is missing" % path)
-            test()
-            result = "ok %s" % name
-        except Skip as e:
-            result, skipped = "skip %s: %s" % (name, e), skipped + 1
-        except Failure as e:
-            result, failed = "FAIL %s: %s" % (name, e), failed + 1
-        except Exception:
-            last = traceback.format_exc().strip().splitlines()
-            result, failed = "FAIL %s: %s (%s)" % (name, last[-1], last[-3].strip()), failed + 1
-        finally:
-            kill_all()
-            with _lock:
-                _current.update(name=None)
-        if name in _timed_out:
-            if not result.startswith("FAIL"):
-                failed += 1
-            result = "FAIL %s: timed out after %d s" % (name, TEST_TIMEOUT)
-        if getattr(test, "uses_dirtyctl", False) and not result.startswith("skip"):
-            ran_dirtyctl += 1
-        with _print_lock:
-            print(result, flush=True)
-    if failed:
-        return 1
-    if ran_dirtyctl == 0 and any(getattr(t, "uses_dirtyctl", False) for t in chosen):
-        return 77
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
