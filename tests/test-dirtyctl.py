@@ -12,9 +12,11 @@ lacks (a backend that tracks another process, ptrace of a non-child, strace,
 sort, gzip) is skipped with the reason.
 
 Every process a test starts is in its own session and is killed when the
-test ends (tests/conftest.py); every wait has a timeout, and each test has
-its own (pytest-timeout), so that a hung dirtyctl fails its test instead of
-hanging the suite.
+test ends (tests/conftest.py); every wait is for an event (a line of output,
+a state in /proc, a file's first line) with a deadline that only a hang
+reaches, and each test has its own timeout (pytest-timeout).  Nothing waits
+for time to pass to order events, so a faster or a busier machine changes
+nothing.
 """
 import hashlib
 import json
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 
@@ -115,16 +118,16 @@ class Workload:
     def snapshot(self):
         return read_memory(self.pid, self.start, self.length)
 
+    def changed_since(self, before):
+        """The region now if it differs from before, else None."""
+        now = self.snapshot()
+        return now if now != before else None
+
     def keeps_writing(self, what):
         """The next rounds still write even pages, and never odd ones."""
         first = self.snapshot()
-        deadline = time.monotonic() + 5
-        while True:
-            second = self.snapshot()
-            if second != first:
-                break
-            check(time.monotonic() < deadline, "%s: the workload's region does not change" % what)
-            time.sleep(0.02)
+        second = poll_until(lambda: self.changed_since(first), 5,
+                            "%s: the workload's region changing" % what)
         changed = changed_pages(first, second)
         odd = {p for p in changed if p % 2}
         check(not odd, "%s: odd pages changed: %s" % (what, describe(odd)))
@@ -251,6 +254,58 @@ def check_error(status, stderr, expected, contains=None, one_line=True):
         check(contains in lines[0], "message does not name %r: %r" % (contains, lines[0]))
 
 
+class ReportFile:
+    """The report dirtyctl writes to --output, read as it grows (standard
+    output is then the command's)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def objects(self):
+        """The complete lines so far, as JSON."""
+        try:
+            with open(self.path) as f:
+                lines = f.read().splitlines(keepends=True)
+        except FileNotFoundError:
+            return []
+        return parse_report([line for line in lines if line.endswith("\n")], self.path)
+
+    def count(self, kind):
+        """How many lines of this type there are so far."""
+        return sum(1 for o in self.objects() if o.get("type") == kind)
+
+    def wait(self, kind, count=1, timeout=20):
+        """Until count (at least 1) lines of this type are there; returns them."""
+        def enough():
+            found = [o for o in self.objects() if o.get("type") == kind]
+            return found if len(found) >= count else None
+        return poll_until(enough, timeout, "%d \"%s\" line(s) in %s" % (count, kind, self.path))
+
+    def read(self):
+        with open(self.path) as f:
+            return parse_report(f.read().splitlines(), self.path)
+
+
+def first_line(d, what):
+    """The first line on dirtyctl d's standard output (the command's, under run)."""
+    return poll_until(lambda: d.output(), 10, what)[0]
+
+
+def workload_done(d, report, pages, seed, rounds, what):
+    """dirtyctl d runs dirty-workload --hold, its report going to report: wait
+    until the workload has done its rounds (its memory as the seed predicts)
+    and dirtyctl has collected twice since, then end it with SIGTERM (it
+    exits 0).  Returns its region (start, length)."""
+    pid = report.wait("attached")[0]["pid"]
+    start, length = parse_region(first_line(d, "%s: the workload's region line" % what), pages)
+    want = expected_region(pages, predict_writes(pages, seed, rounds))
+    poll_until(lambda: read_memory(pid, start, length) == want, 30,
+               "%s: the workload's %d rounds" % (what, rounds))
+    report.wait("interval", report.count("interval") + 2)
+    os.kill(pid, signal.SIGTERM)
+    return start, length
+
+
 # ---------------------------------------------------------------------------
 # The tests
 
@@ -280,10 +335,7 @@ def test_workload_alone():
     w = Workload(pages=512, seed=5, period_ms=10, threads=2)
     fill = bytes([FILL_BYTE]) * PAGE
     before = w.snapshot()
-    time.sleep(0.3)
-    after = w.snapshot()
-    changed = changed_pages(before, after)
-    check(changed, "no page changed in 0.3 s")
+    after = poll_until(lambda: w.changed_since(before), 10, "a page of the workload changing")
     odd = {p for p in range(1, 512, 2) if after[p * PAGE:(p + 1) * PAGE] != fill}
     check(not odd, "odd pages are not the fill pattern: %s" % describe(odd))
     w.terminate()
@@ -299,21 +351,28 @@ def attach_exactness(threads):
     tracked is reported; no odd page is; nothing while the target is stopped."""
     require_attach()
     w = Workload(pages=2048, seed=1234 + threads, period_ms=20, threads=threads)
-    time.sleep(0.1)  # its threads exist: their stacks are in the "before" map
+    # its threads exist: their stacks are in the "before" map
+    tasks = 1 if threads == 1 else 1 + threads
+    poll_until(lambda: len(os.listdir("/proc/%d/task" % w.pid)) == tasks, 10,
+               "the workload's %d threads" % tasks)
     fds, maps = open_fds(w.pid), mappings(w.pid)
     d = Dirtyctl(["attach", str(w.pid), "--json", "--runs", "--interval", str(INTERVAL)])
     d.wait_type("attached")
-    poll_until(lambda: tracer_pid(w.pid) == 0, 2, "TracerPid 0 while tracked")
+    poll_until(lambda: tracer_pid(w.pid) == 0, 10, "TracerPid 0 while tracked")
     check(open_fds(w.pid) == fds, "while tracked, the target has other fds: %r, before %r"
           % (open_fds(w.pid), fds))
 
     stop(w.pid)
     first = w.snapshot()
     cont(w.pid)
-    time.sleep(1.5)
+    # it writes across several collects
+    d.wait_intervals(3)
+    poll_until(lambda: w.changed_since(first), 10, "the workload writing")
     stop(w.pid)
     stopped_at = time.monotonic()
-    time.sleep(6 * INTERVAL)  # > 2 intervals: dirtyctl has collected everything
+    # three collects after the stop: the first two may hold writes from before
+    # it, the third and later none
+    d.wait_intervals(3)
     second = w.snapshot()
     resumed_at = time.monotonic()
     cont(w.pid)
@@ -334,7 +393,7 @@ def attach_exactness(threads):
     check(mappings(w.pid) == maps, "after detach the target's mappings differ")
 
     changed = changed_pages(first, second)
-    check(changed, "the workload changed no page in 1.5 s")
+    check(changed, "the workload changed no page")
     check(not {p for p in changed if p % 2}, "the workload changed odd pages")
     reported = set()
     for obj in intervals:
@@ -350,7 +409,7 @@ def attach_exactness(threads):
     before_stop = sum(1 for when in arrivals if when < stopped_at)
     before_resume = sum(1 for when in arrivals if when < resumed_at)
     quiet = intervals[before_stop + 2:before_resume]
-    check(quiet, "no interval line while the target was stopped for %g s" % (6 * INTERVAL))
+    check(quiet, "no interval line while the target was stopped")
     for obj in quiet:
         pages = reported_pages(obj, w.start, w.length)
         check(not pages, "interval t=%s, the target stopped: reported %s"
@@ -366,25 +425,23 @@ def test_attach_exactness_threads():
     attach_exactness(threads=4)
 
 
-def test_run_exactness():
+def test_run_exactness(workdir):
     """Test (b): run passes the command's stdout through and reports only
     pages it wrote; its exit status is the command's."""
     require_backend()
     pages, seed, rounds = 1024, 7, 30
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "report.json")
-        d = Dirtyctl(["run", "--json", "--runs", "--interval", str(INTERVAL), "--output", report,
-                      "--", WORKLOAD, "--pages", str(pages), "--rounds", str(rounds),
-                      "--period-ms", "20", "--seed", str(seed)])
-        status = d.finish(timeout=30)
-        out = d.output()
-        check(status == 0, "exit status %d; stderr %r" % (status, d.stderr()))
-        check(d.stderr() == "", "stderr not empty: %r" % d.stderr())
-        check(len(out) == 1, "stdout is not just the workload's line: %r" % out[:5])
-        start, length = parse_region(out[0], pages)
-        with open(report) as f:
-            objs = parse_report(f.read().splitlines(), report)
-    attached, intervals, summary = validate_report(objs, runs=True)
+    report = ReportFile(os.path.join(workdir, "report.json"))
+    d = Dirtyctl(["run", "--json", "--runs", "--interval", str(INTERVAL), "--output", report.path,
+                  "--", WORKLOAD, "--pages", str(pages), "--rounds", str(rounds),
+                  "--period-ms", "20", "--seed", str(seed), "--hold"])
+    start, length = workload_done(d, report, pages, seed, rounds, "run")
+    status = d.finish(timeout=30)
+    out = d.output()
+    check(status == 0, "exit status %d; stderr %r" % (status, d.stderr()))
+    check(d.stderr() == "", "stderr not empty: %r" % d.stderr())
+    check(len(out) == 1, "stdout is not just the workload's line: %r" % out[:5])
+    check(parse_region(out[0], pages) == (start, length), "the region line changed: %r" % out)
+    attached, intervals, summary = validate_report(report.read(), runs=True)
     check(summary["exit_status"] == 0, "summary exit_status %r" % summary["exit_status"])
 
     # The fill writes every page once, right after the mmap: if dirtyctl tracks
@@ -407,77 +464,94 @@ def test_run_exactness():
     check(any(p % 2 == 0 for p in set().union(*per_interval)), "no even page reported")
 
 
-def test_run_stdio_and_status():
+def test_run_stdio_and_status(workdir):
     """run: stdin, stdout and stderr are the command's; its status is dirtyctl's,
-    128 + N when a signal N killed it."""
+    128 + N when a signal N killed it.  Each command waits for its input,
+    which comes once dirtyctl says it is attached."""
     require_backend()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "report.json")
-        d = Dirtyctl(["run", "--json", "--interval", str(INTERVAL), "--output", report, "--",
-                      "sh", "-c", "cat; echo to-stderr >&2; exit 3"], stdin=subprocess.PIPE)
-        data = b"".join(b"line %d\n" % i for i in range(1000))
-        time.sleep(0.5)
-        d.proc.stdin.write(data)
-        d.proc.stdin.close()
-        status = d.finish()
-        check(status == 3, "exit status %d, the command's was 3; stderr %r" % (status, d.stderr()))
-        check("".join(d.output()).encode() == data, "stdout is not what cat was given")
-        check(d.stderr() == "to-stderr\n", "stderr is not the command's: %r" % d.stderr())
-        with open(report) as f:
-            _, _, summary = validate_report(parse_report(f.read().splitlines(), report), runs=False)
-        check(summary["exit_status"] == 3, "summary exit_status %r" % summary["exit_status"])
+    report = ReportFile(os.path.join(workdir, "report.json"))
+    d = Dirtyctl(["run", "--json", "--interval", str(INTERVAL), "--output", report.path, "--",
+                  "sh", "-c", "cat; echo to-stderr >&2; exit 3"], stdin=subprocess.PIPE)
+    data = b"".join(b"line %d\n" % i for i in range(1000))
+    report.wait("attached")
+    d.proc.stdin.write(data)
+    d.proc.stdin.close()
+    status = d.finish()
+    check(status == 3, "exit status %d, the command's was 3; stderr %r" % (status, d.stderr()))
+    check("".join(d.output()).encode() == data, "stdout is not what cat was given")
+    check(d.stderr() == "to-stderr\n", "stderr is not the command's: %r" % d.stderr())
+    _, _, summary = validate_report(report.read(), runs=False)
+    check(summary["exit_status"] == 3, "summary exit_status %r" % summary["exit_status"])
 
-        d = Dirtyctl(["run", "--json", "--interval", str(INTERVAL), "--output", report, "--",
-                      "sh", "-c", "sleep 0.5; kill -TERM $$"])
-        status = d.finish()
-        check(status == 128 + signal.SIGTERM, "exit status %d of a command killed by SIGTERM; "
-              "stderr %r" % (status, d.stderr()))
-        with open(report) as f:
-            _, _, summary = validate_report(parse_report(f.read().splitlines(), report), runs=False)
-        check(summary["exit_status"] == 128 + signal.SIGTERM,
-              "summary exit_status %r" % summary["exit_status"])
+    os.unlink(report.path)
+    d = Dirtyctl(["run", "--json", "--interval", str(INTERVAL), "--output", report.path, "--",
+                  "sh", "-c", "read go; kill -TERM $$"], stdin=subprocess.PIPE)
+    report.wait("attached")
+    d.proc.stdin.write(b"go\n")
+    d.proc.stdin.close()
+    status = d.finish()
+    check(status == 128 + signal.SIGTERM, "exit status %d of a command killed by SIGTERM; "
+          "stderr %r" % (status, d.stderr()))
+    _, _, summary = validate_report(report.read(), runs=False)
+    check(summary["exit_status"] == 128 + signal.SIGTERM,
+          "summary exit_status %r" % summary["exit_status"])
 
 
 # Test (c): real programs give the same output when attached to and detached from.
 
-def real_program(argv, env=None):
+def feed(proc, data):
+    """Write data to proc's stdin and close it, from a thread (the program
+    reads while it writes); returns the thread."""
+    def write():
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it ended without reading it all: its exit status says why
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def real_program(argv, data, workdir, env=None):
+    """argv, which reads data on its stdin, alone and then attached to: the
+    same exit status 0, output and stderr.  The data is written once dirtyctl
+    has attached and reported a first interval, so that the program does its
+    work while tracked, however fast it is."""
     require_attach()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = []
-        for attach in (False, True):
-            out_path = os.path.join(tmp, "out%d" % attach)
-            with open(out_path, "wb") as out, tempfile.TemporaryFile() as err:
-                began = time.monotonic()
-                p = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=tmp,
-                          env=env)
-                if attach:
-                    d = Dirtyctl(["attach", str(p.pid), "--json", "--interval", str(INTERVAL),
-                                  "--duration", "1"])
-                status = wait_exit(p, 60, argv[0])
-                elapsed = time.monotonic() - began
-                err.seek(0)
-                stderr = err.read()
-            with open(out_path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            check(status == 0, "%s exited %d (%s); stderr %r"
-                  % (argv[0], status, "attached" if attach else "alone", stderr[-300:]))
-            results.append((digest, stderr))
-            if not attach:
-                check(elapsed > 0.6, "%s ran only %.2f s alone: too short to attach to"
-                      % (argv[0], elapsed))
-        dstatus = d.finish()
-        check(dstatus == 0, "dirtyctl exit status %d; stderr %r" % (dstatus, d.stderr()))
-        objs = [o for _, o in d.timed_objects()]
-        _, intervals, _ = validate_report(objs, p.pid, runs=False)
-        check(intervals, "dirtyctl reported no interval")
-        check(results[0][0] == results[1][0], "output differs when attached to")
-        check(results[0][1] == results[1][1], "stderr differs when attached to: %r vs %r"
-              % (results[0][1][-200:], results[1][1][-200:]))
+    results = []
+    for attach in (False, True):
+        out_path = os.path.join(workdir, "out%d" % attach)
+        with open(out_path, "wb") as out, tempfile.TemporaryFile() as err:
+            p = spawn(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
+                      env=env)
+            if attach:
+                d = Dirtyctl(["attach", str(p.pid), "--json", "--interval", str(INTERVAL)])
+                d.wait_type("attached")
+                d.wait_intervals(1)
+            writer = feed(p, data)
+            status = wait_exit(p, 60, argv[0])
+            writer.join(10)
+            err.seek(0)
+            stderr = err.read()
+        with open(out_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        check(status == 0, "%s exited %d (%s); stderr %r"
+              % (argv[0], status, "attached" if attach else "alone", stderr[-300:]))
+        results.append((digest, stderr))
+    dstatus = d.finish()
+    check(dstatus == 0, "dirtyctl exit status %d; stderr %r" % (dstatus, d.stderr()))
+    objs = [o for _, o in d.timed_objects()]
+    _, intervals, _ = validate_report(objs, p.pid, runs=False)
+    check(intervals, "dirtyctl reported no interval")
+    check(results[0][0] == results[1][0], "output differs when attached to")
+    check(results[0][1] == results[1][1], "stderr differs when attached to: %r vs %r"
+          % (results[0][1][-200:], results[1][1][-200:]))
 
 
 PYTHON_PROGRAM = """
-import hashlib
-xs = [i * i % 1000003 for i in range(3000000)]
+import hashlib, sys
+xs = [i * i % 1000003 for i in range(int(sys.stdin.read()))]
 d = {}
 for x in xs[::3]:
     d[x % 65521] = d.get(x % 65521, 0) + x
@@ -486,45 +560,46 @@ print(sum(xs) % 1000003, len(d), hashlib.sha256(repr(ys[::997]).encode()).hexdig
 """
 
 
-def test_real_python():
-    real_program([sys.executable, "-c", PYTHON_PROGRAM])
+def test_real_python(workdir):
+    real_program([sys.executable, "-c", PYTHON_PROGRAM], b"3000000", workdir)
 
 
-def generated_file(name, size, make_chunk):
-    path = os.path.join(tempfile.gettempdir(), "test-dirtyctl-%d-%s" % (os.getpid(), name))
+def generated_data(name, size, make_chunk):
     rnd = random.Random(name)
-    with open(path, "wb") as f:
-        written = 0
-        while written < size:
-            chunk = make_chunk(rnd)
-            f.write(chunk)
-            written += len(chunk)
-    return path
+    chunks, written = [], 0
+    while written < size:
+        chunks.append(make_chunk(rnd))
+        written += len(chunks[-1])
+    return b"".join(chunks)
 
 
-def test_real_sort():
+def test_real_sort(workdir):
     if not shutil.which("sort"):
         pytest.skip("sort is not installed")
     require_attach()
-    path = generated_file("sort", 20 << 20, lambda rnd: b"".join(
+    data = generated_data("sort", 20 << 20, lambda rnd: b"".join(
         b"%016x %d\n" % (rnd.getrandbits(64), rnd.getrandbits(40)) for _ in range(10000)))
-    try:
-        # -g and a small buffer: slow enough to attach to, and merges through temp files
-        real_program(["sort", "-k2,2gr", "-S", "8M", "-T", ".", path],
-                     env=dict(os.environ, LC_ALL="C"))
-    finally:
-        os.unlink(path)
+    # -g and a small buffer: merges through temp files
+    real_program(["sort", "-k2,2gr", "-S", "8M", "-T", "."], data, workdir,
+                 env=dict(os.environ, LC_ALL="C"))
 
 
-def test_real_gzip():
+def test_real_gzip(workdir):
     if not shutil.which("gzip"):
         pytest.skip("gzip is not installed")
     require_attach()
-    path = generated_file("gzip", 30 << 20, lambda rnd: rnd.randbytes(1 << 19).hex().encode())
-    try:
-        real_program(["gzip", "-c", path])
-    finally:
-        os.unlink(path)
+    data = generated_data("gzip", 30 << 20, lambda rnd: rnd.randbytes(1 << 19).hex().encode())
+    real_program(["gzip", "-c"], data, workdir)
+
+
+def test_real_short_program(workdir):
+    """A real program done in milliseconds once it has its input (it failed
+    the old test, which needed 0.6 s to attach)."""
+    if not shutil.which("gzip"):
+        pytest.skip("gzip is not installed")
+    require_attach()
+    real_program(["gzip", "-c"], generated_data("short", 64 << 10, lambda rnd: rnd.randbytes(4096)),
+                 workdir)
 
 
 def leaves_no_trace(w, fds, maps, signals, what):
@@ -635,12 +710,15 @@ def test_already_traced():
 
 def test_target_exits():
     """The target ends during tracking (and stays an unreaped zombie): dirtyctl
-    ends too, 0, with a summary."""
+    ends too, 0, with a summary.  It ends (SIGTERM) once dirtyctl has
+    reported an interval of it."""
     require_attach()
-    w = Workload(pages=256, seed=8, rounds=50, period_ms=40, hold=False)
+    w = Workload(pages=256, seed=8, period_ms=40, hold=False)
     d = Dirtyctl(["attach", str(w.pid), "--json", "--interval", str(INTERVAL),
                   "--duration", "60"])
     d.wait_type("attached")
+    d.wait_intervals(1)
+    os.kill(w.pid, signal.SIGTERM)
     poll_until(lambda: process_state(w.pid) == "Z", 20, "the workload ending")  # not reaped
     status = d.finish(timeout=10)
     check(status == 0, "dirtyctl exit status %d; stderr %r" % (status, d.stderr()))
@@ -659,7 +737,8 @@ def test_dirtyctl_killed():
     d = Dirtyctl(["attach", str(w.pid), "--json", "--interval", "0.5"])
     d.wait_type("attached")
     d.wait_type("interval", timeout=10)
-    time.sleep(0.25)
+    # mid-interval: asleep until its next collect
+    poll_until(lambda: process_state(d.pid) == "S", 10, "dirtyctl waiting for its next collect")
     check(tracer_pid(w.pid) == 0, "TracerPid %d while tracked" % tracer_pid(w.pid))
     check(open_fds(w.pid) == fds, "while tracked the target's fds are %r, were %r"
           % (open_fds(w.pid), fds))
@@ -681,7 +760,7 @@ def test_detach_stopped_target():
     d = Dirtyctl(["attach", str(w.pid), "--json", "--interval", str(INTERVAL)])
     d.wait_type("attached")
     stop(w.pid)
-    time.sleep(2 * INTERVAL)
+    d.wait_intervals(2)
     os.kill(d.pid, signal.SIGINT)
     status = d.finish(timeout=10)
     check(status == 0, "exit status %d; stderr %r" % (status, d.stderr()))
@@ -725,24 +804,23 @@ def test_unusable_backend():
     w.terminate()
 
 
-def test_heatmap():
+def test_heatmap(workdir):
     """Test (e): the SVG parses and its cells add up to the report's pages."""
     require_backend()
-    with tempfile.TemporaryDirectory() as tmp:
-        svg, report = os.path.join(tmp, "out.svg"), os.path.join(tmp, "report.json")
-        d = Dirtyctl(["heatmap", "--svg", svg, "--interval", str(INTERVAL), "--json",
-                      "--output", report, "--", WORKLOAD, "--pages", "1024", "--rounds", "30",
-                      "--period-ms", "20", "--seed", "13"])
-        status = d.finish(timeout=30)
-        check(status == 0, "exit status %d; stderr %r" % (status, d.stderr()))
-        check(len(d.output()) == 1, "stdout is not just the workload's line: %r" % d.output()[:5])
-        with open(report) as f:
-            _, _, summary = validate_report(parse_report(f.read().splitlines(), report),
-                                            runs=False)
-        try:
-            root = ElementTree.parse(svg).getroot()
-        except (ElementTree.ParseError, OSError) as e:
-            raise Failure("%s does not parse as XML: %s" % (svg, e)) from None
+    svg = os.path.join(workdir, "out.svg")
+    report = ReportFile(os.path.join(workdir, "report.json"))
+    d = Dirtyctl(["heatmap", "--svg", svg, "--interval", str(INTERVAL), "--json",
+                  "--output", report.path, "--", WORKLOAD, "--pages", "1024", "--rounds", "30",
+                  "--period-ms", "20", "--seed", "13", "--hold"])
+    workload_done(d, report, 1024, 13, 30, "heatmap")
+    status = d.finish(timeout=30)
+    check(status == 0, "exit status %d; stderr %r" % (status, d.stderr()))
+    check(len(d.output()) == 1, "stdout is not just the workload's line: %r" % d.output()[:5])
+    _, _, summary = validate_report(report.read(), runs=False)
+    try:
+        root = ElementTree.parse(svg).getroot()
+    except (ElementTree.ParseError, OSError) as e:
+        raise Failure("%s does not parse as XML: %s" % (svg, e)) from None
     check(root.tag in ("svg", "{http://www.w3.org/2000/svg}svg"), "root is <%s>" % root.tag)
     check(root.get("data-total-pages") is not None, "no data-total-pages on the root")
     cells = [int(e.get("data-pages")) for e in root.iter()
@@ -755,110 +833,115 @@ def test_heatmap():
           % (total, summary["pages"]))
 
 
-def dump_round_trip(extra):
+def dump_round_trip(extra, workdir):
     """dump an attached workload, stop it, take one more image, apply the
     chain: the rebuilt region equals the workload's memory byte for byte."""
     require_attach()
     w = Workload(pages=1024, seed=77, period_ms=10)
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "out")
-        d = Dirtyctl(["dump", str(w.pid), "--dir", images, "--interval", str(INTERVAL),
-                      "--json"] + extra)
-        d.wait_json(lambda o: o.get("type") == "image" and o["sequence"] >= 3, 30,
-                    "three images")
-        stop(w.pid)
-        # two intervals more: one image has the last writes, one has none
-        seen = len([o for _, o in d.timed_objects() if o.get("type") == "image"])
-        d.wait_json(lambda o: o.get("type") == "image" and o["sequence"] >= seen + 1, 30,
-                    "images after the stop")
-        final = w.snapshot()
-        os.kill(d.pid, signal.SIGINT)
-        status = d.finish()
-        check(status == 0, "dump exit status %d; stderr %r" % (status, d.stderr()))
-        objs = [o for _, o in d.timed_objects() if o.get("type") == "image"]
-        check(all(o["error"] == 0 for o in objs), "an image failed: %r" % objs)
-        # io_uring, or pwritev with the reason (a build without liburing, or refused)
-        if "--pwritev" in extra:
-            good = lambda m: m == "pwritev"
-        else:
-            good = lambda m: m == "io_uring" or m.startswith("pwritev (")
-        check(all(good(o["method"]) for o in objs if o["pages"]),
-              "not written as asked (%s): %r" % (extra, [o["method"] for o in objs]))
-        files = sorted(os.path.join(images, f) for f in os.listdir(images))
-        check(len(files) == len(objs), "%d files for %d images" % (len(files), len(objs)))
-        rc, out_text, err_text = run([DIRTYCTL, "image", "verify"] + files)
-        check(rc == 0, "verify: %r" % err_text)
-        rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", out] + files)
-        check(rc == 0, "apply: %r %r" % (out_text, err_text))
-        name = [f for f in os.listdir(out) if f.startswith("%016x-%016x" % (w.start, w.start + w.length))]
-        check(len(name) == 1, "no rebuilt file for the region %#x: %r" % (w.start, os.listdir(out)))
-        with open(os.path.join(out, name[0]), "rb") as f:
-            rebuilt = f.read()
-        check(len(rebuilt) == len(final), "rebuilt %d bytes, region %d" % (len(rebuilt), len(final)))
-        wrong = changed_pages(rebuilt, final)
-        check(not wrong, "rebuilt pages differ from /proc/PID/mem: %s" % describe(wrong))
-        # every other rebuilt region too: what the target's memory holds now
-        for f_name in os.listdir(out):
-            start, end = (int(x, 16) for x in f_name.split("-")[:2])
-            try:
-                live = read_memory(w.pid, start, end - start)
-            except OSError:
-                continue  # unmapped since, or not readable: nothing to compare
-            with open(os.path.join(out, f_name), "rb") as f:
-                wrong = changed_pages(f.read(), live)
-            check(not wrong, "%s differs from /proc/PID/mem: %s" % (f_name, describe(wrong)))
-        # an earlier state: the base image alone is the region as it was at the attach
-        rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--upto", "0", "--out", out + "0"] + files)
-        check(rc == 0, "apply --upto 0: %r" % err_text)
+    images, out = os.path.join(workdir, "images"), os.path.join(workdir, "out")
+    d = Dirtyctl(["dump", str(w.pid), "--dir", images, "--interval", str(INTERVAL),
+                  "--json"] + extra)
+    d.wait_json(lambda o: o.get("type") == "image" and o["sequence"] >= 3, 30,
+                "three images")
+    stop(w.pid)
+    # two intervals more: one image has the last writes, one has none
+    seen = len([o for _, o in d.timed_objects() if o.get("type") == "image"])
+    d.wait_json(lambda o: o.get("type") == "image" and o["sequence"] >= seen + 1, 30,
+                "images after the stop")
+    final = w.snapshot()
+    os.kill(d.pid, signal.SIGINT)
+    status = d.finish()
+    check(status == 0, "dump exit status %d; stderr %r" % (status, d.stderr()))
+    objs = [o for _, o in d.timed_objects() if o.get("type") == "image"]
+    check(all(o["error"] == 0 for o in objs), "an image failed: %r" % objs)
+    # io_uring, or pwritev with the reason (a build without liburing, or refused)
+    if "--pwritev" in extra:
+        good = lambda m: m == "pwritev"
+    else:
+        good = lambda m: m == "io_uring" or m.startswith("pwritev (")
+    check(all(good(o["method"]) for o in objs if o["pages"]),
+          "not written as asked (%s): %r" % (extra, [o["method"] for o in objs]))
+    files = sorted(os.path.join(images, f) for f in os.listdir(images))
+    check(len(files) == len(objs), "%d files for %d images" % (len(files), len(objs)))
+    rc, out_text, err_text = run([DIRTYCTL, "image", "verify"] + files)
+    check(rc == 0, "verify: %r" % err_text)
+    rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", out] + files)
+    check(rc == 0, "apply: %r %r" % (out_text, err_text))
+    name = [f for f in os.listdir(out) if f.startswith("%016x-%016x" % (w.start, w.start + w.length))]
+    check(len(name) == 1, "no rebuilt file for the region %#x: %r" % (w.start, os.listdir(out)))
+    with open(os.path.join(out, name[0]), "rb") as f:
+        rebuilt = f.read()
+    check(len(rebuilt) == len(final), "rebuilt %d bytes, region %d" % (len(rebuilt), len(final)))
+    wrong = changed_pages(rebuilt, final)
+    check(not wrong, "rebuilt pages differ from /proc/PID/mem: %s" % describe(wrong))
+    # every other rebuilt region too: what the target's memory holds now
+    for f_name in os.listdir(out):
+        start, end = (int(x, 16) for x in f_name.split("-")[:2])
+        try:
+            live = read_memory(w.pid, start, end - start)
+        except OSError:
+            continue  # unmapped since, or not readable: nothing to compare
+        with open(os.path.join(out, f_name), "rb") as f:
+            wrong = changed_pages(f.read(), live)
+        check(not wrong, "%s differs from /proc/PID/mem: %s" % (f_name, describe(wrong)))
+    # an earlier state: the base image alone is the region as it was at the attach
+    rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--upto", "0", "--out", out + "0"] + files)
+    check(rc == 0, "apply --upto 0: %r" % err_text)
     w.terminate()
 
 
-def test_dump_round_trip():
-    dump_round_trip([])
+def test_dump_round_trip(workdir):
+    dump_round_trip([], workdir)
 
 
-def test_dump_round_trip_pwritev():
-    dump_round_trip(["--pwritev"])
+def test_dump_round_trip_pwritev(workdir):
+    dump_round_trip(["--pwritev"], workdir)
 
 
-def test_dump_corrupt_chain():
+def test_dump_corrupt_chain(workdir):
     """A chain with a bad image anywhere applies nothing, and says which."""
     require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        images = os.path.join(tmp, "images")
-        rc, out_text, err_text = run([DIRTYCTL, "dump", "--dir", images, "--interval", str(INTERVAL), "--count",
-                 "3", "--", WORKLOAD, "--pages", "256", "--rounds", "400", "--period-ms",
-                 "5", "--seed", "3"], timeout=60)
-        files = sorted(os.path.join(images, f) for f in os.listdir(images))
-        check(rc == 0 and len(files) == 3, "dump: %d %r, files %r"
-              % (rc, err_text, files))
-        with open(files[1], "rb") as f:
-            good = f.read()
-        cases = {
-            "truncated": (good[:len(good) - 4096], "truncated"),
-            "flipped data byte": (good[:3 * 4096 + 17] + bytes([good[3 * 4096 + 17] ^ 1])
-                                  + good[3 * 4096 + 18:], "corrupt"),
-            "flipped header byte": (good[:40] + bytes([good[40] ^ 0x80]) + good[41:], "corrupt"),
-            "not an image": (b"hello" * 1000, "corrupt"),
-        }
-        for what, (data, message) in cases.items():
-            with open(files[1], "wb") as f:
-                f.write(data)
-            out = os.path.join(tmp, "out")
-            rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", out] + files)
-            check(rc == 1, "%s: apply exit status %d" % (what, rc))
-            check(message in err_text and "nothing applied" in err_text,
-                  "%s: stderr %r" % (what, err_text))
-            check(not os.path.exists(out) and not os.path.exists(out + ".partial"),
-                  "%s: something was applied" % what)
-            rc, out_text, err_text = run([DIRTYCTL, "image", "verify"] + files)
-            check(rc == 1 and os.path.basename(files[1]) in err_text,
-                  "%s: verify %d %r" % (what, rc, err_text))
+    images = os.path.join(workdir, "images")
+    # the workload writes until its SIGTERM, which comes once dump has
+    # taken its three images and waits for it
+    report = ReportFile(os.path.join(workdir, "report.json"))
+    d = Dirtyctl(["dump", "--dir", images, "--interval", str(INTERVAL), "--count", "3",
+                  "--json", "--output", report.path, "--", WORKLOAD, "--pages", "256",
+                  "--period-ms", "5", "--seed", "3"])
+    pid = report.wait("attached")[0]["pid"]
+    report.wait("image", 3)
+    os.kill(pid, signal.SIGTERM)
+    rc, err_text = d.finish(timeout=60), d.stderr()
+    files = sorted(os.path.join(images, f) for f in os.listdir(images))
+    check(rc == 0 and len(files) == 3, "dump: %d %r, files %r"
+          % (rc, err_text, files))
+    with open(files[1], "rb") as f:
+        good = f.read()
+    cases = {
+        "truncated": (good[:len(good) - 4096], "truncated"),
+        "flipped data byte": (good[:3 * 4096 + 17] + bytes([good[3 * 4096 + 17] ^ 1])
+                              + good[3 * 4096 + 18:], "corrupt"),
+        "flipped header byte": (good[:40] + bytes([good[40] ^ 0x80]) + good[41:], "corrupt"),
+        "not an image": (b"hello" * 1000, "corrupt"),
+    }
+    for what, (data, message) in cases.items():
         with open(files[1], "wb") as f:
-            f.write(good)
-        rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", os.path.join(tmp, "out")] + files[1:])
-        check(rc == 1 and "base image" in err_text,
-              "a chain without its base: %d %r" % (rc, err_text))
-        rc, out_text, err_text = run([DIRTYCTL, "image", "info"] + files)
-        check(rc == 0 and "base (every page)" in out_text and "incremental" in out_text,
-              "info: %r" % out_text)
+            f.write(data)
+        out = os.path.join(workdir, "out")
+        rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", out] + files)
+        check(rc == 1, "%s: apply exit status %d" % (what, rc))
+        check(message in err_text and "nothing applied" in err_text,
+              "%s: stderr %r" % (what, err_text))
+        check(not os.path.exists(out) and not os.path.exists(out + ".partial"),
+              "%s: something was applied" % what)
+        rc, out_text, err_text = run([DIRTYCTL, "image", "verify"] + files)
+        check(rc == 1 and os.path.basename(files[1]) in err_text,
+              "%s: verify %d %r" % (what, rc, err_text))
+    with open(files[1], "wb") as f:
+        f.write(good)
+    rc, out_text, err_text = run([DIRTYCTL, "image", "apply", "--out", os.path.join(workdir, "out")] + files[1:])
+    check(rc == 1 and "base image" in err_text,
+          "a chain without its base: %d %r" % (rc, err_text))
+    rc, out_text, err_text = run([DIRTYCTL, "image", "info"] + files)
+    check(rc == 0 and "base (every page)" in out_text and "incremental" in out_text,
+          "info: %r" % out_text)
