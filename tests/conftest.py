@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """pytest's setup for the dirtyctl suites (tests/pytest.ini says which).
 
-    pytest-3 --build-dir BUILD [--probe-injection true|false] tests/test-NAME.py[::TEST]
+    pytest-3 --build-dir=BUILD [--probe-injection=true|false] tests/test-NAME.py[::TEST]
 
 tests/meson.build runs each test of those files as a meson test of its own,
 so that meson, and the totals line of scripts/test.sh, count every skip as a

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """End-to-end tests of dirtyctl run / attach / heatmap / dump, under pytest.
 
-    pytest-3 --build-dir BUILD tests/test-dirtyctl.py[::test_NAME]
+    pytest-3 --build-dir=BUILD tests/test-dirtyctl.py[::test_NAME]
 
 (meson test --suite dirtyctl runs each test as a meson test of its own:
 tests/meson.build.)  Uses BUILD/tools/dirtyctl and BUILD/tests/dirty-workload,

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """dirtyctl misses no page: the exactness cases of issue 13, end to end.
 
-    test-exact.py BUILD_DIR [TEST...]
+    pytest-3 --build-dir=BUILD tests/test-exact.py[::test_NAME]
 
-Against BUILD_DIR/tests/exact-target, which does to its memory exactly what
+Against BUILD/tests/exact-target, which does to its memory exactly what
 it is told (tests/exact-target.c), talking through two named pipes so that
 its answers never mix with dirtyctl's report:
   - pages written, collected and cleaned, then dropped (MADV_DONTNEED, or
