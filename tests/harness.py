@@ -207,7 +207,8 @@ def where(pid):
                     wchan = f.read().strip()
             except OSError:
                 continue
-            threads.append("%s %s%s" % (tid, state, " in " + wchan if wchan not in ("", "0") else ""))
+            waits = " in " + wchan if wchan not in ("", "0") else ""
+            threads.append("%s %s%s" % (tid, state, waits))
     except OSError as e:
         return "(%s)" % e
     return ", ".join(threads)
