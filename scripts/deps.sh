@@ -3,6 +3,8 @@
 # Only missing packages are installed; an up-to-date machine is left alone.
 set -eu
 packages=(gcc g++ meson ninja-build pkg-config check liburing-dev libnuma-dev python3)
+# tests/test-dirtyctl.py, test-exact.py, test-attach.py: pytest, a timeout per test
+packages+=(python3-pytest python3-pytest-timeout)
 # tests/fuzz: clang with libFuzzer's runtime
 packages+=(clang libclang-rt-14-dev)
 # tests/vm: boot Debian's kernels in qemu from an initramfs with an ext4 disk

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The dirty-syncd socket protocol, shared by the daemon (tools/dirty-syncd.c)
+ * The dirty-syncd socket protocol, shared by the daemon (dirty-syncd.c)
  * and its clients (tests/test-syncd.c).  See dirty-syncd.c and dirty-syncd(1)
  * for what each message means.
  *

@@ -21,7 +21,7 @@
  *   auto         mapping if dirty_backend_probe("mapping") says it can run,
  *                else cooperative.
  *
- * Protocol (tools/syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
+ * Protocol (syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
  * every message is one fixed 48-byte struct syncd_msg { u32 magic "DSYN",
  * u16 version 1, u16 type, s32 status, u32 reserved, u64 a, b, c, d },
  * integers little-endian; a reply has the request's type | 0x80 and status
@@ -90,6 +90,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "libdirty.h"
 #include "syncd-proto.h"
 #include "syncd-sink.h"
@@ -189,17 +190,30 @@ static void warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void json_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void json_line(const char *fmt, ...)
+/*
+ * --json: one event a line, {"event":"EVENT",...}.  json_event() begins the
+ * line, or returns false without --json; the caller prints the fields, each
+ * after a comma, the strings with json_field() so that they are escaped; and
+ * json_event_end() ends the line and flushes it.
+ */
+static bool json_event(const char *event)
 {
-	va_list ap;
-
 	if (!d.json)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
+		return false;
+	fputs("{\"event\":", stdout);
+	json_string(stdout, event);
+	return true;
+}
+
+static void json_field(const char *key, const char *value)
+{
+	printf(",\"%s\":", key);
+	json_string(stdout, value);
+}
+
+static void json_event_end(void)
+{
+	fputs("}\n", stdout);
 	fflush(stdout);
 }
 
@@ -314,8 +328,12 @@ static void client_gone(struct client *c, const char *why)
 	if (d.mode == SYNCD_MODE_MAPPING && d.sees_gone) {
 		d.total.gone++;
 		note("producer %d gone (%s): its writes are recorded", (int)c->peer_pid, why);
-		json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":0}",
-			  (int)c->peer_pid, why);
+		if (json_event("gone")) {
+			printf(",\"pid\":%d", (int)c->peer_pid);
+			json_field("reason", why);
+			fputs(",\"bytes\":0", stdout);
+			json_event_end();
+		}
 		c->tracker = dirty_tracker_free(c->tracker);
 		c->nranges = 0;
 		c->has_buffer = false;
@@ -334,8 +352,12 @@ static void client_gone(struct client *c, const char *why)
 	d.total.gone++;
 	note("producer %d gone (%s): copying its %" PRIu64 " bytes whole", (int)c->peer_pid,
 	     why, bytes);
-	json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":%" PRIu64 "}",
-		  (int)c->peer_pid, why, bytes);
+	if (json_event("gone")) {
+		printf(",\"pid\":%d", (int)c->peer_pid);
+		json_field("reason", why);
+		printf(",\"bytes\":%" PRIu64, bytes);
+		json_event_end();
+	}
 	c->tracker = dirty_tracker_free(c->tracker);
 	c->nranges = 0;
 	c->has_buffer = false;
@@ -424,8 +446,12 @@ static void client_drop(size_t slot, const char *reason)
 	d.total.dropped++;
 	warn("dropping client %d (uid %u): %s (%u replies unread)", (int)c->peer_pid,
 	     (unsigned)c->peer_uid, reason, c->queue_len);
-	json_line("{\"event\":\"drop\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"queued\":%u}",
-		  (int)c->peer_pid, (unsigned)c->peer_uid, reason, c->queue_len);
+	if (json_event("drop")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+		json_field("reason", reason);
+		printf(",\"queued\":%u", c->queue_len);
+		json_event_end();
+	}
 	client_lost(slot);
 }
 
@@ -483,8 +509,10 @@ static bool client_reply(size_t slot, const struct syncd_msg *reply, int fd)
 		c->backlog_noted = true;
 		note("client %d (uid %u) is not reading its replies: queueing them (up to %d)",
 		     (int)c->peer_pid, (unsigned)c->peer_uid, REPLY_QUEUE);
-		json_line("{\"event\":\"backlog\",\"pid\":%d,\"uid\":%u}", (int)c->peer_pid,
-			  (unsigned)c->peer_uid);
+		if (json_event("backlog")) {
+			printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+			json_event_end();
+		}
 	}
 	return true;
 }
@@ -540,13 +568,14 @@ static void flush_said(const char *reason, const struct client *c, uint64_t byte
 		return; /* idle ticks are not news */
 	note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs", d.total.flushes,
 	     reason, bytes, runs);
-	if (c)
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 ",\"pid\":%d,\"queued\":%u}", d.total.flushes,
-			  reason, bytes, runs, (int)c->peer_pid, c->queue_len);
-	else
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
+	if (json_event("flush")) {
+		printf(",\"flush\":%" PRIu64, d.total.flushes);
+		json_field("reason", reason);
+		printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64, bytes, runs);
+		if (c)
+			printf(",\"pid\":%d,\"queued\":%u", (int)c->peer_pid, c->queue_len);
+		json_event_end();
+	}
 }
 
 /* Producers that left marked their ranges: copy them now, not at the next flush. */
@@ -563,8 +592,11 @@ static void copy_leftovers(void)
 		d.total.runs += runs;
 		note("copied %" PRIu64 " bytes in %" PRIu64 " runs for producers that went away",
 		     bytes, runs);
-		json_line("{\"event\":\"copy\",\"reason\":\"gone\",\"bytes\":%" PRIu64
-			  ",\"runs\":%" PRIu64 "}", bytes, runs);
+		if (json_event("copy")) {
+			json_field("reason", "gone");
+			printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64, bytes, runs);
+			json_event_end();
+		}
 		return;
 	}
 }
@@ -643,8 +675,11 @@ static int do_register(struct client *c, const struct syncd_msg *m, int fd)
 	d.total.joined++;
 	note("producer %d: tracking %#" PRIx64 "+%" PRIu64 " at offset %" PRIu64,
 	     (int)c->peer_pid, addr, len, offset);
-	json_line("{\"event\":\"register\",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
-		  ",\"offset\":%" PRIu64 "}", (int)c->peer_pid, addr, len, offset);
+	if (json_event("register")) {
+		printf(",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
+		       ",\"offset\":%" PRIu64, (int)c->peer_pid, addr, len, offset);
+		json_event_end();
+	}
 	return 0;
 }
 
@@ -768,8 +803,12 @@ static void refuse(int sock, const struct ucred *cred, const char *why)
 	if (!(d.total.refused & (d.total.refused - 1)))
 		warn("refusing a connection of pid %d (uid %u): %s (%" PRIu64 " refused so far)",
 		     (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
-	json_line("{\"event\":\"refuse\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"refused\":%"
-		  PRIu64 "}", (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
+	if (json_event("refuse")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)cred->pid, (unsigned)cred->uid);
+		json_field("reason", why);
+		printf(",\"refused\":%" PRIu64, d.total.refused);
+		json_event_end();
+	}
 }
 
 /* Accept what is waiting, up to a batch, within the limits. */
@@ -903,7 +942,15 @@ static const char usage[] =
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
 	"See dirty-syncd(1).\n";
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct options {
+	const char *socket_path, *shm, *sink, *mode;
+	uint64_t size, interval, idle_s, max_clients, max_per_uid;
+	int ready_fd;
+};
+
+/* 0, or -EINVAL for a bad command line; *help set for --help. */
+static int parse_options(int argc, char **argv, struct options *o, bool *help)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
@@ -920,183 +967,268 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *socket_path = NULL, *shm = NULL, *sink = NULL, *mode = "auto";
-	uint64_t size = 0, interval = 100, initial_bytes = 0, initial_runs = 0, deadline;
-	uint64_t idle_s = 60, max_clients = 1024, max_per_uid = 64;
-	struct pollfd *pfd;
-	size_t *slot;
-	int opt, err, listen_fd, ready_fd = -1;
-	char why[256] = "";
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigset_t block, empty;
+	int opt;
 
 	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:I:C:U:h", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 's': socket_path = optarg; break;
+		case 's': o->socket_path = optarg; break;
 		case 'S':
-			if (parse_size(optarg, &size) || !size)
-				goto bad_usage;
+			if (parse_size(optarg, &o->size) || !o->size)
+				return -EINVAL;
 			break;
-		case 'm': shm = optarg; break;
-		case 'k': sink = optarg; break;
-		case 'M': mode = optarg; break;
+		case 'm': o->shm = optarg; break;
+		case 'k': o->sink = optarg; break;
+		case 'M': o->mode = optarg; break;
 		case 'i':
-			if (parse_size(optarg, &interval))
-				goto bad_usage;
+			if (parse_size(optarg, &o->interval))
+				return -EINVAL;
 			break;
 		case 'j': d.json = true; break;
-		case 'r': ready_fd = atoi(optarg); break;
+		case 'r': o->ready_fd = atoi(optarg); break;
 		case 'I':
-			if (parse_size(optarg, &idle_s) || idle_s > UINT32_MAX)
-				goto bad_usage;
+			if (parse_size(optarg, &o->idle_s) || o->idle_s > UINT32_MAX)
+				return -EINVAL;
 			break;
 		case 'C':
-			if (parse_size(optarg, &max_clients) || !max_clients || max_clients > 1 << 20)
-				goto bad_usage;
+			if (parse_size(optarg, &o->max_clients) || !o->max_clients ||
+			    o->max_clients > 1 << 20)
+				return -EINVAL;
 			break;
 		case 'U':
-			if (parse_size(optarg, &max_per_uid) || !max_per_uid || max_per_uid > 1 << 20)
-				goto bad_usage;
+			if (parse_size(optarg, &o->max_per_uid) || !o->max_per_uid ||
+			    o->max_per_uid > 1 << 20)
+				return -EINVAL;
 			break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: goto bad_usage;
+		case 'h': *help = true; return 0;
+		default: return -EINVAL;
 		}
 	}
-	if (optind != argc || !socket_path || !sink || (!size && !shm))
-		goto bad_usage;
+	if (optind != argc || !o->socket_path || !o->sink || (!o->size && !o->shm))
+		return -EINVAL;
+	return 0;
+}
 
-	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
-	d.idle_ms = idle_s * 1000;
-	d.max_per_uid = (unsigned)max_per_uid;
-	{
-		/* a descriptor per client, and some for the daemon itself */
-		struct rlimit rl;
+/*
+ * A descriptor per client, and some for the daemon itself: raise the soft
+ * limit to the hard one, and take fewer clients if that is still too low.
+ */
+static uint64_t clients_within_descriptor_limit(uint64_t max_clients)
+{
+	struct rlimit rl;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			(void)setrlimit(RLIMIT_NOFILE, &rl);
-		}
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-		    max_clients + 64 > rl.rlim_cur) {
-			warn("RLIMIT_NOFILE is %llu: at most %llu clients", (unsigned long long)rl.rlim_cur,
-			     rl.rlim_cur > 128 ? (unsigned long long)rl.rlim_cur - 64 : 64ull);
-			max_clients = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
-		}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	d.max_clients = (size_t)max_clients;
-	d.clients = calloc(d.max_clients, sizeof(*d.clients));
-	pfd = calloc(d.max_clients + 1, sizeof(*pfd));
-	slot = calloc(d.max_clients + 1, sizeof(*slot));
-	if (!d.clients || !pfd || !slot) {
-		fprintf(stderr, "dirty-syncd: out of memory\n");
-		return 1;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    max_clients + 64 > rl.rlim_cur) {
+		warn("RLIMIT_NOFILE is %llu: at most %llu clients", (unsigned long long)rl.rlim_cur,
+		     rl.rlim_cur > 128 ? (unsigned long long)rl.rlim_cur - 64 : 64ull);
+		max_clients = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
 	}
-	if (!strcmp(mode, "auto"))
-		mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
-	if (!strcmp(mode, "mapping")) {
+	return max_clients;
+}
+
+/*
+ * d.mode from --mode (auto: mapping where it can run, else cooperative), and
+ * *mode its name.  0, or an exit status: 2 for an unknown mode, 3 for one
+ * that cannot run here (the probe's reason printed).
+ */
+static int choose_mode(const char **mode)
+{
+	char why[256] = "";
+	int err;
+
+	if (!strcmp(*mode, "auto"))
+		*mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
+	if (!strcmp(*mode, "mapping")) {
 		d.mode = SYNCD_MODE_MAPPING;
 		err = dirty_backend_probe("mapping", 0, why, sizeof(why));
-	} else if (!strcmp(mode, "cooperative")) {
+	} else if (!strcmp(*mode, "cooperative")) {
 		d.mode = SYNCD_MODE_COOPERATIVE;
 		err = dirty_backend_probe("uffd-async", 0, why, sizeof(why));
 	} else {
-		goto bad_usage;
+		return 2;
 	}
 	if (err) {
-		fprintf(stderr, "dirty-syncd: %s mode cannot run here: %s\n", mode, why);
+		fprintf(stderr, "dirty-syncd: %s mode cannot run here: %s\n", *mode, why);
 		return 3;
 	}
+	return 0;
+}
 
-	err = open_buffer(shm, size);
+/* mapping mode: one tracker on the buffer file, for every process that maps it. */
+static int track_buffer_file(void)
+{
+	struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
+	int err;
+
+	err = dirty_tracker_new(&o, &d.file_tracker);
+	if (!err)
+		err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
+	if (err) {
+		fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
+		return err;
+	}
+	/*
+	 * A kernel that records every write keeps the record of a
+	 * producer that goes away, and of pages reclaim takes.  The
+	 * module reads page tables: reclaim unmaps a page from every
+	 * process before it swaps it out, and the dirty bits leave with
+	 * the entries, so a locked mapping of the whole buffer keeps its
+	 * pages unevictable, and a producer that goes costs a whole copy
+	 * of what it mapped.
+	 */
+	d.sees_gone = dirty_tracker_sees(d.file_tracker) & DIRTY_SEES_GONE_MAPPINGS;
+	note("mapping mode: %s", d.sees_gone ? "the kernel records every write" :
+	     "the kernel reads page tables (the module): the buffer is locked in memory, "
+	     "a producer that goes costs a copy of what it mapped");
+	if (!d.sees_gone && mlock(d.map, d.size))
+		warn("cannot lock the buffer in memory (%s): under memory pressure, "
+		     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
+		     strerror(errno));
+	return 0;
+}
+
+/*
+ * The buffer, the sink and (mapping) the buffer's tracker; then the sink is
+ * made equal to the buffer (*initial_bytes copied).  0, or an exit status,
+ * the reason printed.
+ */
+static int set_up_buffer_and_sink(const struct options *o, uint64_t *initial_bytes)
+{
+	uint64_t initial_runs;
+	int err;
+
+	err = open_buffer(o->shm, o->size);
 	if (err) {
 		fprintf(stderr, "dirty-syncd: buffer: %s\n", strerror(-err));
 		return 1;
 	}
 	d.sink.fd = -1;
 	d.sink.ops = &syncd_file_sink;
-	err = d.sink.ops->open(&d.sink, sink, d.size);
+	err = d.sink.ops->open(&d.sink, o->sink, d.size);
 	if (err) {
-		fprintf(stderr, "dirty-syncd: sink %s: %s\n", sink, strerror(-err));
+		fprintf(stderr, "dirty-syncd: sink %s: %s\n", o->sink, strerror(-err));
 		return 1;
 	}
-	if (d.mode == SYNCD_MODE_MAPPING) {
-		struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
-
-		err = dirty_tracker_new(&o, &d.file_tracker);
-		if (!err)
-			err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
-		if (err) {
-			fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
-			return 1;
-		}
-		/*
-		 * A kernel that records every write keeps the record of a
-		 * producer that goes away, and of pages reclaim takes.  The
-		 * module reads page tables: reclaim unmaps a page from every
-		 * process before it swaps it out, and the dirty bits leave with
-		 * the entries, so a locked mapping of the whole buffer keeps its
-		 * pages unevictable, and a producer that goes costs a whole copy
-		 * of what it mapped.
-		 */
-		d.sees_gone = dirty_tracker_sees(d.file_tracker) & DIRTY_SEES_GONE_MAPPINGS;
-		note("mapping mode: %s", d.sees_gone ? "the kernel records every write" :
-		     "the kernel reads page tables (the module): the buffer is locked in memory, "
-		     "a producer that goes costs a copy of what it mapped");
-		if (!d.sees_gone && mlock(d.map, d.size))
-			warn("cannot lock the buffer in memory (%s): under memory pressure, "
-			     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
-			     strerror(errno));
-	}
+	if (d.mode == SYNCD_MODE_MAPPING && track_buffer_file())
+		return 1;
 	/* the sink starts equal to the buffer; from here on, only dirty pages */
 	mark_pages(0, d.size);
-	err = copy_marked(&initial_bytes, &initial_runs);
-	if (err)
-		return 1;
+	return copy_marked(initial_bytes, &initial_runs) ? 1 : 0;
+}
 
-	listen_fd = syncd_listen(socket_path);
+/* The listening socket, non-blocking; -1 with the reason printed. */
+static int start_listening(const char *socket_path)
+{
+	int listen_fd = syncd_listen(socket_path);
+
 	if (listen_fd < 0 || fcntl(listen_fd, F_SETFL, O_NONBLOCK) < 0) {
 		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path,
 			strerror(listen_fd < 0 ? -listen_fd : errno));
-		return 1;
+		return -1;
 	}
+	return listen_fd;
+}
+
+/*
+ * SIGTERM and SIGINT stop the daemon: they are blocked but inside ppoll(),
+ * so that one cannot slip in between the loop's check and its wait.
+ */
+static void catch_stop_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block;
+
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&block);
-	sigemptyset(&empty);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigprocmask(SIG_BLOCK, &block, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+}
 
+static void say_started(const struct options *o, uint64_t initial_bytes)
+{
 	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s, "
-	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", mode, d.size, sink,
-	     interval, socket_path, idle_s, d.max_clients, d.max_per_uid);
-	json_line("{\"event\":\"start\",\"mode\":\"%s\",\"size\":%" PRIu64 ",\"interval_ms\":%"
-		  PRIu64 ",\"initial_bytes\":%" PRIu64 "}", mode, d.size, interval, initial_bytes);
-	if (ready_fd >= 0) {
-		(void)!write(ready_fd, "ready\n", 6);
-		close(ready_fd);
+	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", o->mode, d.size,
+	     o->sink, o->interval, o->socket_path, o->idle_s, d.max_clients, d.max_per_uid);
+	if (json_event("start")) {
+		json_field("mode", o->mode);
+		printf(",\"size\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ",\"initial_bytes\":%"
+		       PRIu64, d.size, o->interval, initial_bytes);
+		json_event_end();
 	}
+	if (o->ready_fd >= 0) {
+		(void)!write(o->ready_fd, "ready\n", 6);
+		close(o->ready_fd);
+	}
+}
 
-	deadline = now_ms() + interval;
+/*
+ * The poll set: the listening socket first (not while out of descriptors),
+ * then each client, whose slot goes to slot[] at the same index.  Returns
+ * its size.
+ */
+static size_t poll_set(int listen_fd, struct pollfd *pfd, size_t *slot)
+{
+	size_t n = 1;
+
+	pfd[0] = (struct pollfd){ .fd = d.accept_paused ? -1 : listen_fd, .events = POLLIN };
+	for (size_t i = 0; i < d.max_clients; i++) {
+		const struct client *c = d.clients[i];
+
+		if (!c)
+			continue;
+		pfd[n] = (struct pollfd){ .fd = c->sock,
+					  .events = (short)((c->closing ? 0 : POLLIN) |
+							    (c->queue_len ? POLLOUT : 0)) };
+		slot[n++] = i;
+	}
+	return n;
+}
+
+/* What ppoll() found: replies drained, messages served, hang-ups, new clients. */
+static void serve_ready(int listen_fd, const struct pollfd *pfd, const size_t *slot, size_t n,
+			int ready)
+{
+	for (size_t i = 1; ready > 0 && i < n; i++) {
+		struct client *c = d.clients[slot[i]];
+
+		/* the slot may have been emptied by a flush meanwhile */
+		if (!pfd[i].revents || !c || c->sock != pfd[i].fd)
+			continue;
+		if ((pfd[i].revents & POLLOUT) && !client_drain(slot[i]))
+			continue;
+		if (pfd[i].revents & POLLIN)
+			serve(slot[i]);
+		else if (pfd[i].revents & (POLLHUP | POLLERR))
+			client_lost(slot[i]);
+	}
+	if (ready > 0 && (pfd[0].revents & POLLIN))
+		accept_clients(listen_fd);
+}
+
+/*
+ * The daemon's loop until SIGTERM or SIGINT: serve clients, flush every
+ * interval (0: only when asked), drop idle clients, copy what producers
+ * that went away leave.
+ */
+static void serve_until_stopped(int listen_fd, uint64_t interval, struct pollfd *pfd,
+				size_t *slot)
+{
+	uint64_t deadline = now_ms() + interval;
+	sigset_t empty;
+
+	sigemptyset(&empty);
 	while (!stop_signal) {
 		struct timespec timeout, *tp = NULL;
 		uint64_t now = now_ms(), wake = drop_idle(now);
-		size_t n = 1;
+		size_t n = poll_set(listen_fd, pfd, slot);
 		int ready;
 
-		/* the listening socket first; not while out of descriptors */
-		pfd[0] = (struct pollfd){ .fd = d.accept_paused ? -1 : listen_fd, .events = POLLIN };
-		for (size_t i = 0; i < d.max_clients; i++) {
-			const struct client *c = d.clients[i];
-
-			if (!c)
-				continue;
-			pfd[n] = (struct pollfd){ .fd = c->sock,
-						  .events = (short)((c->closing ? 0 : POLLIN) |
-								    (c->queue_len ? POLLOUT : 0)) };
-			slot[n++] = i;
-		}
 		if (interval && deadline < wake)
 			wake = deadline;
 		if (wake != UINT64_MAX) {
@@ -1111,21 +1243,7 @@ int main(int argc, char **argv)
 			warn("poll: %s", strerror(errno));
 			break;
 		}
-		for (size_t i = 1; ready > 0 && i < n; i++) {
-			struct client *c = d.clients[slot[i]];
-
-			/* the slot may have been emptied by a flush meanwhile */
-			if (!pfd[i].revents || !c || c->sock != pfd[i].fd)
-				continue;
-			if ((pfd[i].revents & POLLOUT) && !client_drain(slot[i]))
-				continue;
-			if (pfd[i].revents & POLLIN)
-				serve(slot[i]);
-			else if (pfd[i].revents & (POLLHUP | POLLERR))
-				client_lost(slot[i]);
-		}
-		if (ready > 0 && (pfd[0].revents & POLLIN))
-			accept_clients(listen_fd);
+		serve_ready(listen_fd, pfd, slot, n, ready);
 		if (interval && now_ms() >= deadline) {
 			uint64_t bytes, runs;
 
@@ -1135,14 +1253,15 @@ int main(int argc, char **argv)
 		}
 		copy_leftovers();
 	}
+}
 
-	/* a last flush, so that the sink is exact when the daemon stops */
-	{
-		uint64_t bytes, runs;
+/* A last flush, so that the sink is exact when the daemon stops; then close all. */
+static void shut_down(int listen_fd, const char *socket_path)
+{
+	uint64_t bytes, runs;
 
-		if (!flush_now(SIZE_MAX, &bytes, &runs))
-			flush_said("exit", NULL, bytes, runs);
-	}
+	if (!flush_now(SIZE_MAX, &bytes, &runs))
+		flush_said("exit", NULL, bytes, runs);
 	for (size_t i = 0; i < d.max_clients; i++)
 		if (d.clients[i])
 			client_close(i);
@@ -1151,10 +1270,10 @@ int main(int argc, char **argv)
 		unlink(socket_path);
 	d.file_tracker = dirty_tracker_free(d.file_tracker);
 	d.sink.ops->close(&d.sink);
-	free(d.clients);
-	free(pfd);
-	free(slot);
+}
 
+static void say_summary(uint64_t initial_bytes)
+{
 	note("summary: %" PRIu64 " flushes, %" PRIu64 " bytes in %" PRIu64 " runs copied "
 	     "(%" PRIu64 " of them whole ranges of %" PRIu64 " producers that went away), "
 	     "%.2f buffers' worth; initial copy %" PRIu64 " bytes; %" PRIu64 " clients dropped, %"
@@ -1162,13 +1281,67 @@ int main(int argc, char **argv)
 	     d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes, d.total.gone,
 	     (double)d.total.bytes / (double)d.size, initial_bytes, d.total.dropped,
 	     d.total.refused);
-	json_line("{\"event\":\"summary\",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64
-		  ",\"runs\":%" PRIu64 ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64
-		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64
-		  ",\"refused\":%" PRIu64 ",\"signal\":%d}",
-		  d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes,
-		  d.total.gone, d.total.joined, initial_bytes, d.total.dropped, d.total.refused,
-		  (int)stop_signal);
+	if (json_event("summary")) {
+		printf(",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64
+		       ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64 ",\"registered\":%" PRIu64
+		       ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64 ",\"refused\":%" PRIu64
+		       ",\"signal\":%d", d.total.flushes, d.total.bytes, d.total.runs,
+		       d.total.leave_bytes, d.total.gone, d.total.joined, initial_bytes,
+		       d.total.dropped, d.total.refused, (int)stop_signal);
+		json_event_end();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {
+		.mode = "auto", .interval = 100, .idle_s = 60, .max_clients = 1024,
+		.max_per_uid = 64, .ready_fd = -1,
+	};
+	uint64_t initial_bytes = 0;
+	struct pollfd *pfd;
+	size_t *slot;
+	bool help = false;
+	int err, listen_fd;
+
+	if (parse_options(argc, argv, &o, &help))
+		goto bad_usage;
+	if (help) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	d.idle_ms = o.idle_s * 1000;
+	d.max_per_uid = (unsigned)o.max_per_uid;
+	d.max_clients = (size_t)clients_within_descriptor_limit(o.max_clients);
+	d.clients = calloc(d.max_clients, sizeof(*d.clients));
+	pfd = calloc(d.max_clients + 1, sizeof(*pfd));
+	slot = calloc(d.max_clients + 1, sizeof(*slot));
+	if (!d.clients || !pfd || !slot) {
+		fprintf(stderr, "dirty-syncd: out of memory\n");
+		return 1;
+	}
+	err = choose_mode(&o.mode);
+	if (err == 2)
+		goto bad_usage;
+	if (err)
+		return err;
+	err = set_up_buffer_and_sink(&o, &initial_bytes);
+	if (err)
+		return err;
+	listen_fd = start_listening(o.socket_path);
+	if (listen_fd < 0)
+		return 1;
+	catch_stop_signals();
+	say_started(&o, initial_bytes);
+
+	serve_until_stopped(listen_fd, o.interval, pfd, slot);
+
+	shut_down(listen_fd, o.socket_path);
+	free(d.clients);
+	free(pfd);
+	free(slot);
+	say_summary(initial_bytes);
 	return 0;
 
 bad_usage:
