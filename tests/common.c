@@ -113,10 +113,8 @@ const char *test_backend(void)
 		exit(1);
 	}
 	err = dirty_backend_probe(name, 0, why, sizeof(why));
-	if (err) {
-		printf("SKIP: backend %s is not usable here: %s\n", name, why);
-		exit(EXIT_SKIP);
-	}
+	if (err)
+		tap_skip_all("backend %s is not usable here: %s", name, why);
 	return name;
 }
 

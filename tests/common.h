@@ -8,8 +8,7 @@
 #include <stdint.h>
 
 #include "libdirty.h"
-
-#define EXIT_SKIP 77
+#include "tap.h"
 
 /* The memory kinds every backend must handle. */
 enum test_mem_kind {
@@ -57,7 +56,7 @@ void mem_unmap(struct test_mem *m);
 char *map_isolated(size_t len);
 void unmap_isolated(char *mem, size_t len);
 
-/* The backend named by $DIRTY_TEST_BACKEND; exits 77 with the reason if unusable. */
+/* The backend named by $DIRTY_TEST_BACKEND; tap_skip_all() with the reason if unusable. */
 const char *test_backend(void);
 struct dirty_tracker *tracker_new(void);
 struct dirty_tracker *tracker_new_flags(unsigned flags);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <libdirty.h>
+#include "tap.h"
 
 /* Stored in out-parameters before a call that must fail, to see them untouched. */
 #define SENTINEL ((struct dirty_tracker *)(uintptr_t)0x5a5a5a5a)
@@ -1504,17 +1505,15 @@ static Suite *stats_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(options_suite());
-	int failed;
+	SRunner *sr;
 
+	tap_begin();
+	sr = srunner_create(options_suite());
 	srunner_add_suite(sr, probe_suite());
 	srunner_add_suite(sr, fallback_suite());
 	srunner_add_suite(sr, log_suite());
 	srunner_add_suite(sr, stats_suite());
 	srunner_add_suite(sr, cooperative_suite());
 	srunner_add_suite(sr, lifetime_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(sr);
 }

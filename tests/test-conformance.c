@@ -3,7 +3,8 @@
  * The conformance suite: the contract of include/libdirty.h, asserted the same
  * way for every backend.  $DIRTY_TEST_BACKEND names the backend and
  * $DIRTY_TEST_SUITE one of: core, thp, hugetlb, stress.  A backend or a kind
- * of memory this machine lacks exits 77 (skip) with the reason printed.
+ * of memory this machine lacks skips the whole program, a case that cannot
+ * run here skips that case, each with the reason (tests/tap.h).
  */
 #include <check.h>
 #include <dirent.h>
@@ -1994,7 +1995,7 @@ static Suite *refused_hugetlb_suite(void)
 	return s;
 }
 
-/* Exits 77 if this machine cannot have what the suite needs. */
+/* Skips the whole program if this machine cannot have what the suite needs. */
 static void require(const char *suite)
 {
 	char why[256], buf[64] = "";
@@ -2002,23 +2003,18 @@ static void require(const char *suite)
 	FILE *f;
 
 	if (!strcmp(suite, "hugetlb")) {
-		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why))) {
-			printf("SKIP: %s\n", why);
-			exit(EXIT_SKIP);
-		}
+		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why)))
+			tap_skip_all("%s", why);
 		mem_unmap(&m);
 	} else if (!strcmp(suite, "thp") && !strcmp(backend, "mapping")) {
-		printf("SKIP: mapping takes no private anonymous memory, and huge shared-memory "
-		       "mappings are kernel/tests/dirtymap-test's (the module refuses "
-		       "mounts that may allocate huge pages)\n");
-		exit(EXIT_SKIP);
+		tap_skip_all("mapping takes no private anonymous memory, and huge shared-memory "
+			     "mappings are kernel/tests/dirtymap-test's (the module refuses "
+			     "mounts that may allocate huge pages)");
 	} else if (!strcmp(suite, "thp")) {
 		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]")) {
-			printf("SKIP: transparent huge pages are off or absent (%s)\n",
-			       buf[0] ? buf : "no sysfs file");
-			exit(EXIT_SKIP);
-		}
+		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]"))
+			tap_skip_all("transparent huge pages are off or absent (%s)",
+				     buf[0] ? buf : "no sysfs file");
 		fclose(f);
 	}
 }
@@ -2026,10 +2022,9 @@ static void require(const char *suite)
 int main(void)
 {
 	const char *suite = getenv("DIRTY_TEST_SUITE");
-	SRunner *runner;
 	Suite *s;
-	int failed;
 
+	tap_begin();
 	backend = test_backend();
 	mem_map_no_thp = is("soft-dirty");
 	if (is("mapping")) {
@@ -2055,9 +2050,5 @@ int main(void)
 		return 1;
 	}
 	printf("backend %s, suite %s\n", backend, suite);
-	runner = srunner_create(s);
-	srunner_run_all(runner, CK_NORMAL);
-	failed = srunner_ntests_failed(runner);
-	srunner_free(runner);
-	return failed ? 1 : 0;
+	return tap_run(srunner_create(s));
 }

@@ -6,9 +6,10 @@
  *   drops    MADV_DONTNEED on every kind of memory, resumed and given-back
  *            collects, a mirror kept equal to memory under racing drops;
  *   free     MADV_FREE pages that the kernel then frees (MADV_PAGEOUT);
- *            exits 77 where the kernel does not free them so;
- *   hugetlb  hugetlb pages dropped; exits 77 without reserved huge pages.
- * Exits 77 with the reason when uffd-async cannot run here.
+ *            skipped where the kernel does not free them so;
+ *   hugetlb  hugetlb pages dropped; skipped without reserved huge pages.
+ * Skipped as a whole, with the reason, when uffd-async cannot run here
+ * (tests/tap.h).
  */
 #include <check.h>
 #include <errno.h>
@@ -634,14 +635,13 @@ END_TEST
 int main(void)
 {
 	const char *suite = getenv("DIRTY_TEST_SUITE");
-	SRunner *runner;
 	Suite *s;
 	TCase *tc;
 	char why[256];
-	int failed;
 
+	tap_begin();
 	setenv("DIRTY_TEST_BACKEND", "uffd-async", 1);
-	test_backend(); /* exits 77 with the reason if uffd-async is not usable */
+	test_backend(); /* skips it all, with the reason, if uffd-async is not usable */
 	if (!suite)
 		suite = "drops";
 	s = suite_create(suite);
@@ -661,18 +661,14 @@ int main(void)
 	} else if (!strcmp(suite, "free")) {
 		const char *not = pageout_frees();
 
-		if (not) {
-			printf("SKIP: %s: this kernel does not free MADV_FREE pages on request\n", not);
-			return EXIT_SKIP;
-		}
+		if (not)
+			tap_skip_all("%s: this kernel does not free MADV_FREE pages on request", not);
 		tcase_add_test(tc, test_free_then_reclaimed);
 	} else if (!strcmp(suite, "hugetlb")) {
 		struct test_mem m;
 
-		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why))) {
-			printf("SKIP: %s\n", why);
-			return EXIT_SKIP;
-		}
+		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why)))
+			tap_skip_all("%s", why);
 		mem_unmap(&m);
 		tcase_add_test(tc, test_hugetlb_dropped);
 	} else {
@@ -680,9 +676,5 @@ int main(void)
 		return 1;
 	}
 	suite_add_tcase(s, tc);
-	runner = srunner_create(s);
-	srunner_run_all(runner, CK_NORMAL);
-	failed = srunner_ntests_failed(runner);
-	srunner_free(runner);
-	return failed ? 1 : 0;
+	return tap_run(srunner_create(s));
 }

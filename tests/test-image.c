@@ -40,6 +40,7 @@
 
 #include "config.h"
 #include <libdirty.h>
+#include "tap.h"
 
 #define ALIGN DIRTY_IMAGE_ALIGN
 
@@ -1739,15 +1740,9 @@ static const char *auto_backend(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
+	tap_begin();
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	printf("tracker backend: %s; io_uring: %s\n", auto_backend(),
 	       HAVE_LIBURING ? (uring_usable() ? "usable" : "refused by the kernel") : "not built");
-	sr = srunner_create(image_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(srunner_create(image_suite()));
 }

@@ -37,8 +37,7 @@
 
 #include "config.h"
 #include "libdirty-int.h"
-
-#define EXIT_SKIP 77
+#include "tap.h"
 
 /* The part of struct dirty_numa_counts that a caller must pass at least. */
 #define COUNTS_MIN_SIZE (offsetof(struct dirty_numa_counts, available) + sizeof(int))
@@ -773,8 +772,8 @@ int main(void)
 	unsigned required = required_nodes();
 	SRunner *sr = NULL;
 	char why[256];
-	int failed;
 
+	tap_begin();
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	if (suite && !*suite)
 		suite = NULL; /* set but empty: both */
@@ -795,9 +794,9 @@ int main(void)
 			       required, why);
 			return EXIT_FAILURE;
 		}
-		printf("SKIP: per-node counts need two NUMA nodes: %s\n", why);
 		if (!api)
-			return EXIT_SKIP;
+			tap_skip_all("per-node counts need two NUMA nodes: %s", why);
+		printf("SKIP: per-node counts need two NUMA nodes: %s\n", why);
 		nodes = false;
 	}
 	if (api)
@@ -808,8 +807,5 @@ int main(void)
 		else
 			sr = srunner_create(nodes_suite());
 	}
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(sr);
 }
