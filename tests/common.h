@@ -65,6 +65,11 @@ struct dirty_tracker *tracker_new_flags(unsigned flags);
 size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 		   struct dirty_range *out, size_t max);
 
+/* Whether transparent huge pages are on; if not, false and why. */
+bool thp_enabled(char *why, size_t len);
+/* Whether the kernel maps the private anonymous memory at addr with a huge page. */
+bool thp_backed(const void *addr);
+
 /* The number at the start of a file such as /proc/sys/vm/max_map_count. */
 unsigned long read_ulong_file(const char *path);
 

@@ -788,25 +788,6 @@ END_TEST
 
 /* ---- transparent huge pages ---- */
 
-static bool thp_backed(const void *addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long lo, hi, kb;
-	bool in = false, backed = false;
-	char line[512], perms[5];
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
-			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
-		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
-			backed = kb > 0;
-	}
-	fclose(f);
-	return backed;
-}
-
 START_TEST(test_thp_base_page_granularity)
 {
 	/* soft-dirty: the kernel marks the whole huge page (documented) */
@@ -890,7 +871,11 @@ START_TEST(test_file_huge_mapping)
 		ck_assert_int_eq(dirty_track(t, mem, len), -EOPNOTSUPP);
 	} else if (!block) {
 		/* the file system maps it with base pages: the exact case, shown elsewhere */
-		printf("note: no PMD-mapped page-cache folio here; nothing huge to show\n");
+		dirty_tracker_free(t);
+		munmap(mem, len);
+		close(fd);
+		test_skip("no PMD-mapped page-cache folio here (the file system of the working "
+			  "directory maps this file with base pages): nothing huge to track");
 	} else {
 		ck_assert_int_eq(dirty_track(t, mem, len), 0);
 		/* exact at the first write after the clean, and after a collect-and-clean */
@@ -1709,11 +1694,10 @@ START_TEST(test_file_refused_kinds)
 	ck_assert_int_eq(ftruncate(fd, 16 * (off_t)page_size), 0);
 	ck_assert_int_eq(fstatfs(fd, &fs), 0);
 	if (fs.f_type == TMPFS_MAGIC) {
-		printf("test_file_refused_kinds: the working directory is tmpfs, not a disk: "
-		       "not tested here\n");
 		close(fd);
 		dirty_tracker_free(t);
-		return;
+		test_skip("the working directory is tmpfs, not a disk file system: no file here "
+			  "that mapping refuses");
 	}
 	ck_assert_int_eq(dirty_track_file(t, fd, 0, 16 * page_size), -EOPNOTSUPP);
 	ck_assert_int_eq(dirty_clean_file(t, fd, 0, 16 * page_size), -ENOENT);
@@ -1998,9 +1982,8 @@ static Suite *refused_hugetlb_suite(void)
 /* Skips the whole program if this machine cannot have what the suite needs. */
 static void require(const char *suite)
 {
-	char why[256], buf[64] = "";
+	char why[256];
 	struct test_mem m;
-	FILE *f;
 
 	if (!strcmp(suite, "hugetlb")) {
 		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why)))
@@ -2010,12 +1993,8 @@ static void require(const char *suite)
 		tap_skip_all("mapping takes no private anonymous memory, and huge shared-memory "
 			     "mappings are kernel/tests/dirtymap-test's (the module refuses "
 			     "mounts that may allocate huge pages)");
-	} else if (!strcmp(suite, "thp")) {
-		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]"))
-			tap_skip_all("transparent huge pages are off or absent (%s)",
-				     buf[0] ? buf : "no sysfs file");
-		fclose(f);
+	} else if (!strcmp(suite, "thp") && !thp_enabled(why, sizeof(why))) {
+		tap_skip_all("%s", why);
 	}
 }
 

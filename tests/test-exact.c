@@ -425,15 +425,19 @@ END_TEST
 START_TEST(test_thp_partly_dropped)
 {
 	size_t huge = 2u << 20, len = 2 * huge;
-	char *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *mem;
+	char *raw, *mem, why[128];
 	struct dirty_range runs[8];
-	struct dirty_tracker *t = sparse_tracker();
+	struct dirty_tracker *t;
 
+	if (!thp_enabled(why, sizeof(why)))
+		test_skip("%s", why);
+	t = sparse_tracker();
+	raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(raw, MAP_FAILED);
 	mem = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
-	madvise(mem, len, MADV_HUGEPAGE);
+	ck_assert_int_eq(madvise(mem, len, MADV_HUGEPAGE), 0);
 	memset(mem, 3, len);
+	ck_assert_msg(thp_backed(mem), "the kernel gave no huge page (THP is on: checked)");
 	ck_assert_int_eq(dirty_track(t, mem, len), 0);
 	drop(mem, 100, 3);
 	drop(mem, 600, 1);
