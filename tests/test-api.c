@@ -218,31 +218,69 @@ START_TEST(test_new_unknown_backend)
 }
 END_TEST
 
-/* Backends this release knows but cannot run, whatever the kernel. */
+/* The messages logged at LOG_ERR, counted, the last one kept. */
+struct error_log {
+	unsigned errors;
+	char last[512];
+};
+
+static void record_errors(int priority, const char *msg, void *userdata)
+{
+	struct error_log *log = userdata;
+
+	if (priority != LOG_ERR)
+		return;
+	log->errors++;
+	snprintf(log->last, sizeof(log->last), "%s", msg);
+}
+
+/* A tracker of backend name is refused, nothing made, and why (the probe's reason) logged. */
+static void assert_refused(const char *name, const char *why)
+{
+	struct dirty_options opts = options_for(name);
+	struct dirty_tracker *t = SENTINEL;
+	struct error_log log = { 0 };
+
+	opts.log = record_errors;
+	opts.log_userdata = &log;
+	ck_assert_msg(dirty_tracker_new(&opts, &t) == -EOPNOTSUPP, "%s (%s)", name, why);
+	ck_assert_ptr_eq(t, SENTINEL);
+	ck_assert_msg(log.errors == 1, "%s: %u messages at LOG_ERR", name, log.errors);
+	ck_assert_str_eq(log.last, why);
+}
+
 /*
- * Every backend this kernel lacks: a tracker of it is refused.  (Where every
- * backend is usable, as on a 6.12 guest with the kernel addition loaded,
- * test_probe_fail_injected covers the refusal.)
+ * A tracker of a backend that cannot run is refused with -EOPNOTSUPP and
+ * the probe's reason: every backend this kernel lacks, and every backend
+ * made to fail with $LIBDIRTY_PROBE_FAIL, so that the refusal is tested
+ * where the kernel has them all too (a 6.12 guest with the kernel addition).
  */
 START_TEST(test_new_unusable_backend)
 {
 	const char *const *names = dirty_backend_names();
-	struct dirty_tracker *t = SENTINEL;
-	size_t unusable = 0;
-	char why[256];
+	size_t refused = 0, n;
+	char why[512];
 
-	for (size_t i = 0; names[i]; i++) {
-		struct dirty_options opts = options_for(names[i]);
-
-		if (dirty_backend_probe(names[i], 0, why, sizeof(why)) == 0)
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+	for (n = 0; names[n]; n++) {
+		if (dirty_backend_probe(names[n], 0, why, sizeof(why)) == 0)
 			continue;
-		unusable++;
-		ck_assert_msg(dirty_tracker_new(&opts, &t) == -EOPNOTSUPP, "%s (%s)", names[i],
-			      why);
-		ck_assert_ptr_eq(t, SENTINEL);
+		assert_refused(names[n], why);
+		refused++;
 	}
-	if (!unusable)
-		printf("test_new_unusable_backend: every backend is usable here: nothing to refuse\n");
+#if LIBDIRTY_PROBE_INJECTION
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", names[i], 1), 0);
+		ck_assert_int_eq(dirty_backend_probe(names[i], 0, why, sizeof(why)), -EOPNOTSUPP);
+		ck_assert_msg(strstr(why, "LIBDIRTY_PROBE_FAIL"), "%s: %s", names[i], why);
+		assert_refused(names[i], why);
+		refused++;
+	}
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+#endif
+	if (!refused)
+		test_skip("every backend is usable here, and this build cannot make one fail "
+			  "(-Dprobe_injection=false): nothing to refuse");
 }
 END_TEST
 
