@@ -3,7 +3,8 @@
  * The conformance suite: the contract of include/libdirty.h, asserted the same
  * way for every backend.  $DIRTY_TEST_BACKEND names the backend and
  * $DIRTY_TEST_SUITE one of: core, thp, hugetlb, stress.  A backend or a kind
- * of memory this machine lacks exits 77 (skip) with the reason printed.
+ * of memory this machine lacks skips the whole program, a case that cannot
+ * run here skips that case, each with the reason (tests/tap.h).
  */
 #include <check.h>
 #include <dirent.h>
@@ -787,25 +788,6 @@ END_TEST
 
 /* ---- transparent huge pages ---- */
 
-static bool thp_backed(const void *addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long lo, hi, kb;
-	bool in = false, backed = false;
-	char line[512], perms[5];
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
-			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
-		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
-			backed = kb > 0;
-	}
-	fclose(f);
-	return backed;
-}
-
 START_TEST(test_thp_base_page_granularity)
 {
 	/* soft-dirty: the kernel marks the whole huge page (documented) */
@@ -889,7 +871,11 @@ START_TEST(test_file_huge_mapping)
 		ck_assert_int_eq(dirty_track(t, mem, len), -EOPNOTSUPP);
 	} else if (!block) {
 		/* the file system maps it with base pages: the exact case, shown elsewhere */
-		printf("note: no PMD-mapped page-cache folio here; nothing huge to show\n");
+		dirty_tracker_free(t);
+		munmap(mem, len);
+		close(fd);
+		test_skip("no PMD-mapped page-cache folio here (the file system of the working "
+			  "directory maps this file with base pages): nothing huge to track");
 	} else {
 		ck_assert_int_eq(dirty_track(t, mem, len), 0);
 		/* exact at the first write after the clean, and after a collect-and-clean */
@@ -1708,11 +1694,10 @@ START_TEST(test_file_refused_kinds)
 	ck_assert_int_eq(ftruncate(fd, 16 * (off_t)page_size), 0);
 	ck_assert_int_eq(fstatfs(fd, &fs), 0);
 	if (fs.f_type == TMPFS_MAGIC) {
-		printf("test_file_refused_kinds: the working directory is tmpfs, not a disk: "
-		       "not tested here\n");
 		close(fd);
 		dirty_tracker_free(t);
-		return;
+		test_skip("the working directory is tmpfs, not a disk file system: no file here "
+			  "that mapping refuses");
 	}
 	ck_assert_int_eq(dirty_track_file(t, fd, 0, 16 * page_size), -EOPNOTSUPP);
 	ck_assert_int_eq(dirty_clean_file(t, fd, 0, 16 * page_size), -ENOENT);
@@ -1994,42 +1979,31 @@ static Suite *refused_hugetlb_suite(void)
 	return s;
 }
 
-/* Exits 77 if this machine cannot have what the suite needs. */
+/* Skips the whole program if this machine cannot have what the suite needs. */
 static void require(const char *suite)
 {
-	char why[256], buf[64] = "";
+	char why[256];
 	struct test_mem m;
-	FILE *f;
 
 	if (!strcmp(suite, "hugetlb")) {
-		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why))) {
-			printf("SKIP: %s\n", why);
-			exit(EXIT_SKIP);
-		}
+		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why)))
+			tap_skip_all("%s", why);
 		mem_unmap(&m);
 	} else if (!strcmp(suite, "thp") && !strcmp(backend, "mapping")) {
-		printf("SKIP: mapping takes no private anonymous memory, and huge shared-memory "
-		       "mappings are kernel/tests/dirtymap-test's (the module refuses "
-		       "mounts that may allocate huge pages)\n");
-		exit(EXIT_SKIP);
-	} else if (!strcmp(suite, "thp")) {
-		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]")) {
-			printf("SKIP: transparent huge pages are off or absent (%s)\n",
-			       buf[0] ? buf : "no sysfs file");
-			exit(EXIT_SKIP);
-		}
-		fclose(f);
+		tap_skip_all("mapping takes no private anonymous memory, and huge shared-memory "
+			     "mappings are kernel/tests/dirtymap-test's (the module refuses "
+			     "mounts that may allocate huge pages)");
+	} else if (!strcmp(suite, "thp") && !thp_enabled(why, sizeof(why))) {
+		tap_skip_all("%s", why);
 	}
 }
 
 int main(void)
 {
 	const char *suite = getenv("DIRTY_TEST_SUITE");
-	SRunner *runner;
 	Suite *s;
-	int failed;
 
+	tap_begin();
 	backend = test_backend();
 	mem_map_no_thp = is("soft-dirty");
 	if (is("mapping")) {
@@ -2055,9 +2029,5 @@ int main(void)
 		return 1;
 	}
 	printf("backend %s, suite %s\n", backend, suite);
-	runner = srunner_create(s);
-	srunner_run_all(runner, CK_NORMAL);
-	failed = srunner_ntests_failed(runner);
-	srunner_free(runner);
-	return failed ? 1 : 0;
+	return tap_run(srunner_create(s));
 }
