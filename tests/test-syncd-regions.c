@@ -4,8 +4,9 @@
  * examples with the exact regions, then random pages, alignments and caps
  * against a model that counts at the granularity of the alignment: the plan
  * must cover every dirty page, be aligned, sorted, disjoint and apart, hold
- * no more regions than the cap, and copy exactly the model's bytes (the
- * covered blocks and the smallest gaps that the cap forces closed).
+ * no more regions than the cap, and copy exactly the model's bytes
+ * (syncd-model.h: the covered blocks and the smallest gaps that the cap
+ * forces closed).
  */
 #include <check.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "syncd-model.h"
 #include "syncd-regions.h"
 
 #define P 4096u
@@ -121,55 +123,6 @@ static uint64_t next_random(uint64_t *state)
 	return *state;
 }
 
-static int compare_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/*
- * The model: blocks of max(align, P) bytes (the last one clipped), a block
- * covered when one of its pages is dirty; the covered blocks make intervals,
- * and over the cap the smallest gaps between them are paid for.
- */
-static void model(uint64_t npages, uint64_t align, uint64_t max, uint64_t *ret_regions,
-		  uint64_t *ret_bytes, uint64_t *ret_runs)
-{
-	uint64_t size = npages * P, block = align > P ? align : P, nblocks = (size + block - 1) / block;
-	uint64_t gaps[512], ngaps = 0, intervals = 0, bytes = 0, runs = 0, last_end = 0;
-	bool in = false;
-
-	for (uint64_t p = 0; p < npages; p++)
-		runs += (bits[p / 64] >> (p % 64) & 1) && !(p && (bits[(p - 1) / 64] >> ((p - 1) % 64) & 1));
-	for (uint64_t b = 0; b < nblocks; b++) {
-		uint64_t start = b * block, end = start + block < size ? start + block : size;
-		bool covered = false;
-
-		for (uint64_t p = start / P; p < end / P; p++)
-			covered |= bits[p / 64] >> (p % 64) & 1;
-		if (covered && !in) {
-			if (intervals)
-				gaps[ngaps++] = start - last_end;
-			intervals++;
-		}
-		if (covered) {
-			bytes += end - start;
-			last_end = end;
-		}
-		in = covered;
-	}
-	if (max && intervals > max) {
-		qsort(gaps, ngaps, sizeof(gaps[0]), compare_u64);
-		for (uint64_t k = 0; k < intervals - max; k++)
-			bytes += gaps[k];
-		intervals = max;
-	}
-	*ret_regions = intervals;
-	*ret_bytes = bytes;
-	*ret_runs = runs;
-}
-
 START_TEST(test_against_model)
 {
 	static const uint64_t aligns[] = { 1, 512, P, 2 * P, 8 * P, 64 * P, 1ull << 40 };
@@ -180,7 +133,8 @@ START_TEST(test_against_model)
 	for (int iteration = 0; iteration < 500; iteration++) {
 		uint64_t npages = 1 + next_random(&state) % 500, density = next_random(&state) % 100;
 		uint64_t align = aligns[next_random(&state) % 7], max = caps[next_random(&state) % 6];
-		uint64_t size = npages * P, want_regions, want_bytes, want_runs, dirty = 0;
+		uint64_t size = npages * P, dirty = 0;
+		struct syncd_model want;
 		struct syncd_flush_stats st;
 		ssize_t n;
 
@@ -192,12 +146,13 @@ START_TEST(test_against_model)
 			}
 		n = syncd_plan(bits, npages, P, size, align, max, r, &st);
 		ck_assert_int_ge(n, 0);
-		model(npages, align, max, &want_regions, &want_bytes, &want_runs);
-		ck_assert_uint_eq((uint64_t)n, want_regions);
-		ck_assert_uint_eq(st.regions, want_regions);
-		ck_assert_uint_eq(st.bytes, want_bytes);
-		ck_assert_uint_eq(st.runs, want_runs);
+		ck_assert(syncd_model(bits, npages, P, align, max, &want));
+		ck_assert_uint_eq((uint64_t)n, want.regions);
+		ck_assert_uint_eq(st.regions, want.regions);
+		ck_assert_uint_eq(st.bytes, want.bytes);
+		ck_assert_uint_eq(st.runs, want.runs);
 		ck_assert_uint_eq(st.dirty_bytes, dirty * P);
+		ck_assert_uint_eq(want.dirty_bytes, dirty * P);
 		ck_assert(!max || (uint64_t)n <= max);
 		for (ssize_t i = 0; i < n; i++) {
 			uint64_t end = r[i].offset + r[i].len;

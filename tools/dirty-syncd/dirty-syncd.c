@@ -49,6 +49,15 @@
  *                daemon); a kernel that records every write keeps them.
  *   BYE       <- as FLUSH: the client's last collect is copied, its trackers
  *                freed; then the daemon closes the connection.
+ *   FLUSHED   -> a = 0 or SYNCD_FLUSHED_NOW (1)
+ *             <- once the sink has every write the client made before
+ *                sending it: with the next flush, whoever makes it (at once
+ *                with NOW or --interval 0); a = flush number, b = bytes
+ *                copied, c = bytes of the dirty runs, d = runs | regions << 32.
+ *                Until then the daemon reads nothing more from that client.
+ *   READBACK  -> a file attached; <- a = bytes: what the sink holds, written
+ *                to the file (with --readback only: a test's check of the
+ *                device's copy).
  *
  * Clients that misbehave cannot stall the others.  Sockets are non-blocking:
  * a reply that does not fit in the client's socket waits in a queue of
@@ -116,6 +125,7 @@ struct client {
 	uint64_t heard_ms;            /* when it last sent a message */
 	bool has_buffer;              /* was sent the buffer's fd */
 	bool closing;                 /* said BYE: closed once its replies are out */
+	bool waiting;                 /* sent FLUSHED: answered after the next flush */
 	bool backlog_noted;           /* its first queued reply was logged */
 	unsigned queue_head, queue_len;
 	struct queued_reply queue[REPLY_QUEUE];
@@ -151,6 +161,8 @@ static struct daemon {
 	size_t max_clients, nclients;
 	unsigned max_per_uid;
 	uint64_t idle_ms;                   /* 0: no idle timeout */
+	uint64_t interval_ms;               /* 0: flush only when asked */
+	bool readback;                      /* --readback: READBACK is allowed */
 	bool sees_gone;                     /* mapping: the kernel records every write */
 	bool accept_paused;                 /* out of descriptors: until a client leaves */
 	struct totals total;
@@ -550,6 +562,8 @@ static void sweep_hangups(size_t except)
  * the clients that hung up before it are swept first, so that a producer that
  * is known to be gone when the flush is sent has its pages in the sink.
  */
+static void answer_waiters(int status, const struct syncd_flush_stats *st);
+
 static int flush_now(size_t requester, struct syncd_flush_stats *st)
 {
 	uint64_t start = now_ns();
@@ -558,12 +572,47 @@ static int flush_now(size_t requester, struct syncd_flush_stats *st)
 	sweep_hangups(requester);
 	collect_all();
 	err = copy_marked(start, st);
-	if (err)
-		return err;
-	count_copy(st);
-	d.total.flushes++;
+	if (!err) {
+		count_copy(st);
+		d.total.flushes++;
+	}
 	/* a failed collect was made up for by whole copies: the sink is exact */
-	return 0;
+	answer_waiters(err, st);
+	return err;
+}
+
+/* The reply to FLUSHED: the flush's numbers, or the error of its upload. */
+static struct syncd_msg flushed_reply(int status, const struct syncd_flush_stats *st)
+{
+	struct syncd_msg reply = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION,
+				   .type = SYNCD_FLUSHED | SYNCD_REPLY, .status = status };
+
+	if (!status) {
+		reply.a = d.total.flushes;
+		reply.b = st->bytes;
+		reply.c = st->dirty_bytes;
+		reply.d = syncd_flushed_counts(st->runs, st->regions);
+	}
+	return reply;
+}
+
+/*
+ * A flush was made, or failed: every client that waits on FLUSHED has its
+ * writes in the sink now (they were made before its request, which came
+ * before this flush's collect), or is told the error.
+ */
+static void answer_waiters(int status, const struct syncd_flush_stats *st)
+{
+	struct syncd_msg reply = flushed_reply(status, st);
+
+	for (size_t i = 0; i < d.max_clients; i++) {
+		struct client *c = d.clients[i];
+
+		if (!c || !c->waiting)
+			continue;
+		c->waiting = false;
+		(void)client_reply(i, &reply, -1);
+	}
 }
 
 /* A flush, said: for a client, once its reply is sent or queued (pid, queued). */
@@ -718,6 +767,24 @@ static int do_unregister(struct client *c, const struct syncd_msg *m)
 	return 0;
 }
 
+/* READBACK: what the sink holds, into the client's file. */
+static int do_readback(int fd)
+{
+	struct stat st;
+
+	if (!d.readback)
+		return -EPERM;
+	if (fd < 0)
+		return -EBADF;
+	if (!d.sink.ops->read_back)
+		return -EOPNOTSUPP;
+	if (fstat(fd, &st))
+		return -errno;
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < d.size && ftruncate(fd, (off_t)d.size))
+		return -errno;
+	return d.sink.ops->read_back(&d.sink, fd);
+}
+
 /* Serve one message.  false: the client is gone (closed here). */
 static bool serve(size_t slot)
 {
@@ -753,6 +820,29 @@ static bool serve(size_t slot)
 		if (reply.status)
 			warn("producer %d: register refused: %s", (int)c->peer_pid,
 			     strerror(-reply.status));
+		break;
+	case SYNCD_FLUSHED:
+		if (m.a & ~(uint64_t)SYNCD_FLUSHED_NOW) {
+			reply.status = -EINVAL;
+			break;
+		}
+		if (!(m.a & SYNCD_FLUSHED_NOW) && d.interval_ms) {
+			/* answered by the next flush, whoever makes it */
+			c->waiting = true;
+			if (fd >= 0)
+				close(fd);
+			return true;
+		}
+		reply = flushed_reply(flush_now(slot, &st), &st);
+		flushed = !reply.status;
+		reason = "flushed";
+		break;
+	case SYNCD_READBACK:
+		reply.status = do_readback(fd);
+		if (!reply.status)
+			reply.a = d.size;
+		else
+			warn("client %d: read back: %s", (int)c->peer_pid, strerror(-reply.status));
 		break;
 	case SYNCD_FLUSH:
 	case SYNCD_BYE:
@@ -880,7 +970,7 @@ static uint64_t drop_idle(uint64_t now)
 	for (size_t i = 0; d.idle_ms && i < d.max_clients; i++) {
 		struct client *c = d.clients[i];
 
-		if (!c || c->nranges)
+		if (!c || c->nranges || c->waiting)
 			continue; /* a registered producer may write without a word */
 		if (now - c->heard_ms >= d.idle_ms)
 			client_drop(i, "idle");
@@ -953,7 +1043,7 @@ static const char usage[] =
 	"                   [--sink-type file] --sink SPEC [--align BYTES] [--max-regions N]\n"
 	"                   [--mode auto|mapping|cooperative]\n"
 	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
-	"                   [--max-clients N] [--max-per-uid N]\n"
+	"                   [--max-clients N] [--max-per-uid N] [--readback]\n"
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
 	"See dirty-syncd(1).\n";
 
@@ -975,6 +1065,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
 		{ "sink-type", required_argument, NULL, 'T' },
 		{ "align", required_argument, NULL, 'A' },
 		{ "max-regions", required_argument, NULL, 'R' },
+		{ "readback", no_argument, NULL, 'B' },
 		{ "mode", required_argument, NULL, 'M' },
 		{ "interval", required_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'j' },
@@ -987,7 +1078,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
 	};
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:S:m:k:T:A:R:M:i:jr:I:C:U:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:S:m:k:T:A:R:BM:i:jr:I:C:U:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's': o->socket_path = optarg; break;
 		case 'S':
@@ -997,6 +1088,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
 		case 'm': o->shm = optarg; break;
 		case 'k': o->sink = optarg; break;
 		case 'T': o->sink_type = optarg; break;
+		case 'B': d.readback = true; break;
 		case 'A':
 			/* a power of two; past the buffer's size it means the whole buffer */
 			if (parse_size(optarg, &o->align) || !o->align || (o->align & (o->align - 1)))
@@ -1229,7 +1321,7 @@ static size_t poll_set(int listen_fd, struct pollfd *pfd, size_t *slot)
 		if (!c)
 			continue;
 		pfd[n] = (struct pollfd){ .fd = c->sock,
-					  .events = (short)((c->closing ? 0 : POLLIN) |
+					  .events = (short)((c->closing || c->waiting ? 0 : POLLIN) |
 							    (c->queue_len ? POLLOUT : 0)) };
 		slot[n++] = i;
 	}
@@ -1360,6 +1452,7 @@ int main(int argc, char **argv)
 	}
 	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
 	d.idle_ms = o.idle_s * 1000;
+	d.interval_ms = o.interval;
 	d.max_per_uid = (unsigned)o.max_per_uid;
 	d.max_clients = (size_t)clients_within_descriptor_limit(o.max_clients);
 	d.clients = calloc(d.max_clients, sizeof(*d.clients));
