@@ -3,10 +3,12 @@
  * dirty-syncd: a reference buffer sync daemon.  A thin user of the public API.
  *
  * Producers (other processes) map a shared buffer and write to it; the daemon
- * keeps a sink (a file standing in for device memory) equal to the buffer by
- * copying only the pages written since the last copy.  Each --interval, and
- * whenever a client asks for a flush, it collects-and-cleans the dirty pages
- * and copies the dirty runs from its own mapping of the buffer to the sink.
+ * keeps a sink (a Vulkan device buffer, syncd-vulkan.c; or a file standing in
+ * for device memory) equal to the buffer by copying only the pages written
+ * since the last copy.  Each --interval, and whenever a client asks for a
+ * flush, it collects-and-cleans the dirty pages and copies the dirty runs,
+ * as the regions the sink takes (syncd-regions.c), from its own mapping of
+ * the buffer to the sink.
  *
  * Modes
  *   mapping      the "mapping" backend (/dev/dirtymap): one tracker tracks
@@ -1040,7 +1042,8 @@ static int open_buffer(const char *shm, uint64_t size)
 
 static const char usage[] =
 	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
-	"                   [--sink-type file] --sink SPEC [--align BYTES] [--max-regions N]\n"
+	"                   [--sink-type file|vulkan] --sink SPEC [--align BYTES]\n"
+	"                   [--max-regions N]\n"
 	"                   [--mode auto|mapping|cooperative]\n"
 	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
 	"                   [--max-clients N] [--max-per-uid N] [--readback]\n"
@@ -1286,14 +1289,15 @@ static void catch_stop_signals(void)
 
 static void say_started(const struct options *o, uint64_t initial_bytes)
 {
-	note("%s mode, buffer %" PRIu64 " bytes, %s sink %s, regions aligned to %" PRIu64
+	note("%s mode, buffer %" PRIu64 " bytes, %s sink: %s; regions aligned to %" PRIu64
 	     " bytes, at most %" PRIu64 " per flush (0: any), interval %" PRIu64 " ms, socket %s, "
 	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", o->mode, d.size,
-	     d.sink.ops->name, o->sink, d.sink.align, d.sink.max_regions, o->interval,
+	     d.sink.ops->name, d.sink.description, d.sink.align, d.sink.max_regions, o->interval,
 	     o->socket_path, o->idle_s, d.max_clients, d.max_per_uid);
 	if (json_event("start")) {
 		json_field("mode", o->mode);
 		json_field("sink", d.sink.ops->name);
+		json_field("sink_description", d.sink.description);
 		printf(",\"size\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ",\"initial_bytes\":%"
 		       PRIu64 ",\"align\":%" PRIu64 ",\"max_regions\":%" PRIu64, d.size,
 		       o->interval, initial_bytes, d.sink.align, d.sink.max_regions);

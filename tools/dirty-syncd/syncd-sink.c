@@ -66,6 +66,7 @@ static int file_open(struct syncd_sink *s, const char *spec, char *why, size_t w
 		return err;
 	}
 	s->fd = fd;
+	snprintf(s->description, sizeof(s->description), "%s", spec);
 	return 0;
 }
 
@@ -127,10 +128,27 @@ const struct syncd_sink_ops syncd_file_sink = {
 
 const struct syncd_sink_ops *syncd_sink_find(const char *name)
 {
-	static const struct syncd_sink_ops *const sinks[] = { &syncd_file_sink };
+	static const struct syncd_sink_ops *const sinks[] = { &syncd_file_sink, &syncd_vulkan_sink };
 
 	for (size_t i = 0; i < sizeof(sinks) / sizeof(sinks[0]); i++)
 		if (!strcmp(sinks[i]->name, name))
 			return sinks[i];
 	return NULL;
 }
+
+#if !SYNCD_HAVE_VULKAN
+/* Built without the Vulkan loader's headers: the sink exists to say so. */
+static int vulkan_absent_open(struct syncd_sink *s, const char *spec, char *why, size_t why_len)
+{
+	(void)s;
+	(void)spec;
+	snprintf(why, why_len, "dirty-syncd was built without Vulkan (the meson option vulkan, "
+		 "and the loader's headers: Debian's libvulkan-dev)");
+	return -ENODEV;
+}
+
+const struct syncd_sink_ops syncd_vulkan_sink = {
+	.name = "vulkan",
+	.open = vulkan_absent_open,
+};
+#endif

@@ -4,7 +4,8 @@
  * flush as regions (syncd-regions.h: aligned to what the sink asks, at most
  * as many as it takes) and hands them over in one call, as a GPU copy takes
  * them.  The file sink (pwrite into a regular file or a memfd) stands in for
- * device memory.
+ * device memory; the Vulkan sink (syncd-vulkan.c) makes them the regions of
+ * one vkCmdCopyBuffer into a device-local buffer and waits for its fence.
  */
 #ifndef SYNCD_SINK_H
 #define SYNCD_SINK_H
@@ -57,11 +58,17 @@ struct syncd_sink {
 	uint64_t max_regions; /* regions per upload; 0: no cap */
 	int fd;               /* the file sink's */
 	void *priv;           /* another sink's state */
+	char description[512]; /* what open made, for the daemon's start message */
 };
 
 /* spec: a path (created if missing), or "fd:N" for an inherited descriptor. */
 extern const struct syncd_sink_ops syncd_file_sink;
-/* The sink of that name ("file"), or NULL. */
+/*
+ * spec: options, comma-separated (syncd-vulkan.c, dirty-syncd(1)); built with
+ * the meson option vulkan, else its open says so (-ENODEV).
+ */
+extern const struct syncd_sink_ops syncd_vulkan_sink;
+/* The sink of that name ("file", "vulkan"), or NULL. */
 const struct syncd_sink_ops *syncd_sink_find(const char *name);
 
 /* Write len bytes of buf at offset of fd, whole (EINTR and short writes retried).  0 or -errno. */
