@@ -75,6 +75,7 @@ static const char *interval = "0"; /* the daemon's --interval */
 static const char *sink_type = "file"; /* --sink: the daemon's --sink-type */
 static const char *sink_options = "";  /* --sink-options: its --sink, but for the file sink */
 static uint64_t align = 1, max_regions; /* the daemon's --align and --max-regions */
+static bool validate; /* --validate: the Vulkan sink under the Khronos validation layer */
 
 static void cleanup(void)
 {
@@ -553,11 +554,12 @@ static bool parse_arguments(int argc, char **argv, const char **mode, const char
 		{ "sink-options", required_argument, NULL, 'o' },
 		{ "align", required_argument, NULL, 'a' },
 		{ "max-regions", required_argument, NULL, 'r' },
+		{ "validate", no_argument, NULL, 'v' },
 		{ 0 },
 	};
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "m:d:i:s:o:a:r:", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "m:d:i:s:o:a:r:v", longopts, NULL)) != -1) {
 		if (opt == 'm')
 			*mode = optarg;
 		else if (opt == 'd')
@@ -572,6 +574,8 @@ static bool parse_arguments(int argc, char **argv, const char **mode, const char
 			align = strtoull(optarg, NULL, 0);
 		else if (opt == 'r')
 			max_regions = strtoull(optarg, NULL, 0);
+		else if (opt == 'v')
+			validate = true;
 		else
 			return false;
 	}
@@ -579,12 +583,40 @@ static bool parse_arguments(int argc, char **argv, const char **mode, const char
 	    (align & (align - 1))) {
 		fprintf(stderr, "usage: test-syncd --mode cooperative|mapping [--daemon PATH] "
 			"[--interval MS] [--sink file|vulkan] [--sink-options SPEC] "
-			"[--align BYTES] [--max-regions N]\n");
+			"[--align BYTES] [--max-regions N] [--validate]\n");
 		return false;
 	}
 	if (!*daemon)
 		*daemon = default_daemon();
 	return true;
+}
+
+/*
+ * --validate: the sink's option validate where the Khronos validation layer
+ * is installed (where the loader looks for it on Debian), so that every
+ * error it reports fails the flush; where it is not, the test runs without
+ * it and says so.
+ */
+static void add_validation(void)
+{
+	static const char *const manifests[] = {
+		"/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+		"/usr/local/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+		"/etc/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+	};
+	static char options[256];
+
+	for (size_t i = 0; i < sizeof(manifests) / sizeof(manifests[0]); i++) {
+		if (access(manifests[i], R_OK))
+			continue;
+		snprintf(options, sizeof(options), "%s%svalidate", sink_options,
+			 sink_options[0] ? "," : "");
+		sink_options = options;
+		printf("the Vulkan sink runs under the validation layer (%s)\n", manifests[i]);
+		return;
+	}
+	printf("no Vulkan validation layer installed (Debian: vulkan-validationlayers): "
+	       "the sink runs without it\n");
 }
 
 /*
@@ -1053,6 +1085,8 @@ int main(int argc, char **argv)
 	alarm(240); /* a hang guard, not a measure: a pass takes well under a second */
 	if (!mode_can_run(&r))
 		return EXIT_SKIP;
+	if (validate)
+		add_validation();
 
 	if (!start(&r, daemon, socket_path, sizeof(socket_path))) {
 		printf("SKIP: the %s sink cannot run here (the daemon's reason is above)\n",
