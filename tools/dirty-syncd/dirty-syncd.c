@@ -1467,16 +1467,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	err = choose_mode(&o.mode);
-	if (err == 2)
-		goto bad_usage;
-	if (err)
+	if (!err)
+		err = set_up_buffer_and_sink(&o, &initial_bytes);
+	listen_fd = err ? -1 : start_listening(o.socket_path);
+	if (!err && listen_fd < 0)
+		err = 1;
+	if (err) {
+		/* an exit status: freed first, so that a leak checker keeps it */
+		free(d.clients);
+		free(pfd);
+		free(slot);
+		if (err == 2)
+			goto bad_usage;
 		return err;
-	err = set_up_buffer_and_sink(&o, &initial_bytes);
-	if (err)
-		return err;
-	listen_fd = start_listening(o.socket_path);
-	if (listen_fd < 0)
-		return 1;
+	}
 	catch_stop_signals();
 	say_started(&o, initial_bytes);
 
