@@ -661,7 +661,7 @@ static int begin(struct vk_sink *v)
 	 */
 	VkMemoryBarrier earlier = {
 		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-		.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT,
+		.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT, /* reads need only the order */
 		.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT,
 	};
 	VkResult r = vkResetCommandBuffer(v->commands, 0);
