@@ -20,12 +20,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* LIBDIRTY_VERSION_MAJOR, _MINOR, _MICRO, _STRING, LIBDIRTY_CHECK_VERSION() */
+#include "libdirty-version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LIBDIRTY_VERSION_MAJOR 0
-#define LIBDIRTY_VERSION_MINOR 1
+/*
+ * The version of the library this program runs with, for example "0.1.0"
+ * (LIBDIRTY_VERSION_STRING is the version of the header it was built
+ * with).  A static string; never NULL.
+ */
+const char *dirty_version(void);
 
 struct dirty_tracker; /* opaque, thread-safe */
 
