@@ -11,7 +11,8 @@
  *
  * The contract every backend keeps (what is reported, what is not and why, the
  * errors, lifetimes, other processes): docs/CONTRACT.md, installed as
- * share/doc/libdirty/CONTRACT.md.  Each function's own promises are next to it.
+ * share/doc/libdirty/CONTRACT.md.  Each function's own promises are next to it,
+ * and in its section 3 page (man 3 dirty_collect; libdirty(7) is the overview).
  */
 #ifndef LIBDIRTY_H
 #define LIBDIRTY_H
