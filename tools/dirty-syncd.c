@@ -896,11 +896,12 @@ static int open_buffer(const char *shm, uint64_t size)
 }
 
 static const char usage[] =
-	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
+	"usage: dirty-syncd [--socket PATH] (--size SIZE | --shm NAME [--size SIZE])\n"
 	"                   --sink PATH|fd:N [--mode auto|mapping|cooperative]\n"
 	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
 	"                   [--max-clients N] [--max-per-uid N]\n"
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
+	"--socket is required unless a service manager passes the listening socket.\n"
 	"See dirty-syncd(1).\n";
 
 int main(int argc, char **argv)
@@ -929,6 +930,8 @@ int main(int argc, char **argv)
 	char why[256] = "";
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigset_t block, empty;
+	/* socket activation: the listening socket comes from the service manager */
+	int inherited = syncd_listen_inherited();
 
 	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:I:C:U:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -962,8 +965,16 @@ int main(int argc, char **argv)
 		default: goto bad_usage;
 		}
 	}
-	if (optind != argc || !socket_path || !sink || (!size && !shm))
+	if (inherited < 0 && inherited != -ENOENT) {
+		fprintf(stderr, "dirty-syncd: the socket passed by the service manager (LISTEN_FDS): "
+			"%s: one listening Unix SOCK_SEQPACKET socket is expected\n",
+			strerror(-inherited));
+		return 1;
+	}
+	if (optind != argc || (!socket_path && inherited < 0) || !sink || (!size && !shm))
 		goto bad_usage;
+	if (!socket_path)
+		socket_path = "(passed by the service manager)";
 
 	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
 	d.idle_ms = idle_s * 1000;
@@ -1053,7 +1064,7 @@ int main(int argc, char **argv)
 	if (err)
 		return 1;
 
-	listen_fd = syncd_listen(socket_path);
+	listen_fd = inherited >= 0 ? inherited : syncd_listen(socket_path);
 	if (listen_fd < 0 || fcntl(listen_fd, F_SETFL, O_NONBLOCK) < 0) {
 		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path,
 			strerror(listen_fd < 0 ? -listen_fd : errno));
@@ -1147,8 +1158,8 @@ int main(int argc, char **argv)
 		if (d.clients[i])
 			client_close(i);
 	close(listen_fd);
-	if (socket_path[0] != '@')
-		unlink(socket_path);
+	if (inherited < 0 && socket_path[0] != '@')
+		unlink(socket_path); /* an inherited socket is its manager's */
 	d.file_tracker = dirty_tracker_free(d.file_tracker);
 	d.sink.ops->close(&d.sink);
 	free(d.clients);
