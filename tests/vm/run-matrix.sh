@@ -772,8 +772,9 @@ run_kernel() {
 	local k=$1 stage initrd disk log start qemu_pid qemu_rc=0 matrix_rc=0
 	local -a qemu_accel=(-accel "$accel")
 	local dirtymap_dir='' syncd='' required='' legacy=0 base=${k%-legacy} vm_cells=${LIBDIRTY_VM_CELLS:-all}
-	base=${base%-dkms}
+	# the legacy module runs the race cell only; the DKMS one the module cells
 	[ "$base" != "$k" ] && legacy=1
+	base=${base%-dkms}
 	fetch_kernel "$base"
 	echo "vm $k: $kernel_package $kernel_version (uname -r $kernel_release)"
 	if [ "$k" = 6.12-legacy ]; then
