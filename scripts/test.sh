@@ -48,7 +48,7 @@ run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
 # --setup packages: its log is build-ci-plain/meson-logs/testlog-packages.json),
 # then removed again.
 run_packages() {
-	local debs=build-ci-deb arch
+	local debs=build-ci-deb arch left start=$SECONDS
 	arch=$(dpkg --print-architecture)
 	echo
 	echo "== packages (scripts/build-debs.sh $debs)"
@@ -56,6 +56,11 @@ run_packages() {
 		status=1
 		return
 	fi
+	# what an interrupted run left installed goes first: apt-get does not
+	# reinstall a package of the same version
+	left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' libdirty0 libdirty-dev dirtyctl \
+		dirty-syncd dirtymap-dkms 2>/dev/null | awk '$1 ~ /^.i/ { print $2 }')
+	[ -z "$left" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $left >"$debs/purge.log" 2>&1
 	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 		"./$debs/libdirty0_"*"_$arch.deb" "./$debs/libdirty-dev_"*"_$arch.deb" \
 		"./$debs/dirtyctl_"*"_$arch.deb" "./$debs/dirty-syncd_"*"_$arch.deb" \
@@ -71,6 +76,7 @@ run_packages() {
 	DEBIAN_FRONTEND=noninteractive apt-get purge -y -q libdirty0 libdirty-dev dirtyctl \
 		dirty-syncd dirtymap-dkms >>"$debs/install.log" 2>&1 ||
 		echo "packages: apt-get purge failed (see $debs/install.log)"
+	echo "packages: $((SECONDS - start)) s (build, install, suite, purge)"
 }
 run_packages
 

@@ -171,7 +171,10 @@ for name in $names; do
 	/usr/share/man/man3/*) ;;
 	*) fail "man -w 3 $name: '$path'"; missing=$((missing + 1)); continue ;;
 	esac
-	warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings 3 "$name" 2>&1 >"$tmp/page.txt") || warnings="$warnings (man failed)"
+	# the page man found, formatted afresh: man-db's cache of formatted pages
+	# (/var/cache/man) may hold an older one, newer than the packaged file's
+	# date (SOURCE_DATE_EPOCH, the changelog's)
+	warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$path" 2>&1 >"$tmp/page.txt") || warnings="$warnings (man failed)"
 	if [ -n "$warnings" ]; then
 		fail "man 3 $name: $warnings"
 		missing=$((missing + 1))
