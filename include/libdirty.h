@@ -11,7 +11,8 @@
  *
  * The contract every backend keeps (what is reported, what is not and why, the
  * errors, lifetimes, other processes): docs/CONTRACT.md, installed as
- * share/doc/libdirty/CONTRACT.md.  Each function's own promises are next to it.
+ * share/doc/libdirty/CONTRACT.md.  Each function's own promises are next to it,
+ * and in its section 3 page (man 3 dirty_collect; libdirty(7) is the overview).
  */
 #ifndef LIBDIRTY_H
 #define LIBDIRTY_H
@@ -20,12 +21,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* LIBDIRTY_VERSION_MAJOR, _MINOR, _MICRO, _STRING, LIBDIRTY_CHECK_VERSION() */
+#include "libdirty-version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LIBDIRTY_VERSION_MAJOR 0
-#define LIBDIRTY_VERSION_MINOR 1
+/*
+ * The version of the library this program runs with, for example "0.1.0"
+ * (LIBDIRTY_VERSION_STRING is the version of the header it was built
+ * with).  A static string; never NULL.
+ */
+const char *dirty_version(void);
 
 struct dirty_tracker; /* opaque, thread-safe */
 

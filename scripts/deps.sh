@@ -15,6 +15,10 @@ packages+=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod)
 # kernel/: the dirtymap module against Debian's 6.12 headers, and the patched
 # 6.12 kernel (kernel/build-patched-kernel.sh)
 packages+=(make gcc-12 flex bison bc libelf-dev unifdef)
+# debian/: the packages (scripts/build-debs.sh), lintian, DKMS for the
+# dirtymap-dkms cell of tests/vm (pahole: Debian's linux-kbuild needs it for BTF);
+# groff and man for the pages' tests
+packages+=(dpkg-dev debhelper dh-dkms dkms pahole fakeroot lintian groff-base man-db binutils)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: install, build with -Werror, run every suite, then again
-# under ASan+UBSan, under TSan, and without liburing and libnuma.  Ends with one line "N passed, N failed,
-# N skipped" counting test cases over the builds (a meson test is one case,
-# a TAP test one per subtest: a case skipped inside it counts as skipped);
-# exits non-zero if any test failed.
+# under ASan+UBSan, under TSan, and without liburing and libnuma; then build the
+# Debian packages, check them with lintian, install them, run the packages suite
+# against them (the installed-library test, the DKMS-built module in the 6.12
+# guest) and remove them.  Ends with one line "N passed, N failed, N skipped"
+# counting test cases over the builds (a meson test is one case, a TAP test one
+# per subtest: a case skipped inside it counts as skipped); exits non-zero if
+# any test failed.
 set -u
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh || exit 1
@@ -39,6 +42,43 @@ run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-s
 # without liburing and libnuma: images through pwritev only, NUMA an explicit no-op
 run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
 	"--no-suite install --no-suite bench --no-suite vm --no-suite stress" ""
+
+# The Debian packages (debian/), built from this tree: lintian, then installed
+# on this machine for the packages suite of the plain build (meson test
+# --setup packages: its log is build-ci-plain/meson-logs/testlog-packages.json),
+# then removed again.
+run_packages() {
+	local debs=build-ci-deb arch left start=$SECONDS
+	arch=$(dpkg --print-architecture)
+	echo
+	echo "== packages (scripts/build-debs.sh $debs)"
+	if ! bash scripts/build-debs.sh "$debs"; then
+		status=1
+		return
+	fi
+	# what an interrupted run left installed goes first: apt-get does not
+	# reinstall a package of the same version
+	left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' libdirty0 libdirty-dev dirtyctl \
+		dirty-syncd dirtymap-dkms 2>/dev/null | awk '$1 ~ /^.i/ { print $2 }')
+	[ -z "$left" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $left >"$debs/purge.log" 2>&1
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"./$debs/libdirty0_"*"_$arch.deb" "./$debs/libdirty-dev_"*"_$arch.deb" \
+		"./$debs/dirtyctl_"*"_$arch.deb" "./$debs/dirty-syncd_"*"_$arch.deb" \
+		"./$debs/dirtymap-dkms_"*_all.deb >"$debs/install.log" 2>&1; then
+		cat "$debs/install.log"
+		echo "packages: apt-get install of the packages failed"
+		status=1
+		return
+	fi
+	grep -E '^(Setting up|Unpacking) ' "$debs/install.log" | sed 's/^/  /'
+	LIBDIRTY_DEB_DIR=$PWD/$debs meson test -C build-ci-plain --no-rebuild --print-errorlogs \
+		--setup packages --suite packages || status=1
+	DEBIAN_FRONTEND=noninteractive apt-get purge -y -q libdirty0 libdirty-dev dirtyctl \
+		dirty-syncd dirtymap-dkms >>"$debs/install.log" 2>&1 ||
+		echo "packages: apt-get purge failed (see $debs/install.log)"
+	echo "packages: $((SECONDS - start)) s (build, install, suite, purge)"
+}
+run_packages
 
 python3 - "$status" <<'PY'
 import json, sys, glob, re
@@ -80,7 +120,8 @@ for log in sorted(glob.glob("build-ci-*/meson-logs/testlog*.json")):
         s += sub.count("SKIP")
         # a TAP test that failed with no failed subtest (timeout, crash, exit status)
         f += max(sub.count("FAIL"), 0 if result in GOOD + ("SKIP",) else 1)
-    print(f"{log.split('/')[0]}: {p} passed, {f} failed, {s} skipped "
+    setup = log.rsplit("/", 1)[1][len("testlog"):-len(".json")].lstrip("-")
+    print(f"{log.split('/')[0]}{f' --setup {setup}' if setup else ''}: {p} passed, {f} failed, {s} skipped "
           f"({tests['OK']} meson tests ok, {tests['FAIL']} failed, {tests['SKIP']} skipped)")
     passed += p; failed += f; skipped += s
 if passed + failed == 0:

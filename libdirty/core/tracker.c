@@ -547,3 +547,11 @@ DIRTY_EXPORT unsigned dirty_tracker_sees(struct dirty_tracker *t)
 {
 	DIRTY_COUNTED_CALL(t, unsigned, 0, sees_call(t));
 }
+
+/* ---- the library itself ---- */
+
+DIRTY_EXPORT const char *dirty_version(void)
+{
+	/* the header's version as this library was built: meson's project version */
+	return LIBDIRTY_VERSION_STRING;
+}

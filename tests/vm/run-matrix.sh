@@ -2,8 +2,8 @@
 # Run the conformance suite on Debian's own kernels, booted in qemu, and the
 # NUMA suite on a guest with two NUMA nodes.
 #
-#   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm), 6.12 (bookworm-backports)
-#                                          or 6.12-legacy (see below)
+#   run-matrix.sh BUILD_DIR KERNEL...      KERNEL: 6.1 (bookworm), 6.12 (bookworm-backports),
+#                                          6.12-legacy or 6.12-dkms (see below)
 #
 # The host kernel (6.18, no soft-dirty) cannot show how libdirty behaves on the
 # kernels users run: 6.1 has userfaultfd write-protect but neither WP_ASYNC nor
@@ -40,8 +40,14 @@
 # Linux 6.12's unpatched page walk over migration entries) runs the race cell
 # only, and the matrix requires it to FAIL (a kernel error logged, a collect
 # or the writer failing): a race test that passes there would prove nothing.
+# 6.12-dkms proves the Debian package dirtymap-dkms: the module is built by DKMS
+# (dkms add and dkms build, in a private DKMS tree, against Debian's 6.12
+# headers) from the source the installed package put in /usr/src, or from
+# LIBDIRTY_VM_DKMS_SOURCE; the guest loads that module and runs the module
+# cells only: module, race, the mapping backend's suites and syncd.
 # Exit status: 0 every expected cell passed, 1 otherwise, 77 the host lacks qemu
-# or another tool and it cannot be installed (not root).
+# or another tool and it cannot be installed (not root), or (6.12-dkms) the
+# package is not installed.
 #
 # Environment (all optional):
 #   LIBDIRTY_VM_CACHE      cache of package lists, .debs, unpacked kernels
@@ -68,11 +74,14 @@
 #   LIBDIRTY_VM_APPEND     more kernel command line (debugging, e.g. loglevel=7)
 #   LIBDIRTY_VM_EXEC       a host program (dynamically linked) to run in the
 #                          guest before the cells, its output in the log (debugging)
+#   LIBDIRTY_VM_DKMS_SOURCE  for 6.12-dkms: a directory holding dirtymap-VERSION/
+#                          with its dkms.conf (an unpacked dirtymap-dkms .deb's
+#                          usr/src) instead of the installed package's /usr/src
 set -eu
 set -o pipefail -o errtrace
 trap 'echo "vm: failed (status $?): line $LINENO: $BASH_COMMAND" >&2' ERR
 
-usage() { echo "usage: $0 BUILD_DIR KERNEL...   (KERNEL: 6.1, 6.12 or 6.12-legacy)" >&2; exit 2; }
+usage() { echo "usage: $0 BUILD_DIR KERNEL...   (KERNEL: 6.1, 6.12, 6.12-legacy or 6.12-dkms)" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 build_dir=$(realpath "$1"); shift
 source_dir=$(realpath "$(dirname "$0")/../..")
@@ -87,7 +96,7 @@ stress_rounds=${LIBDIRTY_VM_STRESS_ROUNDS:-200}
 dirtymap_reclaim=${LIBDIRTY_VM_DIRTYMAP_RECLAIM:-192 48 10}
 race_seconds=${LIBDIRTY_VM_RACE_SECONDS:-20}
 for k in "$@"; do
-	case $k in 6.1|6.12|6.12-legacy) ;; *) usage ;; esac
+	case $k in 6.1|6.12|6.12-legacy|6.12-dkms) ;; *) usage ;; esac
 done
 for f in tests/test-conformance tests/test-api tests/test-numa tests/test-image tests/test-exact tools/dirtyctl; do
 	[ -x "$build_dir/$f" ] || { echo "vm: $build_dir/$f is not built" >&2; exit 1; }
@@ -266,6 +275,65 @@ build_dirtymap() {
 	done
 }
 
+# ---- 1c. the dirtymap module through DKMS (6.12-dkms) ------------------------
+# What the dirtymap-dkms package installed (/usr/src/dirtymap-VERSION and its
+# dkms.conf, found with dpkg-query -L), or LIBDIRTY_VM_DKMS_SOURCE: DKMS adds
+# and builds it in a private tree ($out_dir/dkms-KERNEL; the system's
+# /var/lib/dkms is not touched) for the 6.12 kernel, against its headers
+# unpacked as for 6.12 (dkms --kernelsourcedir): the make line of the
+# package's dkms.conf, its BUILD_EXCLUSIVE rules, DKMS's own steps.  Returns
+# 77 (saying why) when there is no package to build, 1 when DKMS fails.
+build_dirtymap_dkms() {
+	local k=$1 out=$out_dir/dirtymap-$1 tree=$out_dir/dkms-$1 conf srcroot name version ko t
+	if ! command -v dkms >/dev/null; then
+		echo "SKIP: dkms is not installed (scripts/deps.sh installs it)"
+		return 77
+	fi
+	if [ -n "${LIBDIRTY_VM_DKMS_SOURCE:-}" ]; then
+		conf=$(ls "$LIBDIRTY_VM_DKMS_SOURCE"/dirtymap-*/dkms.conf 2>/dev/null | head -n1)
+		[ -n "$conf" ] || { echo "vm $k: no dirtymap-*/dkms.conf in $LIBDIRTY_VM_DKMS_SOURCE" >&2; return 1; }
+	else
+		conf=$(dpkg-query -L dirtymap-dkms 2>/dev/null | grep -E '^/usr/src/dirtymap-[^/]+/dkms.conf$' | head -n1)
+		if [ -z "$conf" ]; then
+			echo "SKIP: the dirtymap-dkms package is not installed (build and install the packages:" \
+				"scripts/build-debs.sh, then apt-get install ./build-deb/*.deb; scripts/test.sh does)"
+			return 77
+		fi
+		echo "vm $k: dirtymap-dkms $(dpkg-query -W -f='${Version}' dirtymap-dkms) is installed: $conf"
+	fi
+	srcroot=$(dirname "$(dirname "$conf")")
+	name=$(sed -n 's/^PACKAGE_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$conf")
+	version=$(sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$conf")
+	[ "$srcroot/$name-$version/dkms.conf" = "$conf" ] ||
+		{ echo "vm $k: $conf does not name its own directory ($name-$version)" >&2; return 1; }
+	fetch_headers "${k%-dkms}" || return 1
+	rm -rf "$tree" "$out"
+	mkdir -p "$tree" "$out"
+	echo "vm $k: dkms add and build $name $version for $kernel_release (headers ${headers_dir##*/})"
+	if ! { dkms add -m "$name" -v "$version" --sourcetree "$srcroot" --dkmstree "$tree" &&
+	       nice -n 10 dkms build -m "$name" -v "$version" -k "$kernel_release" -a x86_64 \
+			--sourcetree "$srcroot" --dkmstree "$tree" --kernelsourcedir "$headers_dir"; } \
+		> "$out.log" 2>&1; then
+		echo "vm $k: DKMS failed ($out.log):" >&2
+		tail -n 20 "$out.log" >&2
+		find "$tree" -name make.log -exec tail -n 20 {} + >&2
+		return 1
+	fi
+	ko=$(find "$tree/$name/$version/$kernel_release" -path '*/module/dirtymap.ko*' | head -n1)
+	case $ko in
+	'') echo "vm $k: DKMS built no dirtymap.ko ($out.log)" >&2; return 1 ;;
+	*.xz) xz -dc "$ko" > "$out/dirtymap.ko" ;;
+	*.gz) gzip -dc "$ko" > "$out/dirtymap.ko" ;;
+	*.zst) zstd -qdc "$ko" > "$out/dirtymap.ko" ;;
+	*) cp "$ko" "$out/dirtymap.ko" ;;
+	esac
+	echo "vm $k: ${ko#"$tree"/} ($(modinfo -F vermagic "$out/dirtymap.ko" 2>/dev/null | cut -d' ' -f1))"
+	for t in dirtymap-test dirtymap-race; do
+		"${CC:-cc}" -O2 -Wall -I "$source_dir/kernel/include/uapi" -o "$out/$t" \
+			"$source_dir/kernel/tests/$t.c" || return 1
+	done
+}
+
 # ---- 2. the initramfs -----------------------------------------------------
 # The binaries are BUILD_DIR's own, dynamically linked, with the libraries ldd
 # resolves for them: the guest runs exactly what the host's suite runs, and no
@@ -319,7 +387,7 @@ build_initramfs() {
 	dirtymap_reclaim="$dirtymap_reclaim"
 	race_seconds=$race_seconds
 	legacy=$legacy
-	cells="${LIBDIRTY_VM_CELLS:-all}"
+	cells="$vm_cells"
 	EOF
 	write_init > "$stage/init"
 	chmod 755 "$stage/init"
@@ -525,6 +593,7 @@ check_matrix() {
 	kernel, log, backends, suites = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
 	qemu_rc = int(sys.argv[5])
 	required = sys.argv[6].split()  # module (6.12), syncd (when built)
+	cells_run = sys.argv[7].split()  # "all", or the other cells the guest ran
 	if kernel.endswith("-legacy"):
 	    # the negative control: the race cell must have failed, one way or another
 	    lines = [l.rstrip("\r\n").replace("\r", "") for l in open(log, errors="replace")]
@@ -557,7 +626,7 @@ check_matrix() {
 	# userfaultfd features WP_UNPOPULATED (6.4), WP_ASYNC (6.7) and of PAGEMAP_SCAN (6.7).
 	# mapping needs the dirtymap device, which only the 6.12 guest loads.
 	unusable = {"6.1": {"uffd-async": r"WP_ASYNC|PAGEMAP_SCAN|WP_UNPOPULATED",
-	                    "mapping": r"not loaded"}, "6.12": {}}[kernel]
+	                    "mapping": r"not loaded"}, "6.12": {}}[kernel.split("-")[0]]
 	lines = [l.rstrip("\r\n").replace("\r", "") for l in open(log, errors="replace")]
 	probe, cells, output, current, info = None, {}, {}, None, {}
 	for l in lines:
@@ -643,6 +712,8 @@ check_matrix() {
 	            for l in output[cell]:
 	                print(f"    | {l}")
 	for name, what in (("api", "the API and fallback suite"), ("image", "the image writer")):
+	    if cells_run != ["all"] and name not in cells_run:
+	        continue
 	    cell = cells.get(name)
 	    print(f"{name:<22} {'PASS' if cell and cell[0] == 0 else 'FAIL'}")
 	    if not cell or cell[0] != 0:
@@ -650,7 +721,7 @@ check_matrix() {
 	        for l in output.get(name, [])[-30:]:
 	            print(f"    | {l}")
 	# the guest has two NUMA nodes: test-numa must count on them, not skip
-	numa = cells.get("numa")
+	numa = cells.get("numa") if cells_run == ["all"] or "numa" in cells_run else (0, "not asked")
 	print(f"{'numa':<22} {'PASS' if numa and numa[0] == 0 else 'FAIL'}" + (f"   [{numa[1]} s]" if numa else ""))
 	if not numa or numa[0] != 0:
 	    problems.append("numa: per-node counts on two nodes " + ("did not finish" if not numa else f"failed (exit {numa[0]})"))
@@ -700,8 +771,10 @@ check_matrix() {
 run_kernel() {
 	local k=$1 stage initrd disk log start qemu_pid qemu_rc=0 matrix_rc=0
 	local -a qemu_accel=(-accel "$accel")
-	local dirtymap_dir='' syncd='' required='' legacy=0 base=${k%-legacy}
+	local dirtymap_dir='' syncd='' required='' legacy=0 base=${k%-legacy} vm_cells=${LIBDIRTY_VM_CELLS:-all}
+	# the legacy module runs the race cell only; the DKMS one the module cells
 	[ "$base" != "$k" ] && legacy=1
+	base=${base%-dkms}
 	fetch_kernel "$base"
 	echo "vm $k: $kernel_package $kernel_version (uname -r $kernel_release)"
 	if [ "$k" = 6.12-legacy ]; then
@@ -713,6 +786,24 @@ run_kernel() {
 			dirtymap_dir=$out_dir/dirtymap-$k
 		else
 			echo "vm $k: the version 1 module did not build" >&2
+		fi
+	elif [ "$k" = 6.12-dkms ]; then
+		# the package's module, built by DKMS: the module cells only
+		local backends=${LIBDIRTY_VM_BACKENDS:-mapping} rc=0
+		vm_cells=${LIBDIRTY_VM_CELLS:-module race syncd}
+		required="module race"
+		rm -rf "$out_dir/dirtymap-$k"
+		build_dirtymap_dkms "$k" || rc=$?
+		[ $rc = 77 ] && exit 77   # run_kernel runs in a subshell of its own
+		if [ $rc = 0 ]; then
+			dirtymap_dir=$out_dir/dirtymap-$k
+		else
+			echo "vm $k: DKMS did not build the module: the module cells fail" >&2
+		fi
+		if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ] &&
+		   [ -x "$build_dir/tests/test-syncd-hostile" ]; then
+			syncd=1
+			required="$required syncd"
 		fi
 	elif [ "$k" = 6.12 ]; then
 		required="module race"
@@ -762,17 +853,24 @@ run_kernel() {
 	wait $qemu_pid || qemu_rc=$?
 	echo "vm $k: guest ran $(( $(date +%s) - start )) s (qemu exit $qemu_rc$([ $qemu_rc = 124 ] && echo ', timed out'))"
 	rm -f "$disk"
-	check_matrix "$k" "$log" "$backends" "$suites" "$qemu_rc" "$required" || matrix_rc=1
+	check_matrix "$k" "$log" "$backends" "$suites" "$qemu_rc" "$required" "$vm_cells" || matrix_rc=1
 	return $matrix_rc
 }
 
-status=0
+status=0 ran=0 skipped=0
 for k in "$@"; do
 	t0=$(date +%s)
 	# in a subshell of its own: set -e does not act inside a function called
 	# from a || list, so "run_kernel || status=1" would carry on past errors
 	( run_kernel "$k" ) &
-	wait $! || status=1
+	rc=0
+	wait $! || rc=$?
+	case $rc in
+	0) ran=$((ran + 1)) ;;
+	77) skipped=$((skipped + 1)) ;; # the reason is printed
+	*) ran=$((ran + 1)); status=1 ;;
+	esac
 	echo "vm $k: total $(( $(date +%s) - t0 )) s"
 done
+[ $status = 0 ] && [ $ran = 0 ] && [ $skipped -gt 0 ] && exit 77
 exit $status

@@ -1041,13 +1041,14 @@ static int open_buffer(const char *shm, uint64_t size)
 }
 
 static const char usage[] =
-	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
+	"usage: dirty-syncd [--socket PATH] (--size SIZE | --shm NAME [--size SIZE])\n"
 	"                   [--sink-type file|vulkan] --sink SPEC [--align BYTES]\n"
 	"                   [--max-regions N]\n"
 	"                   [--mode auto|mapping|cooperative]\n"
 	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
 	"                   [--max-clients N] [--max-per-uid N] [--readback]\n"
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
+	"--socket is required unless a service manager passes the listening socket.\n"
 	"See dirty-syncd(1).\n";
 
 /* What the command line asks for. */
@@ -1055,6 +1056,8 @@ struct options {
 	const char *socket_path, *shm, *sink, *sink_type, *mode;
 	uint64_t size, interval, idle_s, max_clients, max_per_uid, align, max_regions;
 	int ready_fd;
+	/* socket activation: the listening socket the service manager passed, or -errno */
+	int inherited;
 };
 
 /* 0, or -EINVAL for a bad command line; *help set for --help. */
@@ -1127,9 +1130,11 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
 		default: return -EINVAL;
 		}
 	}
-	if (optind != argc || !o->socket_path || (!o->size && !o->shm) ||
+	if (optind != argc || (!o->socket_path && o->inherited < 0) || (!o->size && !o->shm) ||
 	    !syncd_sink_find(o->sink_type))
 		return -EINVAL;
+	if (!o->socket_path)
+		o->socket_path = "(passed by the service manager)";
 	/* the file sink needs a file; another takes options, or none */
 	if (!o->sink && !strcmp(o->sink_type, "file"))
 		return -EINVAL;
@@ -1256,13 +1261,16 @@ static int set_up_buffer_and_sink(const struct options *o, uint64_t *initial_byt
 	return 0;
 }
 
-/* The listening socket, non-blocking; -1 with the reason printed. */
-static int start_listening(const char *socket_path)
+/*
+ * The listening socket (the one the service manager passed, if it did),
+ * non-blocking; -1 with the reason printed.
+ */
+static int start_listening(const struct options *o)
 {
-	int listen_fd = syncd_listen(socket_path);
+	int listen_fd = o->inherited >= 0 ? o->inherited : syncd_listen(o->socket_path);
 
 	if (listen_fd < 0 || fcntl(listen_fd, F_SETFL, O_NONBLOCK) < 0) {
-		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path,
+		fprintf(stderr, "dirty-syncd: %s: %s\n", o->socket_path,
 			strerror(listen_fd < 0 ? -listen_fd : errno));
 		return -1;
 	}
@@ -1398,7 +1406,7 @@ static void serve_until_stopped(int listen_fd, uint64_t interval, struct pollfd 
 }
 
 /* A last flush, so that the sink is exact when the daemon stops; then close all. */
-static void shut_down(int listen_fd, const char *socket_path)
+static void shut_down(int listen_fd, const struct options *o)
 {
 	struct syncd_flush_stats st;
 
@@ -1408,8 +1416,8 @@ static void shut_down(int listen_fd, const char *socket_path)
 		if (d.clients[i])
 			client_close(i);
 	close(listen_fd);
-	if (socket_path[0] != '@')
-		unlink(socket_path);
+	if (o->inherited < 0 && o->socket_path[0] != '@')
+		unlink(o->socket_path); /* an inherited socket is its manager's */
 	d.file_tracker = dirty_tracker_free(d.file_tracker);
 	d.sink.ops->close(&d.sink);
 }
@@ -1448,6 +1456,13 @@ int main(int argc, char **argv)
 	bool help = false;
 	int err, listen_fd;
 
+	o.inherited = syncd_listen_inherited();
+	if (o.inherited < 0 && o.inherited != -ENOENT) {
+		fprintf(stderr, "dirty-syncd: the socket passed by the service manager (LISTEN_FDS): "
+			"%s: one listening Unix SOCK_SEQPACKET socket is expected\n",
+			strerror(-o.inherited));
+		return 1;
+	}
 	if (parse_options(argc, argv, &o, &help))
 		goto bad_usage;
 	if (help) {
@@ -1469,7 +1484,7 @@ int main(int argc, char **argv)
 	err = choose_mode(&o.mode);
 	if (!err)
 		err = set_up_buffer_and_sink(&o, &initial_bytes);
-	listen_fd = err ? -1 : start_listening(o.socket_path);
+	listen_fd = err ? -1 : start_listening(&o);
 	if (!err && listen_fd < 0)
 		err = 1;
 	if (err) {
@@ -1486,7 +1501,7 @@ int main(int argc, char **argv)
 
 	serve_until_stopped(listen_fd, o.interval, pfd, slot);
 
-	shut_down(listen_fd, o.socket_path);
+	shut_down(listen_fd, &o);
 	free(d.clients);
 	free(pfd);
 	free(slot);

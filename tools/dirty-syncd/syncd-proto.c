@@ -2,8 +2,10 @@
 /* The dirty-syncd socket protocol: framing and descriptor passing. */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -214,4 +216,46 @@ int syncd_connect(const char *path)
 int syncd_listen(const char *path)
 {
 	return seqpacket_socket(path, true);
+}
+
+/*
+ * Socket activation, as sd_listen_fds(3) describes the protocol (systemd
+ * and other service managers speak it): when LISTEN_PID names this process,
+ * LISTEN_FDS descriptors from 3 on are its listening sockets.  The daemon
+ * serves one socket.  The variables are removed either way, so that a child
+ * does not take the descriptors as its own.
+ */
+int syncd_listen_inherited(void)
+{
+	const char *pid_text = getenv("LISTEN_PID"), *fds_text = getenv("LISTEN_FDS");
+	int fd = 3, type = 0, domain = 0, listening = 0;
+	socklen_t len = sizeof(int);
+	unsigned long pid, fds;
+	char *end;
+
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (!pid_text || !fds_text)
+		return -ENOENT;
+	errno = 0;
+	pid = strtoul(pid_text, &end, 10);
+	if (errno || end == pid_text || *end || pid != (unsigned long)getpid())
+		return -ENOENT; /* meant for another process */
+	fds = strtoul(fds_text, &end, 10);
+	if (errno || end == fds_text || *end || fds != 1)
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return errno == EBADF ? -EBADF : -ENOTSOCK;
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return -errno;
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+		return -errno;
+	if (domain != AF_UNIX || type != SOCK_SEQPACKET || !listening)
+		return -EPROTOTYPE;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	return fd;
 }

@@ -108,5 +108,13 @@ int syncd_address(const char *path, struct sockaddr_un *addr, socklen_t *len);
 int syncd_connect(const char *path);
 /* The daemon's listening socket (a stale socket file is replaced), or -errno. */
 int syncd_listen(const char *path);
+/*
+ * The listening socket a service manager passed (socket activation:
+ * LISTEN_PID, LISTEN_FDS, descriptor 3), made close-on-exec; -ENOENT when
+ * none was passed to this process, -EINVAL when more than one was, -EBADF,
+ * -ENOTSOCK or -EPROTOTYPE when descriptor 3 is not a listening Unix
+ * SOCK_SEQPACKET socket.  The LISTEN_* variables are removed.
+ */
+int syncd_listen_inherited(void);
 
 #endif
