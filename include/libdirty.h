@@ -250,7 +250,12 @@ ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len, unsigned 
 /*
  * The same as a bitmap: bit i (bitmap[i / 64] >> (i % 64) & 1) is page i of
  * [addr, addr + len), in base pages.  The caller provides
- * (len / page_size + 63) / 64 words; all of them are written.
+ * (len / page_size + 63) / 64 words; all of them are written.  A call that
+ * fails leaves the tracker as it was (pages a collect-and-clean had taken
+ * are dirty again); the bitmap is untouched if the range was refused as a
+ * whole (bad arguments, a page not tracked, a region found gone before the
+ * collect began: -EINVAL, -ENOENT, -ESTALE, -ECHILD), and its contents are
+ * meaningless after any other failure.
  */
 int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 			 uint64_t *bitmap);
@@ -263,6 +268,24 @@ int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsign
 typedef int (*dirty_run_fn)(void *start, size_t len, void *userdata);
 int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 		       dirty_run_fn fn, void *userdata);
+
+/*
+ * Collecting with the world stopped (a garbage collector; tests/test-collector.c).
+ * dirty_collect(), dirty_collect_bitmap(), dirty_collect_each() and
+ * dirty_clean() allocate no memory, so they may be called while other
+ * threads of the process are stopped anywhere, inside malloc() included, and
+ * while the process's malloc() is the caller's own collector.  The locks
+ * they take are the tracker's and the library's own, which no signal handler
+ * takes, and which only threads inside a call on a tracker hold (a caller
+ * that stops threads must not stop one in the middle of a libdirty call,
+ * nor let such a thread hold the tracker it collects).  Exceptions:
+ * uffd-async under DIRTY_TRACKER_SPARSE allocates the runs it keeps; fn of
+ * dirty_collect_each() and the log callback are the caller's.  dirty_track()
+ * and the other calls do allocate.  Under soft-dirty a clean stops the other
+ * threads itself (see the contract); a thread the caller has stopped with
+ * its stop signal blocked is passed over after 0.2 ms, as any thread that
+ * blocks the stop signal.
+ */
 
 /* ---- shared buffers, tracked in every process that maps them ---- */
 
