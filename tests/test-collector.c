@@ -3,7 +3,10 @@
  * What a garbage collector needs from the library, backend by backend
  * ($DIRTY_TEST_BACKEND): a collect that allocates nothing, since it runs with
  * the collector's other threads stopped, one of them perhaps inside malloc(),
- * and perhaps with malloc() being the collector itself.
+ * and perhaps with malloc() being the collector itself; and a say in the
+ * signals the library takes (libdirty.h, "Signals"): none at all
+ * (DIRTY_TRACKER_NO_SIGNALS), soft-dirty's stop signal, and the signals its
+ * handlers hold off.
  *
  * This program replaces malloc() and its relatives (calling glibc's own
  * __libc_*), so that every allocation of the process, the library's and
@@ -16,11 +19,14 @@
 #include <check.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -303,18 +309,336 @@ static Suite *collect_suite(void)
 	return s;
 }
 
+/* ---- signals ---- */
+
+static bool backend_has_handler(const char *backend)
+{
+	return !strcmp(backend, "mprotect") || !strcmp(backend, "soft-dirty");
+}
+
+static bool handler_is_default(int sig)
+{
+	struct sigaction sa;
+
+	ck_assert_int_eq(sigaction(sig, NULL, &sa), 0);
+	return !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+}
+
+static uint64_t signal_bit(int sig)
+{
+	return UINT64_C(1) << (sig - 1);
+}
+
+static struct dirty_options options(unsigned flags)
+{
+	struct dirty_options opts;
+
+	memset(&opts, 0, sizeof(opts));
+	opts.sz = sizeof(opts);
+	opts.backend = test_backend();
+	opts.flags = flags;
+	return opts;
+}
+
+/*
+ * DIRTY_TRACKER_NO_SIGNALS: a backend that needs a handler is refused;
+ * any other tracks as ever, and no disposition changes.
+ */
+START_TEST(test_no_signals)
+{
+	struct dirty_options opts = options(DIRTY_TRACKER_NO_SIGNALS);
+	struct dirty_tracker *t = NULL;
+	struct dirty_range runs[4];
+	struct test_mem m;
+	char why[256];
+	void *next;
+
+	ck_assert(handler_is_default(SIGSEGV));
+	ck_assert(handler_is_default(SIGRTMAX - 4));
+	if (backend_has_handler(opts.backend)) {
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+		ck_assert_ptr_null(t);
+		/* the control: without the flag, the same backend installs one */
+		opts.flags = 0;
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		ck_assert(!handler_is_default(!strcmp(opts.backend, "mprotect") ? SIGSEGV
+										 : SIGRTMAX - 4));
+		dirty_tracker_free(t);
+		return;
+	}
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_str_eq(dirty_tracker_backend(t), opts.backend);
+	ck_assert_msg(mem_map(&m, MEM_ANON, 16, why, sizeof(why)), "%s", why);
+	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+	m.addr[3 * page_size] = 1;
+	ck_assert_int_eq(dirty_collect(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, runs, 4, &next), 1);
+	ck_assert_ptr_eq(runs[0].start, m.addr + 3 * page_size);
+	ck_assert_uint_eq(runs[0].len, page_size);
+	ck_assert(handler_is_default(SIGSEGV));
+	ck_assert(handler_is_default(SIGRTMAX - 4));
+	dirty_tracker_free(t);
+	mem_unmap(&m);
+}
+END_TEST
+
+/* What the program's own SIGSEGV handler found blocked when the library passed it a fault. */
+static sigset_t chained_mask;
+static _Atomic int chained_faults;
+
+static void on_foreign_fault(int sig, siginfo_t *info, void *context)
+{
+	uintptr_t page = (uintptr_t)info->si_addr & ~(uintptr_t)(page_size - 1);
+
+	(void)sig;
+	(void)context;
+	pthread_sigmask(SIG_BLOCK, NULL, &chained_mask);
+	atomic_fetch_add(&chained_faults, 1);
+	mprotect((void *)page, page_size, PROT_READ | PROT_WRITE); /* the write runs again */
+}
+
+/* A write to a read-only page of no tracker's: the library's handler passes it on. */
+static void foreign_fault(char *page)
+{
+	int before = atomic_load(&chained_faults);
+
+	ck_assert_int_eq(mprotect(page, page_size, PROT_READ), 0);
+	page[0] = 1;
+	ck_assert_int_eq(atomic_load(&chained_faults), before + 1);
+}
+
+/*
+ * dirty_options.handler_mask under mprotect: the handler blocks the union of
+ * the trackers' masks while it runs.  Seen from the program's own handler,
+ * to which the library's passes a fault that is not its own, so runs inside
+ * it, with its mask.
+ */
+START_TEST(test_handler_mask_mprotect)
+{
+	struct sigaction own = { .sa_sigaction = on_foreign_fault, .sa_flags = SA_SIGINFO };
+	struct dirty_options opts = options(0);
+	struct dirty_tracker *t[3] = { NULL };
+	struct dirty_range runs[4];
+	struct test_mem m;
+	char why[256], *foreign;
+	void *next;
+
+	ck_assert_msg(mem_map(&m, MEM_ANON, 16, why, sizeof(why)), "%s", why);
+	foreign = map_isolated(page_size);
+	sigemptyset(&own.sa_mask);
+	ck_assert_int_eq(sigaction(SIGSEGV, &own, NULL), 0);
+
+	/* the control: no mask, nothing held off */
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t[0]), 0);
+	foreign_fault(foreign);
+	ck_assert(!sigismember(&chained_mask, SIGUSR1));
+	ck_assert(!sigismember(&chained_mask, SIGRTMIN + 2));
+
+	opts.handler_mask = signal_bit(SIGUSR1) | signal_bit(SIGRTMIN + 2);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t[1]), 0);
+	foreign_fault(foreign);
+	ck_assert(sigismember(&chained_mask, SIGUSR1));
+	ck_assert(sigismember(&chained_mask, SIGRTMIN + 2));
+	ck_assert(!sigismember(&chained_mask, SIGUSR2));
+
+	/* another tracker adds its own; the first ones' stay */
+	opts.handler_mask = signal_bit(SIGUSR2);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t[2]), 0);
+	foreign_fault(foreign);
+	ck_assert(sigismember(&chained_mask, SIGUSR1));
+	ck_assert(sigismember(&chained_mask, SIGRTMIN + 2));
+	ck_assert(sigismember(&chained_mask, SIGUSR2));
+
+	/* and tracking works as ever */
+	ck_assert_int_eq(dirty_track(t[2], m.addr, m.len), 0);
+	m.addr[5 * page_size] = 1;
+	ck_assert_int_eq(dirty_collect(t[2], m.addr, m.len, DIRTY_COLLECT_CLEAN, runs, 4, &next),
+			 1);
+	ck_assert_ptr_eq(runs[0].start, m.addr + 5 * page_size);
+	ck_assert_int_eq(atomic_load(&chained_faults), 3);
+
+	/* a program that replaced the library's handler: no more signals can be added */
+	ck_assert_int_eq(sigaction(SIGSEGV, &own, NULL), 0);
+	opts.handler_mask = signal_bit(SIGRTMIN + 5);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t[0]), -EBUSY);
+	opts.handler_mask = signal_bit(SIGUSR2); /* nothing to add: fine */
+	dirty_tracker_free(t[0]);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t[0]), 0);
+
+	for (size_t i = 0; i < 3; i++)
+		dirty_tracker_free(t[i]);
+	unmap_isolated(foreign, page_size);
+	mem_unmap(&m);
+}
+END_TEST
+
+/* dirty_options.stop_signal: values outside the allowed ones, on any backend. */
+START_TEST(test_stop_signal_invalid)
+{
+	static const int bad[] = { -1, SIGKILL, SIGSEGV, SIGSTOP, SIGCHLD, 65 };
+	struct dirty_options opts = options(0);
+	struct dirty_tracker *t = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		opts.stop_signal = bad[i];
+		ck_assert_msg(dirty_tracker_new(&opts, &t) == -EINVAL, "stop_signal %d", bad[i]);
+		ck_assert_ptr_null(t);
+	}
+	opts.stop_signal = SIGUSR2;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	/* only soft-dirty installs anything on it */
+	ck_assert(handler_is_default(SIGUSR2) == (strcmp(opts.backend, "soft-dirty") != 0));
+	dirty_tracker_free(t);
+}
+END_TEST
+
+/* Thread that blocks one signal and waits to be let go. */
+struct blocker {
+	pthread_t thread;
+	int sig;
+	int pipe[2];
+};
+
+static void *blocker_main(void *arg)
+{
+	struct blocker *b = arg;
+	sigset_t set;
+	char c;
+
+	sigemptyset(&set);
+	sigaddset(&set, b->sig);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	ck_assert_int_eq(write(b->pipe[1], "r", 1), 1);
+	while (read(b->pipe[0], &c, 1) == 1 && c != 'q')
+		;
+	return NULL;
+}
+
+static void blocker_start(struct blocker *b, int sig)
+{
+	char c;
+
+	b->sig = sig;
+	ck_assert_int_eq(pipe(b->pipe), 0);
+	ck_assert_int_eq(pthread_create(&b->thread, NULL, blocker_main, b), 0);
+	ck_assert_int_eq(read(b->pipe[0], &c, 1), 1); /* it blocks the signal now */
+}
+
+static void blocker_stop(struct blocker *b)
+{
+	ck_assert_int_eq(write(b->pipe[1], "q", 1), 1);
+	pthread_join(b->thread, NULL);
+	close(b->pipe[0]);
+	close(b->pipe[1]);
+}
+
+static char last_warning[512];
+
+static void keep_warning(int priority, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (priority <= LOG_WARNING)
+		snprintf(last_warning, sizeof(last_warning), "%s", msg);
+}
+
+/*
+ * soft-dirty with a stop signal of the caller's choice: the handler is on
+ * it, SIGRTMAX-4 is left alone, and a clean stops threads with it.  Seen
+ * through a thread that blocks it: the clean passes that thread over and
+ * says so, naming the signal; a thread that blocks only SIGRTMAX-4 is
+ * stopped without a word.
+ */
+START_TEST(test_stop_signal_soft_dirty)
+{
+	struct dirty_options opts = options(0);
+	struct dirty_tracker *t = NULL, *other = NULL;
+	int sig = SIGRTMIN + 3;
+	struct blocker b;
+	struct test_mem m;
+	char why[256], expect[64];
+
+	if (strcmp(opts.backend, "soft-dirty"))
+		return; /* the other backends stop no thread */
+	opts.stop_signal = sig;
+	opts.log = keep_warning;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert(!handler_is_default(sig));
+	ck_assert(handler_is_default(SIGRTMAX - 4));
+	ck_assert_msg(mem_map(&m, MEM_ANON, 16, why, sizeof(why)), "%s", why);
+	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
+
+	blocker_start(&b, SIGRTMAX - 4);
+	last_warning[0] = '\0';
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), 0);
+	ck_assert_str_eq(last_warning, "");
+	blocker_stop(&b);
+
+	blocker_start(&b, sig);
+	ck_assert_int_eq(dirty_clean(t, m.addr, m.len), 0);
+	snprintf(expect, sizeof(expect), "block signal %d ", sig);
+	ck_assert_msg(strstr(last_warning, expect), "warning: \"%s\"", last_warning);
+	blocker_stop(&b);
+
+	/* one stop signal per process: 0 takes it, another is refused */
+	opts.stop_signal = SIGRTMIN + 4;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &other), -EBUSY);
+	opts.stop_signal = 0;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &other), 0);
+	dirty_tracker_free(other);
+	dirty_tracker_free(t);
+	mem_unmap(&m);
+}
+END_TEST
+
+/* A stop signal the program handles already is refused, not taken over. */
+static void ignore_signal(int sig)
+{
+	(void)sig;
+}
+
+START_TEST(test_stop_signal_taken)
+{
+	struct dirty_options opts = options(0);
+	struct dirty_tracker *t = NULL;
+
+	if (strcmp(opts.backend, "soft-dirty"))
+		return;
+	ck_assert_ptr_ne(signal(SIGUSR1, ignore_signal), SIG_ERR);
+	opts.stop_signal = SIGUSR1;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EBUSY);
+	opts.stop_signal = SIGUSR2;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	dirty_tracker_free(t);
+}
+END_TEST
+
+static Suite *signals_suite(void)
+{
+	Suite *s = suite_create("signals");
+	TCase *tc = tcase_create("signals");
+
+	tcase_add_test(tc, test_no_signals);
+	tcase_add_test(tc, test_stop_signal_invalid);
+	tcase_add_test(tc, test_stop_signal_soft_dirty);
+	tcase_add_test(tc, test_stop_signal_taken);
+	if (!strcmp(test_backend(), "mprotect"))
+		tcase_add_test(tc, test_handler_mask_mprotect);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 int main(void)
 {
 	SRunner *sr;
 	int failed;
 
 	test_backend(); /* exits 77 with the reason if it cannot run here */
-	if (!COUNTS_ALLOCATIONS) {
-		printf("SKIP: a sanitizer replaces malloc(); allocations cannot be counted\n");
-		return EXIT_SKIP;
-	}
 	mem_map_no_thp = true;
-	sr = srunner_create(collect_suite());
+	sr = srunner_create(signals_suite());
+	if (COUNTS_ALLOCATIONS)
+		srunner_add_suite(sr, collect_suite());
+	else
+		printf("a sanitizer replaces malloc(): the collect suite, which counts "
+		       "allocations, is left out\n");
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
