@@ -12,6 +12,9 @@ packages+=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod)
 # kernel/: the dirtymap module against Debian's 6.12 headers, and the patched
 # 6.12 kernel (kernel/build-patched-kernel.sh)
 packages+=(make gcc-12 flex bison bc libelf-dev unifdef)
+# integrations/bdwgc: Debian's libgc source (apt-get source, dpkg-source) built
+# with the patch, which changes configure.ac and Makefile.am
+packages+=(dpkg-dev autoconf automake libtool)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
