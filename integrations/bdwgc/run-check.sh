@@ -17,7 +17,9 @@
 # GC_PRINT_STATS) "Using libdirty (BACKEND backend)" when it initializes the
 # collector, and the log must hold as many of those as programs that
 # initialized threads support ("Number of processors"), and no other VDB.
-# Then a negative control: the patched bdwgc made to report no dirty page
+# gctest once more with no backend named: libdirty's uffd-async where usable,
+# bdwgc's own way elsewhere.  Then a negative control: the patched bdwgc made
+# to report no dirty page
 # (one line of the patch replaced) must fail gctest, or these runs prove
 # nothing.
 #
@@ -110,6 +112,22 @@ for backend in $backends; do
 	fi
 done
 [ "$ran" -gt 0 ] || { echo "bdwgc: no libdirty backend is usable here"; failed=1; }
+
+# The automatic choice: libdirty when it offers uffd-async, else bdwgc's own.
+if "$libdirty_build/tools/dirtyctl" probe | awk '$1 == "uffd-async" && $2 == "usable" { ok = 1 } END { exit !ok }'; then
+	expect='^Using libdirty \(uffd-async backend\)$'
+else
+	expect='^libdirty offers .* here: not used$|^libdirty is unusable here'
+fi
+rm -f "$work/auto.gclog"
+if (cd "$work/build-patched" && bdwgc_run_isolated env -u LIBDIRTY_BACKEND -u GC_USE_LIBDIRTY \
+	GC_ENABLE_INCREMENTAL=1 GC_PRINT_STATS=1 GC_LOG_FILE="$work/auto.gclog" \
+	./gctest >/dev/null 2>&1) && grep -qE "$expect" "$work/auto.gclog"; then
+	echo "bdwgc: automatic choice: $(grep -m1 -E "$expect" "$work/auto.gclog")"
+else
+	echo "bdwgc: automatic choice: gctest failed or did not log /$expect/: FAILED"
+	failed=1
+fi
 
 # Negative control: with the dirty bits dropped, gctest must fail.
 echo "bdwgc: negative control: the patched bdwgc reporting no dirty page must fail gctest"
