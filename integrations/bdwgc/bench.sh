@@ -2,6 +2,7 @@
 # gctest in incremental mode: bdwgc's own virtual dirty bits against libdirty's.
 #
 #   bench.sh LIBDIRTY_BUILD_DIR [RUNS] [WORK_DIR]
+#   bench.sh --guest LIBDIRTY_BUILD_DIR [RUNS] [WORK_DIR]
 #
 # Builds bdwgc 8.2.2 unpatched and with libdirty-vdb.patch (see run-check.sh,
 # lib.sh) in WORK_DIR (default LIBDIRTY_BUILD_DIR/integrations/bdwgc-bench),
@@ -20,19 +21,102 @@
 # Environment: LIBDIRTY_BDWGC_BACKENDS (default: every usable one of
 # uffd-async uffd-sync soft-dirty mprotect), LIBDIRTY_BDWGC_NO_BUILD=1
 # (reuse WORK_DIR's builds).
+#
+# --guest: the same in the qemu guest of Debian's 6.12 kernel (soft-dirty,
+# uffd-async), through tests/vm/run-matrix.sh's LIBDIRTY_VM_EXEC hook, which
+# takes one program: guest-runner (which unpacks an archive appended to it)
+# with both gctests, linked statically with their libgc, and guest-run.sh.
+# Configurations: bdwgc's own (SOFT_VDB there), libdirty soft-dirty and
+# uffd-async (LIBDIRTY_BDWGC_BACKENDS), RUNS (default 2) times each.  The
+# guest runs nothing else of the matrix (whose verdict is then a failure, and
+# is ignored), under TCG: compare ratios only.  Its log is
+# LIBDIRTY_BUILD_DIR/tests/vm/log-6.12.txt.
 set -u
 set -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-[ $# -ge 1 ] || { echo "usage: $0 LIBDIRTY_BUILD_DIR [RUNS] [WORK_DIR]" >&2; exit 2; }
+guest=0
+if [ "${1:-}" = --guest ]; then
+	guest=1
+	shift
+fi
+[ $# -ge 1 ] || { echo "usage: $0 [--guest] LIBDIRTY_BUILD_DIR [RUNS] [WORK_DIR]" >&2; exit 2; }
 libdirty_build=$(realpath "$1")
-runs=${2:-10}
+runs=${2:-$([ $guest = 1 ] && echo 2 || echo 10)}
 work=$(realpath -m "${3:-$libdirty_build/integrations/bdwgc-bench}")
 backends=${LIBDIRTY_BDWGC_BACKENDS:-uffd-async uffd-sync soft-dirty mprotect}
 
 bdwgc_check_build_dir "$libdirty_build"
+
+if [ $guest = 1 ]; then
+	backends=${LIBDIRTY_BDWGC_BACKENDS:-soft-dirty uffd-async}
+	bdwgc_need_tools
+	bdwgc_fetch
+	mkdir -p "$work"
+	# static libgc: one program per configuration, no libgc.so to tell apart
+	bdwgc_configure_flags=("${bdwgc_configure_flags[@]/--disable-static/--enable-static}"
+		--disable-shared)
+	for kind in ref patched; do
+		bdwgc_unpack "$kind" "$work/src-$kind" &&
+			bdwgc_build "$kind" "$work/src-$kind" "$work/build-static-$kind" "$libdirty_build" ||
+			{ echo "bench: building the static $kind bdwgc failed" >&2; exit 1; }
+	done
+	payload=$work/guest-payload
+	rm -rf "$payload"
+	mkdir -p "$payload"
+	cp "$work/build-static-ref/gctest" "$payload/gctest-ref"
+	cp "$work/build-static-patched/gctest" "$payload/gctest-patched"
+	cp "$here/guest-run.sh" "$payload/run.sh"
+	printf 'runs=%s\nbackends="%s"\nrun_timeout=%s\n' "$runs" "$backends" \
+		"${LIBDIRTY_BDWGC_GUEST_RUN_TIMEOUT:-900}" > "$payload/guest.conf"
+	runner=$work/bdwgc-guest
+	cc -O2 -Wall -Wextra -Werror -o "$runner" "$here/guest-runner.c" || exit 1
+	(cd "$payload" && tar -cf "$work/guest-payload.tar" .) || exit 1
+	cat "$work/guest-payload.tar" >> "$runner"
+	python3 -c 'import os, struct, sys; sys.stdout.buffer.write(struct.pack("<Q", os.path.getsize(sys.argv[1])))' \
+		"$work/guest-payload.tar" >> "$runner"
+	echo "bench: booting the 6.12 guest (TCG; several minutes)"
+	LIBDIRTY_VM_EXEC=$runner LIBDIRTY_VM_CELLS=bdwgc LIBDIRTY_VM_BACKENDS=none \
+		LIBDIRTY_VM_SUITES=none LIBDIRTY_VM_RACE_SECONDS=1 \
+		LIBDIRTY_VM_TIMEOUT=${LIBDIRTY_VM_TIMEOUT:-3600} \
+		"$bdwgc_source_dir/tests/vm/run-matrix.sh" "$libdirty_build" 6.12 >"$work/guest-matrix.txt" 2>&1
+	log=$libdirty_build/tests/vm/log-6.12.txt
+	python3 - "$log" <<'PY'
+import re, statistics, sys
+runs, header = {}, ""
+for line in open(sys.argv[1], errors="replace"):
+    line = line.strip().replace("\r", "")
+    if "@@BDWGC begin" in line:
+        header = line.split("@@BDWGC begin", 1)[1]
+    m = re.search(r"@@BDWGC (config=.*)$", line)
+    if not m:
+        continue
+    print(line[line.index("@@BDWGC"):])
+    r = dict(kv.split("=", 1) for kv in m.group(1).split())
+    runs.setdefault(r["config"], []).append(r)
+if not runs:
+    sys.exit("bench: the guest printed no @@BDWGC line (see %s)" % sys.argv[1])
+print("\nguest:%s (TCG: ratios only)" % header)
+base = None
+for c, rs in runs.items():
+    good = [r for r in rs if r["rc"] == "0" and r["ok"] == "1"]
+    if not good:
+        print("%-12s every run failed" % c)
+        continue
+    wall = statistics.mean(int(r["wall_ms"]) for r in good)
+    n = sum(int(r["pauses"]) for r in good)
+    pause = sum(float(r["mean_ms"]) * int(r["pauses"]) for r in good) / n
+    pmax = max(float(r["max_ms"]) for r in good)
+    if base is None:
+        base = (wall, pause)
+    print("%-12s way %-20s runs %d/%d  wall x%.2f  mean pause x%.2f  max pause %.1f ms (raw: wall %.1f s, mean pause %.2f ms)" % (
+        c, good[0]["way"], len(good), len(rs), base[0] / wall, base[1] / pause, pmax, wall / 1000, pause))
+print("x: the first configuration's mean divided by this one's (above 1: faster)")
+PY
+	exit $?
+fi
 if [ "${LIBDIRTY_BDWGC_NO_BUILD:-0}" != 1 ]; then
 	bdwgc_need_tools
 	bdwgc_fetch
@@ -125,6 +209,8 @@ def summary(rs):
                 wall_mean=statistics.mean(r["wall"] for r in rs),
                 wall_min=min(r["wall"] for r in rs), wall_max=max(r["wall"] for r in rs),
                 cpu=statistics.median(r["cpu"] for r in rs),
+                cpu_mean=statistics.mean(r["cpu"] for r in rs),
+                pause_median=statistics.median(allp),
                 colls=statistics.median(r["collections"] for r in rs),
                 npauses=statistics.median(len(r["pauses"]) for r in rs),
                 pause_mean=statistics.mean(allp), pause_max=max(allp),
@@ -132,17 +218,19 @@ def summary(rs):
 
 base = summary(results[configs[0][0]])
 print()
-print("%d runs each; wall and CPU: median [min-max]; pauses: all runs together" % runs)
-print("%-22s %-24s %8s %7s %8s %9s %9s %9s %10s %10s" % (
-    "configuration", "wall s", "cpu s", "colls", "pauses", "mean ms", "p99 ms", "max ms",
-    "wall x", "pause x"))
+print("%d runs each; wall and CPU time per run: median [min-max], median; "
+      "pauses: every pause of every run" % runs)
+print("%-22s %-22s %7s %6s %7s %8s %8s %8s %8s %7s %7s %7s" % (
+    "configuration", "wall s", "cpu s", "colls", "pauses", "mean ms", "med ms", "p99 ms",
+    "max ms", "wall x", "cpu x", "pause x"))
 for c in configs:
     s = summary(results[c[0]])
     label = c[0] if c[0] != "bdwgc-own" else "bdwgc " + results[c[0]][0]["way"]
-    print("%-22s %6.2f [%5.2f-%6.2f] %8.2f %7d %8d %9.3f %9.3f %9.2f %9.2fx %9.2fx" % (
+    print("%-22s %6.2f [%5.2f-%6.2f] %7.2f %6d %7d %8.3f %8.3f %8.3f %8.2f %6.2fx %6.2fx %6.2fx" % (
         label, s["wall"], s["wall_min"], s["wall_max"], s["cpu"], s["colls"], s["npauses"],
-        s["pause_mean"], s["pause_p99"], s["pause_max"],
-        base["wall_mean"] / s["wall_mean"], base["pause_mean"] / s["pause_mean"]))
-print("x: bdwgc's own VDB's mean wall time (mean pause) divided by this one's: "
-      "above 1 is faster")
+        s["pause_mean"], s["pause_median"], s["pause_p99"], s["pause_max"],
+        base["wall_mean"] / s["wall_mean"], base["cpu_mean"] / s["cpu_mean"],
+        base["pause_mean"] / s["pause_mean"]))
+print("x: bdwgc's own VDB's mean (wall time, CPU time, pause) divided by this one's: "
+      "above 1 is better")
 PY

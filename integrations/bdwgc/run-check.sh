@@ -17,11 +17,10 @@
 # GC_PRINT_STATS) "Using libdirty (BACKEND backend)" when it initializes the
 # collector, and the log must hold as many of those as programs that
 # initialized threads support ("Number of processors"), and no other VDB.
-# gctest once more with no backend named: libdirty's uffd-async where usable,
-# bdwgc's own way elsewhere.  Then a negative control: the patched bdwgc made
-# to report no dirty page
-# (one line of the patch replaced) must fail gctest, or these runs prove
-# nothing.
+# Then gctest once more with no backend named: libdirty's uffd-async where
+# usable, bdwgc's own way elsewhere.  Last, a negative control: the patched
+# bdwgc made to report no dirty page (one line of the patch replaced) must
+# fail gctest, or these runs prove nothing.
 #
 # Exit: 0 all passed, 1 a failure, 77 skipped with the reason (the source
 # cannot be fetched, build tools are missing and cannot be installed, a
