@@ -25,7 +25,9 @@
 # --guest: the same in the qemu guest of Debian's 6.12 kernel (soft-dirty,
 # uffd-async), through tests/vm/run-matrix.sh's LIBDIRTY_VM_EXEC hook, which
 # takes one program: guest-runner (which unpacks an archive appended to it)
-# with both gctests, linked statically with their libgc, and guest-run.sh.
+# with both gctests, linked statically with their libgc, guest-run.sh and
+# tests/test-collector (run there first, on every backend: soft-dirty's
+# stop signal can be tested only where soft-dirty works).
 # Configurations: bdwgc's own (SOFT_VDB there), libdirty soft-dirty and
 # uffd-async (LIBDIRTY_BDWGC_BACKENDS), RUNS (default 2) times each.  The
 # guest runs nothing else of the matrix (whose verdict is then a failure, and
@@ -70,6 +72,9 @@ if [ $guest = 1 ]; then
 	cp "$work/build-static-ref/gctest" "$payload/gctest-ref"
 	cp "$work/build-static-patched/gctest" "$payload/gctest-patched"
 	cp "$here/guest-run.sh" "$payload/run.sh"
+	# and libdirty's tests of what a collector needs (its libraries are the
+	# guest's already: test-conformance's)
+	cp "$libdirty_build/tests/test-collector" "$payload/" 2>/dev/null || true
 	printf 'runs=%s\nbackends="%s"\nrun_timeout=%s\n' "$runs" "$backends" \
 		"${LIBDIRTY_BDWGC_GUEST_RUN_TIMEOUT:-900}" > "$payload/guest.conf"
 	runner=$work/bdwgc-guest
@@ -98,6 +103,9 @@ for line in open(sys.argv[1], errors="replace"):
     line = line.strip().replace("\r", "")
     if "@@BDWGC begin" in line:
         header = line.split("@@BDWGC begin", 1)[1]
+    if "@@BDWGC collector" in line:
+        print(line[line.index("@@BDWGC"):])
+        continue
     m = re.search(r"@@BDWGC (config=.*)$", line)
     if not m:
         continue

@@ -8,6 +8,15 @@ cd /tmp/bdwgc-guest || exit 1
 . ./guest.conf
 now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 echo "@@BDWGC begin runs=$runs backends=$backends kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
+# libdirty's own tests of what a collector needs, on this kernel's backends
+# (soft-dirty's stop signal cannot be tested on a host without soft-dirty)
+if [ -x ./test-collector ]; then
+	for b in soft-dirty uffd-async uffd-sync mprotect; do
+		DIRTY_TEST_BACKEND=$b CK_DEFAULT_TIMEOUT=60 CK_TIMEOUT_MULTIPLIER=5 \
+			timeout -s KILL 600 ./test-collector
+		echo "@@BDWGC collector backend=$b rc=$?"
+	done
+fi
 i=1
 while [ "$i" -le "$runs" ]; do
 	for c in own $backends; do
