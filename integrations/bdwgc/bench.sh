@@ -86,7 +86,7 @@ if [ $guest = 1 ]; then
 	if [ "${LIBDIRTY_BDWGC_GUEST_LOCAL:-0}" = 1 ]; then
 		# a test of the packaging: the same program, on this machine
 		log=$work/guest-local.txt
-		"$runner" >"$log" 2>&1
+		LD_LIBRARY_PATH=$libdirty_build "$runner" >"$log" 2>&1
 	else
 		echo "bench: booting the 6.12 guest (TCG; several minutes)"
 		LIBDIRTY_VM_EXEC=$runner LIBDIRTY_VM_CELLS=bdwgc LIBDIRTY_VM_BACKENDS=none \
