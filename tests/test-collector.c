@@ -11,7 +11,12 @@
  * This program replaces malloc() and its relatives (calling glibc's own
  * __libc_*), so that every allocation of the process, the library's and
  * libc's on its behalf (opendir(), fopen()...), is counted while a call
- * under test runs.  Sanitizers own malloc(): under them it skips.
+ * under test runs.  Sanitizers own malloc(): under them that case skips.
+ *
+ * Every region may change way under the cost model (libdirty.h): with
+ * $LIBDIRTY_FORCE_WAYS=1 (a build with probe_injection) the region changes
+ * way at each whole-region collect-and-clean, so that the collects that
+ * switch, and those of a compared region, are counted too.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -29,7 +34,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "common.h"
+#include "tap.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define COUNTS_ALLOCATIONS 0
@@ -172,8 +179,12 @@ static void runs_to_bitmap(const struct dirty_range *runs, size_t n, char *base,
  */
 START_TEST(test_collect_allocates_nothing)
 {
-#if COUNTS_ALLOCATIONS
+#if !COUNTS_ALLOCATIONS
+	test_skip("a sanitizer replaces malloc(): allocations cannot be counted");
+#else
 	struct dirty_tracker *t = tracker_new();
+	struct dirty_stats st = { .sz = sizeof(st) };
+	const char *ways[NROUNDS];
 	struct dirty_range runs[NPAGES];
 	struct test_mem m;
 	uint64_t bitmap[NPAGES / 64];
@@ -211,8 +222,9 @@ START_TEST(test_collect_allocates_nothing)
 			break;
 		}
 		atomic_store(&counting, false);
-		ck_assert_msg(atomic_load(&allocations) == 0, "round %zu: %lu allocations", round,
-			      atomic_load(&allocations));
+		ways[round] = dirty_tracker_region_way(t, m.addr);
+		ck_assert_msg(atomic_load(&allocations) == 0, "round %zu (%s): %lu allocations",
+			      round, ways[round], atomic_load(&allocations));
 		ck_assert_int_eq(err, 0);
 		switch (round) {
 		case 0:
@@ -249,6 +261,18 @@ START_TEST(test_collect_allocates_nothing)
 	}
 	for (size_t w = 0; w < NPAGES / 64; w++)
 		ck_assert_uint_eq(bitmap[w], 0);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	if (getenv("LIBDIRTY_FORCE_WAYS") && strtoul(getenv("LIBDIRTY_FORCE_WAYS"), NULL, 10)) {
+#if LIBDIRTY_PROBE_INJECTION
+		/* the point of the run: collects that switched, and one of a compared region */
+		ck_assert_msg(st.way_switches >= 2 && (!strcmp(ways[1], "compare") ||
+						       !strcmp(ways[2], "compare")),
+			      "%lu changes of way; ways after each round: %s %s %s",
+			      (unsigned long)st.way_switches, ways[0], ways[1], ways[2]);
+#else
+		test_skip("built with -Dprobe_injection=false: $LIBDIRTY_FORCE_WAYS forces nothing");
+#endif
+	}
 	dirty_tracker_free(t);
 	mem_unmap(&m);
 #endif
@@ -608,7 +632,10 @@ START_TEST(test_stop_signal_soft_dirty)
 }
 END_TEST
 
-/* A stop signal the program handles already is refused, not taken over. */
+/*
+ * A stop signal the program handles already is refused, not taken over;
+ * the other backends leave it to the program.
+ */
 static void ignore_signal(int sig)
 {
 	(void)sig;
@@ -619,10 +646,15 @@ START_TEST(test_stop_signal_taken)
 	struct dirty_options opts = options(0);
 	struct dirty_tracker *t = NULL;
 
-	if (strcmp(opts.backend, "soft-dirty"))
-		return;
 	ck_assert_ptr_ne(signal(SIGUSR1, ignore_signal), SIG_ERR);
 	opts.stop_signal = SIGUSR1;
+	if (strcmp(opts.backend, "soft-dirty")) {
+		/* the other backends take no stop signal: the program keeps its handler */
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		ck_assert_ptr_eq(signal(SIGUSR1, ignore_signal), ignore_signal);
+		dirty_tracker_free(t);
+		return;
+	}
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EBUSY);
 	opts.stop_signal = SIGUSR2;
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
@@ -648,18 +680,11 @@ static Suite *signals_suite(void)
 int main(void)
 {
 	SRunner *sr;
-	int failed;
 
-	test_backend(); /* exits 77 with the reason if it cannot run here */
+	tap_begin();
+	test_backend(); /* a plan of no tests, with the reason, if it cannot run here */
 	mem_map_no_thp = true;
 	sr = srunner_create(signals_suite());
-	if (COUNTS_ALLOCATIONS)
-		srunner_add_suite(sr, collect_suite());
-	else
-		printf("a sanitizer replaces malloc(): the collect suite, which counts "
-		       "allocations, is left out\n");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	srunner_add_suite(sr, collect_suite());
+	return tap_run(sr);
 }
