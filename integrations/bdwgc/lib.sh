@@ -61,13 +61,15 @@ PY
 }
 
 # Sets bdwgc_dsc to the cached .dsc of $bdwgc_debian_version, downloading it
-# (with its tarballs) the first time.  Exits 77 if the archive is unreachable.
+# (with its tarballs) the first time, and bdwgc_cache to the cache directory.
+# Exits 77 if the archive is unreachable.
 bdwgc_fetch() {
 	local cache=${LIBDIRTY_BDWGC_CACHE:-/var/cache/libdirty-bdwgc} dir apt_dir
 	local -a apt_opts
 	if [ -z "${LIBDIRTY_BDWGC_CACHE:-}" ] && ! mkdir -p "$cache" 2>/dev/null; then
 		cache=${XDG_CACHE_HOME:-$HOME/.cache}/libdirty-bdwgc
 	fi
+	bdwgc_cache=$cache
 	dir=$cache/libgc-${bdwgc_debian_version#*:}
 	apt_dir=$cache/apt
 	mkdir -p "$dir" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
@@ -148,6 +150,28 @@ bdwgc_build() {
 	fi
 	(cd "$build" && make -j2 >make.log 2>&1 && make -j2 check TESTS= >>make.log 2>&1) ||
 		{ tail -n 30 "$build/make.log"; return 1; }
+}
+
+# bdwgc_build_ref_cached BUILD: the unpatched bdwgc (which owes nothing to
+# libdirty) built once per source, configuration and compiler in the cache,
+# and copied to BUILD (timestamps kept: make finds it up to date), where make
+# check may write its logs.  After bdwgc_fetch.
+bdwgc_build_ref_cached() {
+	local build=$1 key dir
+	key=$({ sha256sum "$bdwgc_dsc" | cut -d' ' -f1; echo "${bdwgc_configure_flags[*]}"
+		gcc --version | head -n 1; g++ --version | head -n 1; } | sha256sum | cut -c1-16)
+	dir=$bdwgc_cache/ref-build-$key
+	(
+		flock 9
+		[ -f "$dir/built" ] && exit 0
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		echo "bdwgc: building the unpatched bdwgc once, in $dir"
+		bdwgc_unpack ref "$dir/src" && bdwgc_build ref "$dir/src" "$dir/build" "" || exit 1
+		touch "$dir/built"
+	) 9>"$bdwgc_cache/lock" || return 1
+	rm -rf "$build"
+	cp -a "$dir/build" "$build"
 }
 
 # bdwgc_run_isolated CMD...: run CMD in a session of its own and end whatever

@@ -43,12 +43,12 @@ mkdir -p "$work"
 start=$SECONDS
 failed=0
 
-echo "bdwgc: building $bdwgc_debian_version, unpatched and patched, in $work"
-for kind in ref patched; do
-	bdwgc_unpack "$kind" "$work/src-$kind" &&
-		bdwgc_build "$kind" "$work/src-$kind" "$work/build-$kind" "$libdirty_build" ||
-		{ echo "bdwgc: building the $kind bdwgc failed"; exit 1; }
-done
+echo "bdwgc: building $bdwgc_debian_version, unpatched (cached) and patched, in $work"
+bdwgc_build_ref_cached "$work/build-ref" || { echo "bdwgc: building the unpatched bdwgc failed"; exit 1; }
+bdwgc_unpack patched "$work/src-patched" &&
+	bdwgc_build patched "$work/src-patched" "$work/build-patched" "$libdirty_build" ||
+	{ echo "bdwgc: building the patched bdwgc failed"; exit 1; }
+echo "bdwgc: built in $((SECONDS - start)) s"
 
 # run_check NAME BUILD_DIR ENV...: make check with ENV; sets log to the GC log.
 run_check() {
