@@ -201,6 +201,9 @@ def validate_report(objs, pid=None, runs=True):
                   "%s: pages %r (mappings with 0 pages are left out)" % (what, m.get("pages")))
             check(m["pages"] <= (end - start) // PAGE, "%s: more pages than it has" % what)
             check(is_number(m.get("mib_per_s")), "%s: no mib_per_s" % what)
+            # how the library tracked it (null: the mapping is gone since)
+            check("way" in m and m["way"] in ("protect", "compare", None),
+                  "%s: way %r" % (what, m.get("way")))
             in_mappings += m["pages"]
             if not runs:
                 check("runs" not in m, "%s: runs without --runs" % what)

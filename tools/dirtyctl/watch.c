@@ -444,12 +444,20 @@ static void json_mapping(struct watch *w, const struct mapping *m, uint64_t page
 			 bool with_runs)
 {
 	FILE *f = w->o->out;
+	const char *way;
 
 	fprintf(f, "{\"name\": ");
 	json_string(f, m->name);
 	fprintf(f, ", \"kind\": \"%s\", \"start\": \"%#" PRIxPTR "\", \"end\": \"%#" PRIxPTR "\", "
 		   "\"pages\": %" PRIu64 ", \"mib_per_s\": %.3f", kind_names[m->kind], m->start,
 		m->end, pages, mib_per_s(pages, secs));
+	/* how the library tracks it: "protect" or "compare" (its cost model) */
+	way = w->t ? dirty_tracker_region_way(w->t, (const void *)m->start) : NULL;
+	fprintf(f, ", \"way\": ");
+	if (way)
+		json_string(f, way);
+	else
+		fprintf(f, "null");
 	if (with_runs) {
 		fprintf(f, ", \"runs\": [");
 		for (size_t r = 0; r < m->nruns; r++)
