@@ -210,11 +210,17 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Does thread tid block the stop signal?  Read with syscalls only: nothing allocates. */
+/*
+ * Does thread tid block the stop signal?  Blocked and still pending: a
+ * thread that runs the stop handler blocks the signal too (the handler's
+ * mask) until it marks itself held, and under emulation or load a stopper
+ * may look in between; that one is not pending any more.  Read with
+ * syscalls only: nothing allocates.
+ */
 static bool thread_blocks_stop(pid_t tid)
 {
 	char path[64], buf[4096], *p;
-	unsigned long long mask;
+	unsigned long long mask, pending;
 	ssize_t n;
 	int fd;
 
@@ -230,7 +236,10 @@ static bool thread_blocks_stop(pid_t tid)
 	p = strstr(buf, "SigBlk:");
 	if (!p || sscanf(p + 7, "%llx", &mask) != 1)
 		return false;
-	return mask >> (stop_signal - 1) & 1;
+	p = strstr(buf, "SigPnd:"); /* the thread's own: tgkill's */
+	if (!p || sscanf(p + 7, "%llx", &pending) != 1)
+		return false;
+	return (mask & pending) >> (stop_signal - 1) & 1;
 }
 
 /*
