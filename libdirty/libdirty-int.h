@@ -124,6 +124,25 @@ void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page
 struct dirty_hash_key {
 	uint64_t k[47];
 };
+/*
+ * The compare way reads pages that the application's threads may be writing
+ * at that moment: by design (a write racing with the read is reported now or
+ * at the next collect, CONTRACT.md), like any reader of another's memory.
+ * The code that reads them is left uninstrumented by the sanitizers
+ * (DIRTY_READS_RACING), and ThreadSanitizer is told to ignore the reads of
+ * the library calls it intercepts in between (DIRTY_RACING_READS_BEGIN/END:
+ * memcmp and memcpy of the copies under DIRTY_TRACKER_COMPARE_COPY).
+ */
+#define DIRTY_READS_RACING __attribute__((no_sanitize("thread", "address")))
+#if defined(__SANITIZE_THREAD__)
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define DIRTY_RACING_READS_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define DIRTY_RACING_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define DIRTY_RACING_READS_BEGIN() ((void)0)
+#define DIRTY_RACING_READS_END() ((void)0)
+#endif
 /* A random key (getrandom); 0 or -errno. */
 int dirty_hash_key_new(struct dirty_hash_key *key);
 /* The hash of len bytes (a multiple of 1 KiB: a page), by the fastest code here. */

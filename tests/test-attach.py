@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Attaching never harms the target: tests of libdirty/remote.c through
+"""Attaching never harms the target: tests of libdirty/base/remote.c through
 dirtyctl attach (and dirty_tracker_new() through ctypes).
 
     pytest-3 --build-dir=BUILD --probe-injection=true|false tests/test-attach.py[::test_NAME]

@@ -499,6 +499,23 @@ def test_run_stdio_and_status(workdir):
           "summary exit_status %r" % summary["exit_status"])
 
 
+
+def test_run_command_done_before_attach():
+    """run: a command that ends before it can be attached (true, exit 7, a
+    signal) gives its status all the same, and dirtyctl says nothing of it
+    was reported instead of a reason to refuse."""
+    require_backend()
+    for cmd, want in ((["true"], 0), (["sh", "-c", "exit 7"], 7),
+                      (["sh", "-c", "kill -KILL $$"], 128 + signal.SIGKILL)):
+        status, out, err = run([DIRTYCTL, "run", "--"] + cmd)
+        check(status == want, "%r: exit status %d, the command's was %d; stderr %r"
+              % (cmd, status, want, err))
+        # a fast machine may attach in time: then it is an ordinary run
+        check("ended before it could be attached" in err or "summary:" in out,
+              "%r: neither a report nor why there is none: %r %r" % (cmd, out, err))
+        check("cannot attach" not in err, "%r: a refusal for a command that ended: %r"
+              % (cmd, err))
+
 # Test (c): real programs give the same output when attached to and detached from.
 
 def feed(proc, data):
@@ -789,6 +806,11 @@ def test_usage_errors():
             check_error(status, err, 2, one_line=False)
         except Failure as e:
             raise Failure("dirtyctl %s: %s" % (" ".join(args), e)) from None
+    # an unknown option sends to the help of the verb that was given
+    for verb in ("run", "attach", "heatmap", "dump"):
+        status, _, err = run([DIRTYCTL, verb, "--bogus"])
+        check(status == 2 and "see dirtyctl %s --help" % verb in err,
+              "dirtyctl %s --bogus: status %d, %r" % (verb, status, err))
     check(tracer_pid(w.pid) == 0, "the workload is traced after the usage errors")
     w.terminate()
 

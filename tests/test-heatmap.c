@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The heatmap of `dirtyctl heatmap` (tools/heatmap.c): the API's errors, and
+ * The heatmap of `dirtyctl heatmap` (tools/dirtyctl/heatmap.c): the API's errors, and
  * SVGs built from known adds for tests/check-heatmap.py to parse.
  *
  *   test-heatmap OUT.svg [MANY.svg]

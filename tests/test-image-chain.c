@@ -2,7 +2,7 @@
 /*
  * Image chains checked as a whole: test-image-chain DIRTYCTL SHIM
  *
- * "checks": the chain checks of tools/image-chain.c on tables made up here
+ * "checks": the chain checks of tools/dirtyctl/image-chain.c on tables made up here
  * (gaps, two processes, changed ranges, regions that end, --upto).
  * "apply": dirtyctl image apply on chains that this process writes of its
  * own memory with dirty_image_write(): a sound chain rebuilds exactly the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libdirty/run-set.c against a model: a set of pages as runs, changed at
+ * libdirty/base/run-set.c against a model: a set of pages as runs, changed at
  * random by add() and by the builder's replace(), must hold exactly the
  * pages a bitmap of the same changes holds, in sorted, disjoint, coalesced
  * runs.  (Internal: linked with the static library.)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dirty_seccomp_run() (libdirty/seccomp.c) against the kernel.
+ * dirty_seccomp_run() (libdirty/base/seccomp.c) against the kernel.
  *
  * remote.c refuses to run a system call in another process unless every
  * seccomp filter of that process, run by dirty_seccomp_run(), allows it: so

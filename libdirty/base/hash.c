@@ -36,7 +36,7 @@
 #define STRIPES_PER_BLOCK (BLOCK_BYTES / STRIPE_BYTES)
 #define PRIME32 UINT64_C(0x9E3779B1)
 
-static uint64_t load64(const unsigned char *p)
+DIRTY_READS_RACING static uint64_t load64(const unsigned char *p)
 {
 	uint64_t v;
 
@@ -101,7 +101,8 @@ static void acc_init(uint64_t *acc, const struct dirty_hash_key *key)
 	memcpy(acc, key->k + DIRTY_HASH_INIT, LANES * sizeof(*acc));
 }
 
-static uint64_t hash_c(const void *data, size_t len, const struct dirty_hash_key *key)
+DIRTY_READS_RACING static uint64_t hash_c(const void *data, size_t len,
+					  const struct dirty_hash_key *key)
 {
 	const unsigned char *p = data;
 	uint64_t acc[LANES];
@@ -125,7 +126,7 @@ static uint64_t hash_c(const void *data, size_t len, const struct dirty_hash_key
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-__attribute__((target("avx2"))) static uint64_t hash_avx2(const void *data, size_t len,
+DIRTY_READS_RACING __attribute__((target("avx2"))) static uint64_t hash_avx2(const void *data, size_t len,
 							  const struct dirty_hash_key *key)
 {
 	const unsigned char *p = data;

@@ -147,8 +147,14 @@ static bool page_changed(struct walk *w, uintptr_t addr, bool hole, uint64_t *h)
 	size_t i = page_index(w->r, addr), page = dirty_page_size();
 	bool forced = dirty_bits_test(c->forced, i);
 
-	if (c->copy)
-		return forced || memcmp(c->pages + i * page, hole ? zeroes : (const void *)addr, page);
+	if (c->copy) {
+		bool differs;
+
+		DIRTY_RACING_READS_BEGIN();
+		differs = memcmp(c->pages + i * page, hole ? zeroes : (const void *)addr, page) != 0;
+		DIRTY_RACING_READS_END();
+		return forced || differs;
+	}
 	*h = hole ? c->zero_hash : page_hash(w->t, addr);
 	return forced || *h != c->hash[i];
 }
@@ -160,10 +166,13 @@ static void page_record(struct walk *w, uintptr_t addr, bool hole, uint64_t h)
 	size_t i = page_index(w->r, addr), page = dirty_page_size();
 
 	if (c->copy) {
-		if (hole)
+		if (hole) {
 			memset(c->pages + i * page, 0, page);
-		else
+		} else {
+			DIRTY_RACING_READS_BEGIN();
 			memcpy(c->pages + i * page, (const void *)addr, page);
+			DIRTY_RACING_READS_END();
+		}
 	} else {
 		c->hash[i] = h;
 	}

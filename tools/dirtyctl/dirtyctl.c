@@ -536,7 +536,10 @@ static int parse_watch_options(int argc, char **argv, enum watch_verb verb,
 			return 0;
 		default:
 			fprintf(stderr, "dirtyctl: bad option (see dirtyctl %s --help)\n",
-				verb == VERB_RUN ? "run" : verb == VERB_ATTACH ? "attach" : "heatmap");
+				verb == VERB_RUN      ? "run"
+				: verb == VERB_ATTACH ? "attach"
+				: verb == VERB_DUMP   ? "dump"
+						      : "heatmap");
 			return EXIT_USAGE;
 		}
 	}

@@ -154,8 +154,27 @@ static bool threads_live(pid_t pid)
  * not.  The rest (permission, tracer, seccomp, vfork) the library checks,
  * and its reason is the message (open_tracker()).
  */
+/*
+ * run's command (our child), while it is attached: if it has already ended
+ * (a program done in less time than an attach takes), why the attach failed
+ * does not matter; its status does.
+ */
+static pid_t run_child;
+#define ENDED_EARLY (-1)
+
+static bool ended_early(pid_t pid)
+{
+	siginfo_t si = { 0 };
+
+	/* WNOWAIT: the status stays to be reaped */
+	return run_child == pid && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	       si.si_pid == pid;
+}
+
 static int check_target(pid_t pid)
 {
+	if (ended_early(pid))
+		return ENDED_EARLY;
 	char path[64], buf[4096], *p;
 	unsigned long flags = 0;
 	int field;
@@ -787,6 +806,8 @@ static int open_tracker(struct watch *w)
 		w->backend = dirty_tracker_backend(w->t);
 		return 0;
 	}
+	if (ended_early(w->pid))
+		return ENDED_EARLY;
 	if (err == -EINVAL) {
 		fprintf(stderr, "dirtyctl: no backend named \"%s\": see dirtyctl probe\n",
 			w->o->backend);
@@ -1027,10 +1048,20 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
+	run_child = child ? pid : 0;
 	rc = check_target(pid);
 	if (!rc)
 		rc = open_tracker(&w);
-	if (rc) {
+	if (rc == ENDED_EARLY) {
+		/* nothing was tracked; the command's status is still run's */
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		*exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		fprintf(stderr, "dirtyctl: %s ended before it could be attached (it ran for less "
+			"than an attach takes): none of its writes are reported\n", o->label);
+		rc = 0;
+	}
+	if (rc || *exit_status >= 0) {
 		sigaction(SIGINT, &old_int, NULL);
 		sigaction(SIGTERM, &old_term, NULL);
 		return rc;
