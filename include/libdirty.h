@@ -113,6 +113,47 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   NULL, "auto") may be named (-EINVAL).
  */
 #define DIRTY_TRACKER_GIVEN_UFFD 0x4u
+/*
+ * DIRTY_TRACKER_NO_SIGNALS: the tracker installs no signal handler.  The
+ *   backends that need one to track this process are left out: mprotect
+ *   (SIGSEGV) and soft-dirty (its stop signal; soft-dirty of another process
+ *   stops it with ptrace and stays usable).  Automatic selection passes over
+ *   them; naming one is -EOPNOTSUPP, as is a machine where no other backend
+ *   works.  For programs whose own handlers those signals are (a garbage
+ *   collector, a language runtime).  See "Signals" below.
+ */
+#define DIRTY_TRACKER_NO_SIGNALS 0x8u
+
+/*
+ * Signals.  Two backends install a process-wide signal handler when a
+ * tracker of this process first uses them, and keep it:
+ *   - mprotect, on SIGSEGV.  A fault that is not its own goes to the
+ *     handler that was installed before it (or to the default action).
+ *   - soft-dirty, on its stop signal, with which a clean stops the other
+ *     threads of this process (docs/CONTRACT.md).
+ * dirty_options says what they may take:
+ *   stop_signal   soft-dirty's stop signal: SIGUSR1, SIGUSR2 or a real-time
+ *                 signal (SIGRTMIN..SIGRTMAX); other values are -EINVAL.
+ *                 0: the one in use, or SIGRTMAX-4 for the first tracker.
+ *                 Every soft-dirty tracker of a process uses one signal:
+ *                 naming another than the one in use, or one the program
+ *                 handles already, makes dirty_tracker_new() (or the first
+ *                 dirty_track() that needs soft-dirty) fail with -EBUSY.
+ *   handler_mask  the signals to hold off (block) while the library's
+ *                 handlers run: bit n - 1 for signal n.  A program that
+ *                 stops its threads with a signal (a garbage collector
+ *                 stopping the world) names that signal here.  Under
+ *                 mprotect a faulting thread makes the page writable, then
+ *                 records it; stopped in between, it leaves a page that
+ *                 takes writes without being recorded for as long as it is
+ *                 stopped, and writes that other threads make to the page
+ *                 meanwhile are reported one collect late.  The handlers are
+ *                 process-wide: each blocks the signals of every tracker's
+ *                 mask (soft-dirty's blocks all signals anyway).  Adding
+ *                 signals after the program replaced the library's SIGSEGV
+ *                 handler is -EBUSY.
+ *   DIRTY_TRACKER_NO_SIGNALS  no handler at all.
+ */
 
 /* Tracker options.  Pass NULL for the defaults: this process, automatic backend. */
 struct dirty_options {
@@ -124,6 +165,8 @@ struct dirty_options {
 	dirty_log_fn log;    /* NULL = silent */
 	void *log_userdata;
 	int uffd;            /* with DIRTY_TRACKER_GIVEN_UFFD: the target's userfaultfd */
+	int stop_signal;     /* soft-dirty: the signal that stops threads (Signals, above) */
+	uint64_t handler_mask; /* signals blocked in the library's handlers (above) */
 };
 
 /*
@@ -145,7 +188,9 @@ int dirty_userfaultfd_share(void);
  * order uffd-async, uffd-sync, soft-dirty, mprotect, that can track its kind
  * of memory (uffd-sync cannot track regular files, soft-dirty hugetlb).
  * Errors: -EINVAL bad options or unknown backend name; -EOPNOTSUPP the named
- * backend cannot run here (dirty_backend_probe() says why); for a pid,
+ * backend cannot run here (dirty_backend_probe() says why) or needs a signal
+ * handler that DIRTY_TRACKER_NO_SIGNALS forbids; -EBUSY a signal it needs is
+ * taken (Signals, above); for a pid,
  * -ESRCH, -EPERM, -EBUSY or -EACCES when the target refused (see "Another
  * process" above; the reason goes to the log callback); -ENOMEM; or the
  * errno of the kernel facility that refused.
@@ -286,7 +331,12 @@ ssize_t dirty_collect(struct dirty_tracker *t, void *addr, size_t len, unsigned 
 /*
  * The same as a bitmap: bit i (bitmap[i / 64] >> (i % 64) & 1) is page i of
  * [addr, addr + len), in base pages.  The caller provides
- * (len / page_size + 63) / 64 words; all of them are written.
+ * (len / page_size + 63) / 64 words; all of them are written.  A call that
+ * fails leaves the tracker as it was (pages a collect-and-clean had taken
+ * are dirty again); the bitmap is untouched if the range was refused as a
+ * whole (bad arguments, a page not tracked, a region found gone before the
+ * collect began: -EINVAL, -ENOENT, -ESTALE, -ECHILD), and its contents are
+ * meaningless after any other failure.
  */
 int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 			 uint64_t *bitmap);
@@ -299,6 +349,24 @@ int dirty_collect_bitmap(struct dirty_tracker *t, void *addr, size_t len, unsign
 typedef int (*dirty_run_fn)(void *start, size_t len, void *userdata);
 int dirty_collect_each(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 		       dirty_run_fn fn, void *userdata);
+
+/*
+ * Collecting with the world stopped (a garbage collector; tests/test-collector.c).
+ * dirty_collect(), dirty_collect_bitmap(), dirty_collect_each() and
+ * dirty_clean() allocate no memory, so they may be called while other
+ * threads of the process are stopped anywhere, inside malloc() included, and
+ * while the process's malloc() is the caller's own collector.  The locks
+ * they take are the tracker's and the library's own, which no signal handler
+ * takes, and which only threads inside a call on a tracker hold (a caller
+ * that stops threads must not stop one in the middle of a libdirty call,
+ * nor let such a thread hold the tracker it collects).  Exceptions:
+ * uffd-async under DIRTY_TRACKER_SPARSE allocates the runs it keeps; fn of
+ * dirty_collect_each() and the log callback are the caller's.  dirty_track()
+ * and the other calls do allocate.  Under soft-dirty a clean stops the other
+ * threads itself (docs/CONTRACT.md); a thread the caller has stopped with
+ * its stop signal blocked is passed over after 0.2 ms, as any thread that
+ * blocks the stop signal.
+ */
 
 /* ---- shared buffers, tracked in every process that maps them ---- */
 

@@ -399,6 +399,8 @@ void dirty_run_set_replace(struct dirty_run_set *s, uintptr_t start, uintptr_t e
 #define DIRTY_BACKEND_TAKES_UFFD 0x04u /* takes a userfaultfd given by the caller */
 #define DIRTY_BACKEND_SHARED     0x08u /* every tracker sees every write: claims nothing */
 #define DIRTY_BACKEND_INHERITED  0x10u /* its hold on the pages outlives fork() (a claim too) */
+/* installs a signal handler to track this process's memory (DIRTY_TRACKER_NO_SIGNALS) */
+#define DIRTY_BACKEND_SIGNALS    0x20u
 
 /*
  * One kernel mechanism.  The core validates every argument, holds the tracker
@@ -484,6 +486,8 @@ struct dirty_tracker {
 	uint64_t fork_generation;
 	dirty_log_fn log;
 	void *log_userdata;
+	int stop_signal;       /* soft-dirty: dirty_options.stop_signal, 0 = the default */
+	uint64_t handler_mask; /* dirty_options.handler_mask */
 	struct dirty_registry regions;
 	struct dirty_stats stats;
 	/* the cost model (core/cost.c): set up by the first region that may be compared */

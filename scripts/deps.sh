@@ -19,6 +19,9 @@ packages+=(make gcc-12 flex bison bc libelf-dev unifdef)
 # dirtymap-dkms cell of tests/vm (pahole: Debian's linux-kbuild needs it for BTF);
 # groff and man for the pages' tests
 packages+=(dpkg-dev debhelper dh-dkms dkms pahole fakeroot lintian groff-base man-db binutils)
+# integrations/bdwgc: Debian's libgc source (apt-get source, dpkg-source) built
+# with the patch, which changes configure.ac and Makefile.am
+packages+=(dpkg-dev autoconf automake libtool)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -185,7 +185,7 @@ START_TEST(test_new_flags)
 	struct dirty_options opts = options_for("mprotect");
 	struct dirty_tracker *t = SENTINEL;
 
-	opts.flags = 1u << 2; /* the first undefined DIRTY_TRACKER_* bit */
+	opts.flags = 1u << 4; /* the first undefined DIRTY_TRACKER_* bit */
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EINVAL);
 	ck_assert_ptr_eq(t, SENTINEL);
 	opts.flags = 1u << 31;
@@ -899,6 +899,42 @@ START_TEST(test_auto_falls_back)
 }
 END_TEST
 
+/*
+ * DIRTY_TRACKER_NO_SIGNALS: automatic selection passes over the backends
+ * that install a signal handler; with only those left, there is none.
+ */
+START_TEST(test_auto_no_signals)
+{
+	const char *usable[NIMPLEMENTED], *expect = NULL;
+	size_t n = usable_backends(usable);
+	struct dirty_options opts = options_for(NULL);
+	struct dirty_tracker *t = SENTINEL;
+
+	unsetenv("LIBDIRTY_BACKEND");
+	for (size_t i = 0; i < n && !expect; i++)
+		if (strcmp(usable[i], "mprotect") && strcmp(usable[i], "soft-dirty"))
+			expect = usable[i];
+	opts.flags = DIRTY_TRACKER_NO_SIGNALS;
+	if (expect) {
+		ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+		ck_assert_str_eq(dirty_tracker_backend(t), expect);
+		dirty_tracker_free(t);
+		t = SENTINEL;
+	}
+	ck_assert_int_eq(setenv("LIBDIRTY_PROBE_FAIL", "uffd-async,uffd-sync", 1), 0);
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), -EOPNOTSUPP);
+	ck_assert_ptr_eq(t, SENTINEL);
+	/* the control: without the flag, a backend with a handler is taken */
+	opts.flags = 0;
+	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
+	ck_assert_msg(!strcmp(dirty_tracker_backend(t), "soft-dirty") ||
+			      !strcmp(dirty_tracker_backend(t), "mprotect"),
+		      "%s", dirty_tracker_backend(t));
+	dirty_tracker_free(t);
+	unsetenv("LIBDIRTY_PROBE_FAIL");
+}
+END_TEST
+
 /* A MAP_SHARED regular file in the working directory (a disk file system). */
 static char *map_file_pages(size_t npages, int *ret_fd)
 {
@@ -1053,6 +1089,7 @@ static Suite *fallback_suite(void)
 	tcase_add_loop_test(tc, test_probe_fail_injected, 0, (int)NIMPLEMENTED);
 	tcase_add_test(tc, test_auto_falls_back);
 	tcase_add_test(tc, test_auto_per_kind);
+	tcase_add_test(tc, test_auto_no_signals);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -117,6 +117,8 @@ static _Atomic unsigned phase;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sigaction previous_action;
 static bool handler_installed;
+/* what the handler blocks: every tracker's dirty_options.handler_mask */
+static uint64_t handler_mask;
 
 /* ---- the signal handler ---- */
 
@@ -358,9 +360,24 @@ static bool table_overlaps(uintptr_t start, uintptr_t end)
 
 /* ---- the backend ---- */
 
+/* *set := the signals of a dirty_options.handler_mask (bit n - 1: signal n). */
+static void signal_mask_set(sigset_t *set, uint64_t mask)
+{
+	sigemptyset(set);
+	for (int sig = 1; sig <= 64; sig++)
+		if (mask >> (sig - 1) & 1)
+			sigaddset(set, sig);
+}
+
+/*
+ * Install the handler once, blocking the signals of every tracker's
+ * handler_mask while it runs; a tracker that adds signals to the mask
+ * installs it again with them, if it is still the one installed.
+ */
 static int mprotect_open(struct dirty_tracker *t, void **ret)
 {
-	struct sigaction action;
+	uint64_t mask = handler_mask | t->handler_mask;
+	struct sigaction action, current;
 	int err = 0;
 
 	pthread_mutex_lock(&table_lock);
@@ -368,19 +385,27 @@ static int mprotect_open(struct dirty_tracker *t, void **ret)
 		pthread_mutex_unlock(&table_lock);
 		return -ENOMEM;
 	}
-	if (!handler_installed) {
+	if (!handler_installed || mask != handler_mask) {
 		memset(&action, 0, sizeof(action));
 		action.sa_sigaction = on_sigsegv;
 		action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-		sigemptyset(&action.sa_mask);
-		if (sigaction(SIGSEGV, &action, &previous_action) < 0)
+		signal_mask_set(&action.sa_mask, mask);
+		if (handler_installed &&
+		    (sigaction(SIGSEGV, NULL, &current) < 0 || !(current.sa_flags & SA_SIGINFO) ||
+		     current.sa_sigaction != on_sigsegv)) {
+			dirty_log(t, LOG_ERR, "mprotect: the program replaced the SIGSEGV handler "
+				  "of the library's: cannot add signals to what it blocks");
+			err = -EBUSY;
+		} else if (sigaction(SIGSEGV, &action, handler_installed ? NULL : &previous_action) <
+			   0) {
 			err = -errno;
-		else
+			dirty_log(t, LOG_ERR, "mprotect: cannot install the SIGSEGV handler");
+		} else {
 			handler_installed = true;
+			handler_mask = mask;
+		}
 	}
 	pthread_mutex_unlock(&table_lock);
-	if (err)
-		dirty_log(t, LOG_ERR, "mprotect: cannot install the SIGSEGV handler");
 	/* the handler stays: it passes on every fault that is not ours */
 	*ret = NULL; /* the handler's table is process-wide: nothing of the tracker's own */
 	return err;
@@ -688,7 +713,7 @@ static int probe_mprotect(pid_t pid, char *why, size_t why_len)
 const struct dirty_backend dirty_backend_mprotect = {
 	.name = "mprotect",
 	/* a child of fork() inherits the protections: its copies stay claimed */
-	.flags = DIRTY_BACKEND_INHERITED,
+	.flags = DIRTY_BACKEND_INHERITED | DIRTY_BACKEND_SIGNALS,
 	.probe = probe_mprotect,
 	.open = mprotect_open,
 	.close = mprotect_close,

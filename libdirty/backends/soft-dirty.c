@@ -24,13 +24,14 @@
  * Why no write is lost.  Between the read of a page's bit and clear_refs, a
  * write to a page whose bit was clear would set it and have it cleared at
  * once: lost.  So the fold runs with the writers stopped.
- *   - This process: every other thread is sent STOP_SIGNAL, whose handler
+ *   - This process: every other thread is sent the stop signal (SIGRTMAX-4,
+ *     or dirty_options.stop_signal), whose handler
  *     acknowledges and waits on a futex until the fold is over; the tasks
  *     of /proc/self/task are listed again until a pass finds no new thread
  *     (a thread created meanwhile is stopped by the next pass).  Nothing
  *     between the first signal and the release allocates memory or logs: a
  *     stopped thread may hold the allocator's lock.  A thread that blocks
- *     STOP_SIGNAL cannot be stopped; it is left running, and a write it
+ *     the stop signal cannot be stopped; it is left running, and a write it
  *     makes during a fold may be lost (logged).  The library's own threads
  *     (the uffd-sync handler) block it and write only their own state.
  *   - Another process: each of its threads is seized and interrupted with
@@ -82,8 +83,6 @@
 #include "linux-compat.h"
 
 #define PAGEMAP_SOFT_DIRTY (UINT64_C(1) << 55)
-/* the signal that stops this process's threads for a fold */
-#define STOP_SIGNAL (SIGRTMAX - 4)
 /* the most threads one stop can hold (a static table: nothing is allocated) */
 #define STOP_MAX_THREADS 8192
 /*
@@ -133,7 +132,8 @@ static struct stop_slot stop_slots[STOP_MAX_THREADS];
 static _Atomic size_t stop_nslots;
 /* odd while a stop is on; the handler waits for it to change */
 static _Atomic uint32_t stop_generation;
-static bool stop_handler_installed; /* under world_lock */
+/* the signal that stops them, once its handler is installed; under world_lock */
+static int stop_signal;
 
 static long futex(_Atomic uint32_t *word, int op, uint32_t value)
 {
@@ -165,27 +165,40 @@ out:
 	errno = saved_errno;
 }
 
-/* Install the handler once; -EBUSY if the program has its own on STOP_SIGNAL. */
+/*
+ * Install the handler once, on the tracker's stop signal (0: the one in
+ * use, else SIGRTMAX-4).  -EBUSY if the program has its own handler there,
+ * or if the tracker names another signal than the one in use.
+ */
 static int stop_handler_install(struct dirty_tracker *t)
 {
 	struct sigaction sa = { .sa_sigaction = on_stop_signal,
 				.sa_flags = SA_SIGINFO | SA_RESTART }, old;
+	int sig = t->stop_signal ? t->stop_signal : stop_signal ? stop_signal : SIGRTMAX - 4;
 
-	if (stop_handler_installed)
-		return 0;
-	if (sigaction(STOP_SIGNAL, NULL, &old) < 0)
+	if (stop_signal) {
+		if (sig == stop_signal)
+			return 0;
+		dirty_log(t, LOG_ERR,
+			  "soft-dirty: this process's threads are stopped with signal %d already; "
+			  "a tracker cannot use signal %d", stop_signal, sig);
+		return -EBUSY;
+	}
+	if (sigaction(sig, NULL, &old) < 0)
 		return -errno;
 	if ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != NULL
 					: old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
 		dirty_log(t, LOG_ERR,
-			  "soft-dirty: signal %d (SIGRTMAX-4), which it needs to stop threads, "
-			  "has a handler of the program's", STOP_SIGNAL);
+			  "soft-dirty: signal %d, which it needs to stop threads, "
+			  "has a handler of the program's (dirty_options.stop_signal picks another)",
+			  sig);
 		return -EBUSY;
 	}
+	/* every signal, those of dirty_options.handler_mask among them */
 	sigfillset(&sa.sa_mask);
-	if (sigaction(STOP_SIGNAL, &sa, NULL) < 0)
+	if (sigaction(sig, &sa, NULL) < 0)
 		return -errno;
-	stop_handler_installed = true;
+	stop_signal = sig;
 	return 0;
 }
 
@@ -197,11 +210,17 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Does thread tid block STOP_SIGNAL?  Read with syscalls only: nothing allocates. */
+/*
+ * Does thread tid block the stop signal?  Blocked and still pending: a
+ * thread that runs the stop handler blocks the signal too (the handler's
+ * mask) until it marks itself held, and under emulation or load a stopper
+ * may look in between; that one is not pending any more.  Read with
+ * syscalls only: nothing allocates.
+ */
 static bool thread_blocks_stop(pid_t tid)
 {
 	char path[64], buf[4096], *p;
-	unsigned long long mask;
+	unsigned long long mask, pending;
 	ssize_t n;
 	int fd;
 
@@ -217,7 +236,10 @@ static bool thread_blocks_stop(pid_t tid)
 	p = strstr(buf, "SigBlk:");
 	if (!p || sscanf(p + 7, "%llx", &mask) != 1)
 		return false;
-	return mask >> (STOP_SIGNAL - 1) & 1;
+	p = strstr(buf, "SigPnd:"); /* the thread's own: tgkill's */
+	if (!p || sscanf(p + 7, "%llx", &pending) != 1)
+		return false;
+	return (mask & pending) >> (stop_signal - 1) & 1;
 }
 
 /*
@@ -260,7 +282,7 @@ static int stop_signal_new_threads(pid_t self)
 			stop_slots[nslots].tid = tid;
 			atomic_store(&stop_slots[nslots].state, STOP_SENT);
 			atomic_store(&stop_nslots, nslots + 1);
-			if (syscall(SYS_tgkill, getpid(), tid, STOP_SIGNAL) < 0)
+			if (syscall(SYS_tgkill, getpid(), tid, stop_signal) < 0)
 				atomic_store(&stop_slots[nslots].state, STOP_LEFT); /* exited */
 			else
 				sent++;
@@ -272,7 +294,7 @@ static int stop_signal_new_threads(pid_t self)
 
 /*
  * Stop every other thread of this process.  *left receives the number of
- * threads that could not be stopped (they block STOP_SIGNAL, or did not
+ * threads that could not be stopped (they block the stop signal, or did not
  * answer in time).  On error the world is resumed.
  */
 static int world_stop(size_t *left)
@@ -518,7 +540,7 @@ static int fold_and_clear(struct dirty_tracker *t, struct soft_dirty_target *sd)
 	if (left)
 		dirty_log(t, LOG_WARNING,
 			  "soft-dirty: %zu thread(s) block signal %d or did not stop: their "
-			  "writes during this clean may be lost", left, STOP_SIGNAL);
+			  "writes during this clean may be lost", left, stop_signal);
 	return err;
 }
 
@@ -943,6 +965,7 @@ static int probe_soft_dirty(pid_t pid, char *why, size_t why_len)
 
 const struct dirty_backend dirty_backend_soft_dirty = {
 	.name = "soft-dirty",
+	.flags = DIRTY_BACKEND_SIGNALS, /* for this process; another is stopped with ptrace */
 	.probe = probe_soft_dirty,
 	.open = soft_dirty_open,
 	.close = soft_dirty_close,

@@ -531,6 +531,10 @@ static int collect_span(struct dirty_tracker *t, const struct span *sp, unsigned
 	int err;
 
 	err = span_begin(t, sp, &first, &count);
+	/* the bitmap form writes every word: those of pages found clean are zero */
+	if (!err && sink->bitmap)
+		memset(sink->bitmap, 0,
+		       ((sp->end - sp->start) / dirty_page_size() + 63) / 64 * sizeof(uint64_t));
 	for (i = first; !err && i < first + count &&
 			done == max_addr(sp->start, t->regions.v[i]->start);
 	     i++) {
@@ -578,25 +582,21 @@ static ssize_t collect_runs(struct dirty_tracker *t, const struct span *sp, unsi
 	return err ? err : (ssize_t)sink.n;
 }
 
-/* The bitmap form: all or nothing, so a private copy is filled and published on success. */
+/*
+ * The bitmap form, straight into the caller's bitmap: a collect must not
+ * allocate (a garbage collector calls it with its other threads stopped, one
+ * of them perhaps inside malloc).  A failure after pages were taken gives
+ * them back (collect_span()), so only the bitmap's contents are lost.
+ */
 static int collect_bitmap(struct dirty_tracker *t, const struct span *sp, unsigned flags,
 			  uint64_t *bitmap)
 {
-	size_t words = ((sp->end - sp->start) / dirty_page_size() + 63) / 64;
-	struct dirty_sink sink = { .base = sp->start };
+	struct dirty_sink sink = { .base = sp->start, .bitmap = bitmap };
 	uintptr_t done;
-	int err;
 
 	if (!bitmap || (flags & ~DIRTY_COLLECT_CLEAN))
 		return -EINVAL;
-	sink.bitmap = calloc(words, sizeof(uint64_t));
-	if (!sink.bitmap)
-		return -ENOMEM;
-	err = collect_span(t, sp, flags, &sink, &done);
-	if (!err)
-		memcpy(bitmap, sink.bitmap, words * sizeof(uint64_t));
-	free(sink.bitmap);
-	return err;
+	return collect_span(t, sp, flags, &sink, &done);
 }
 
 /* ---- the calls on memory ---- */

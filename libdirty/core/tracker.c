@@ -163,14 +163,19 @@ void dirty_tracker_leave(struct dirty_tracker *t)
 
 static int options_check(const struct dirty_options *opts)
 {
+	int sig;
+
 	if (!opts)
 		return 0;
 	if (dirty_sized_check(opts, opts->sz, OPTIONS_MIN_SIZE, sizeof(*opts)))
 		return -EINVAL;
 	if ((opts->flags & ~(DIRTY_TRACKER_SPARSE | DIRTY_TRACKER_ADAPTIVE |
-			     DIRTY_TRACKER_GIVEN_UFFD | DIRTY_TRACKER_NO_COMPARE |
-			     DIRTY_TRACKER_COMPARE_COPY)) ||
+			     DIRTY_TRACKER_GIVEN_UFFD | DIRTY_TRACKER_NO_SIGNALS |
+			     DIRTY_TRACKER_NO_COMPARE | DIRTY_TRACKER_COMPARE_COPY)) ||
 	    opts->pid < 0)
+		return -EINVAL;
+	sig = DIRTY_SIZED_GET(opts, stop_signal, 0);
+	if (sig && sig != SIGUSR1 && sig != SIGUSR2 && (sig < SIGRTMIN || sig > SIGRTMAX))
 		return -EINVAL;
 	return 0;
 }
@@ -249,15 +254,30 @@ static int choose_given(struct dirty_tracker *t, const char *name, char *why, si
  * files, probed when a file is first tracked (in this process: a file is
  * the same file whoever maps it).
  */
+/* DIRTY_TRACKER_NO_SIGNALS leaves out what would install a signal handler here. */
+static bool signals_forbidden(const struct dirty_tracker *t, const struct dirty_backend *b)
+{
+	return (t->flags & DIRTY_TRACKER_NO_SIGNALS) && !t->pid &&
+	       (b->flags & DIRTY_BACKEND_SIGNALS);
+}
+
 static int choose_auto(struct dirty_tracker *t, char *why, size_t why_len)
 {
 	const struct dirty_backend *found[DIRTY_MAX_BACKENDS];
-	size_t n;
+	size_t n, kept = 0;
 	int err = dirty_backend_choose(t->pid, found, &n, why, why_len);
 
 	if (err)
 		return err;
 	for (size_t i = 0; i < n; i++)
+		if (!signals_forbidden(t, found[i]))
+			found[kept++] = found[i];
+	if (!kept) {
+		snprintf(why, why_len, "every backend usable here installs a signal handler, "
+			 "which DIRTY_TRACKER_NO_SIGNALS forbids");
+		return -EOPNOTSUPP;
+	}
+	for (size_t i = 0; i < kept; i++)
 		candidate_add(t, found[i], true, true);
 	for (size_t i = 0; dirty_backends[i]; i++)
 		if (dirty_backends[i]->flags & DIRTY_BACKEND_FILES)
@@ -274,6 +294,11 @@ static int choose_named(struct dirty_tracker *t, const char *name, char *why, si
 	if (err)
 		/* the target's refusal as it is (gone, permission, traced, sandbox) */
 		return dirty_target_error(err) ? err : -EOPNOTSUPP;
+	if (signals_forbidden(t, dirty_backend_named(name))) {
+		snprintf(why, why_len, "%s installs a signal handler, which "
+			 "DIRTY_TRACKER_NO_SIGNALS forbids", name);
+		return -EOPNOTSUPP;
+	}
 	candidate_add(t, dirty_backend_named(name), true, true);
 	return 0;
 }
@@ -341,6 +366,8 @@ static int tracker_alloc(const struct dirty_options *opts, pid_t pid, struct dir
 	t->fork_generation = dirty_fork_generation();
 	t->log = DIRTY_SIZED_GET(opts, log, NULL);
 	t->log_userdata = DIRTY_SIZED_GET(opts, log_userdata, NULL);
+	t->stop_signal = DIRTY_SIZED_GET(opts, stop_signal, 0);
+	t->handler_mask = DIRTY_SIZED_GET(opts, handler_mask, 0);
 	t->stats.sz = sizeof(t->stats);
 	/*
 	 * The target's pagemap, opened once: for another process, what tells
