@@ -195,6 +195,7 @@ struct dirty_cost {
 	unsigned collects;   /* whole-region collect-and-cleans since the last change of way */
 	unsigned streak;     /* of them in a row where the other way was the cheaper */
 	bool switch_pending; /* change way at the next whole-region collect-and-clean */
+	unsigned settle;     /* collects a way is kept at least (0: the first time's) */
 };
 
 struct dirty_compare;

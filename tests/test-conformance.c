@@ -1370,7 +1370,7 @@ static void cost_ways_on(enum test_mem_kind kind, unsigned flags)
 	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
 	ck_assert_str_eq(way_of(t, &m), "protect");
 	/* written all over: compared after a few cycles */
-	for (cycle = 0; cycle < 16 && strcmp(way_of(t, &m), "compare"); cycle++) {
+	for (cycle = 0; cycle < 32 && strcmp(way_of(t, &m), "compare"); cycle++) {
 		memset(m.addr, cycle + 1, m.len);
 		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
 		ck_assert_uint_eq(runs[0].len, m.len);
@@ -1388,7 +1388,7 @@ static void cost_ways_on(enum test_mem_kind kind, unsigned flags)
 	}
 	/* one page written a cycle: protected again, exact all along (soft-dirty's
 	   clean stops the world: comparing stays the cheaper there) */
-	for (cycle = 0; cycle < 16 && strcmp(way_of(t, &m), "protect"); cycle++) {
+	for (cycle = 0; cycle < 32 && strcmp(way_of(t, &m), "protect"); cycle++) {
 		write_pages(&m, (const size_t[]){ 3 }, 1);
 		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), one, 1);
 	}

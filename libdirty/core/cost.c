@@ -20,8 +20,10 @@
  * comparing is the tracker's measured rate of reading, times the region's
  * pages.  A region changes way when the other one has been the cheaper by a
  * quarter at ADAPT_STREAK whole-region collect-and-cleans in a row, and not
- * sooner than ADAPT_SETTLE of them after its last change: every collect
- * re-measures, so a region whose writes change is followed.
+ * sooner than ADAPT_SETTLE of them after its last change (twice as many
+ * after each change that came that soon: a region at the break-even point
+ * does not flip at every chance): every collect re-measures, so a region
+ * whose writes change is followed.
  *
  * Only whole-region collect-and-cleans decide and switch.  Going to compare:
  * the region's pages are recorded first, then the collect runs as before
@@ -50,9 +52,11 @@
 
 #define ADAPT_STREAK 3
 #define ADAPT_SETTLE 4
+#define ADAPT_SETTLE_MAX 64
 /* scratch memory for measuring a backend: pages, of which some are written */
 #define CALIBRATION_PAGES 512
 #define CALIBRATION_WRITES 64
+#define CALIBRATION_ROUNDS 3
 /* A filesystem's write fault where no scratch file can be made beside the file (ext4: 30-40 us). */
 #define FILE_FAULT_DEFAULT_NS 30000
 
@@ -90,6 +94,52 @@ static uint64_t calibrate_hash(struct dirty_tracker *t)
 }
 
 /*
+ * A file's pages written by write(2) in one call, as a program's data would
+ * be: the page cache takes them in folios as large as the filesystem allows
+ * (ext4: up to 2 MiB), and what a write fault costs there depends on that
+ * (page_mkwrite prepares the whole folio: 30 us a 4 KiB page on a 2 MiB
+ * folio here, a few on a 4 KiB one).
+ */
+static int fill(int fd, size_t len)
+{
+	void *buf = malloc(len);
+	ssize_t n;
+
+	if (!buf)
+		return -1;
+	memset(buf, 1, len);
+	n = pwrite(fd, buf, len, 0);
+	free(buf);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* len bytes mapped at an address aligned to len (a huge page's worth: the kernel may map it huge). */
+static void *map_aligned(size_t len, int flags, int fd)
+{
+	char *area = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			  -1, 0);
+	uintptr_t aligned;
+	void *mem;
+
+	if (area == MAP_FAILED)
+		return MAP_FAILED;
+	aligned = ((uintptr_t)area + len - 1) & ~(uintptr_t)(len - 1);
+	mem = mmap((void *)aligned, len, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, 0);
+	if (mem == MAP_FAILED) {
+		int err = errno;
+
+		munmap(area, 2 * len);
+		errno = err;
+		return MAP_FAILED;
+	}
+	/* the reservation around it goes */
+	if ((char *)aligned > area)
+		munmap(area, aligned - (uintptr_t)area);
+	munmap((char *)aligned + len, (uintptr_t)area + 2 * len - aligned - len);
+	return mem;
+}
+
+/*
  * Scratch memory of r's kind, CALIBRATION_PAGES long (a file beside path
  * for a mapped file); -errno if none can be made.
  */
@@ -110,14 +160,15 @@ static int scratch_map(const struct dirty_region *r, char *path, void **ret, siz
 		/* an unnamed file beside the mapped one: the same filesystem */
 		fd = open(dirname(path), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	}
-	if (r->kind != DIRTY_MEM_ANON && (fd < 0 || ftruncate(fd, (off_t)len) < 0)) {
+	if (r->kind != DIRTY_MEM_ANON && (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+					   (r->kind == DIRTY_MEM_FILE_SHARED && fill(fd, len) < 0))) {
 		int err = -errno;
 
 		if (fd >= 0)
 			close(fd);
 		return err;
 	}
-	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+	mem = map_aligned(len, flags, fd);
 	if (fd >= 0)
 		close(fd);
 	if (mem == MAP_FAILED)
@@ -173,16 +224,25 @@ static void calibrate_faults(struct dirty_tracker *t, const struct dirty_region 
 	if (r->backend->track(t, &fake) == 0) {
 		memset(mem, 2, len); /* the faults of a first write, outside the timing */
 		err = r->backend->clean(t, &fake, fake.start, fake.end);
-		scan = err ? 0 : timed_collect(t, &fake);
-		t0 = dirty_now_ns();
-		for (size_t i = 0; scan && i < CALIBRATION_PAGES; i += step)
-			((volatile unsigned char *)mem)[i * page] = 3;
-		write = dirty_now_ns() - t0;
-		dirty = scan ? timed_collect(t, &fake) : 0;
-		if (scan && dirty) {
-			ret->scan_ns = scan / CALIBRATION_PAGES;
-			ret->write_ns = write / CALIBRATION_WRITES;
-			ret->dirty_ns = dirty > scan ? (dirty - scan) / CALIBRATION_WRITES : 0;
+		/*
+		 * The least of a few rounds: a round the scheduler interrupted
+		 * (other threads, other programs) measures them, not the backend.
+		 */
+		for (int round = 0; !err && round < CALIBRATION_ROUNDS; round++) {
+			scan = timed_collect(t, &fake);
+			t0 = dirty_now_ns();
+			for (size_t i = round; scan && i < CALIBRATION_PAGES; i += step)
+				((volatile unsigned char *)mem)[i * page] = (unsigned char)(3 + round);
+			write = dirty_now_ns() - t0;
+			dirty = scan ? timed_collect(t, &fake) : 0;
+			if (!scan || !dirty)
+				break;
+			if (!round || scan / CALIBRATION_PAGES < ret->scan_ns)
+				ret->scan_ns = scan / CALIBRATION_PAGES;
+			if (!round || write / CALIBRATION_WRITES < ret->write_ns)
+				ret->write_ns = write / CALIBRATION_WRITES;
+			if (!round || (dirty > scan ? (dirty - scan) / CALIBRATION_WRITES : 0) < ret->dirty_ns)
+				ret->dirty_ns = dirty > scan ? (dirty - scan) / CALIBRATION_WRITES : 0;
 		}
 		r->backend->untrack(t, &fake);
 	}
@@ -261,6 +321,11 @@ const char *dirty_way_name(const struct dirty_region *r)
 	return way_name(r->way);
 }
 
+static unsigned settle_of(const struct dirty_cost *c)
+{
+	return c->settle ? c->settle : ADAPT_SETTLE;
+}
+
 /* Record what this collect cost, and whether the other way would have cost less. */
 static void cost_account(struct dirty_tracker *t, struct dirty_region *r, uint64_t pages,
 			 uint64_t elapsed_ns)
@@ -277,14 +342,21 @@ static void cost_account(struct dirty_tracker *t, struct dirty_region *r, uint64
 		here = elapsed_ns + pages * c->trap->write_ns;
 		there = npages * t->hash_ns;
 	} else {
+		uint64_t sample = elapsed_ns / (npages ? npages : 1);
+
 		here = elapsed_ns;
-		/* reading got its own measure: the tracker's rate follows it */
-		t->hash_ns = (t->hash_ns + elapsed_ns / (npages ? npages : 1) + 1) / 2;
+		/*
+		 * Reading got its own measure: the tracker's rate follows it,
+		 * quickly down and slowly up (a collect the scheduler
+		 * interrupted says little of what reading costs).
+		 */
+		t->hash_ns = sample < t->hash_ns ? (t->hash_ns + sample + 1) / 2
+						 : (7 * t->hash_ns + sample + 7) / 8;
 		there = npages * c->trap->scan_ns + pages * (c->trap->write_ns + c->trap->dirty_ns);
 	}
 	c->streak = there * 4 < here * 3 ? c->streak + 1 : 0;
 	if (every ? c->collects % every == 0
-		  : c->streak >= ADAPT_STREAK && c->collects >= ADAPT_SETTLE)
+		  : c->streak >= ADAPT_STREAK && c->collects >= settle_of(c))
 		c->switch_pending = true;
 	if (r->way == DIRTY_WAY_COMPARE && dirty_compare_unknown(r))
 		c->switch_pending = true; /* shared memory not resident: it cannot be compared */
@@ -292,6 +364,17 @@ static void cost_account(struct dirty_tracker *t, struct dirty_region *r, uint64
 
 static void switched(struct dirty_tracker *t, struct dirty_region *r, enum dirty_way way)
 {
+	unsigned settle = settle_of(&r->cost);
+
+	/*
+	 * A way left within twice its settling time: the region's writes sit
+	 * near where the two ways cost the same, and each change costs a
+	 * whole-region record or protection; the next change waits twice as
+	 * long (up to ADAPT_SETTLE_MAX collects).  A way kept longer starts over.
+	 */
+	r->cost.settle = r->cost.collects < 2 * settle
+				 ? (2 * settle < ADAPT_SETTLE_MAX ? 2 * settle : ADAPT_SETTLE_MAX)
+				 : ADAPT_SETTLE;
 	r->way = way;
 	r->cost.collects = 0;
 	r->cost.streak = 0;
