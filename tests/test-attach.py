@@ -39,7 +39,9 @@ TEST_TIMEOUT = 60        # seconds, one test (the watchdog fails it after that)
 NOBODY = 65534
 SI_USER, SI_QUEUE = 0, -1
 SIGRTMIN = signal.SIGRTMIN
-SYS_rt_sigsuspend, SYS_restart_syscall = 130, 219
+# the numbers /proc/PID/task/TID/syscall shows, per architecture
+SYS_read, SYS_rt_sigsuspend, SYS_restart_syscall = {
+    "x86_64": (0, 130, 219), "aarch64": (63, 133, 128)}[os.uname().machine]
 
 DIRTYCTL = TARGET = LIBDIRTY = None
 PROBE_INJECTION = False
@@ -763,7 +765,8 @@ def test_vfork():
                "the main thread suspended in vfork()")
     with open("/proc/%d/task/%d/children" % (t.pid, t.pid)) as f:
         child = int(f.read().split()[0])
-    poll_until(lambda: thread_syscall(child, child) == 0, 10, "the vfork child waiting in read()")
+    poll_until(lambda: thread_syscall(child, child) == SYS_read, 10,
+               "the vfork child waiting in read()")
     before, child_before = snapshot(t.pid), snapshot(child)
     status, _, err = attach(t.pid)
     check(status == 0, "vfork parent with a second thread: exit status %d, %r" % (status, err))
