@@ -809,8 +809,11 @@ static bool thp_backed(const void *addr)
 START_TEST(test_thp_base_page_granularity)
 {
 	/* soft-dirty: the kernel marks the whole huge page (documented) */
-	static const size_t want[][2] = { { 1000, 1001 } }, want_huge[][2] = { { 512, 1024 } };
-	size_t huge = 2 * 1024 * 1024, len = 2 * huge;
+	size_t huge = thp_page_size(), len = 2 * huge, per_huge = huge / page_size;
+	/* a base page of the second huge page, 1000 with 4 KiB pages */
+	size_t written = per_huge + per_huge * 61 / 64;
+	const size_t want[][2] = { { written, written + 1 } },
+		     want_huge[][2] = { { per_huge, 2 * per_huge } };
 	struct dirty_range runs[8];
 	struct dirty_tracker *t = tracker_new();
 	char *raw, *mem;
@@ -825,8 +828,8 @@ START_TEST(test_thp_base_page_granularity)
 	m = (struct test_mem){ .kind = MEM_ANON, .addr = mem, .len = len, .page = page_size };
 	ck_assert_int_eq(dirty_track(t, mem, len), 0);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
-	mem[1000 * page_size + 5] = 2;
-	/* one base page, not the 512 of its huge page */
+	mem[written * page_size + 5] = 2;
+	/* one base page, not the 512 (4 KiB pages) of its huge page */
 	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8),
 		    is("soft-dirty") ? want_huge : want, 1);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
@@ -836,7 +839,7 @@ START_TEST(test_thp_base_page_granularity)
 }
 END_TEST
 
-/* The first 2 MiB block of [mem, mem + len) that the kernel maps with one PMD. */
+/* The first PMD-sized block of [mem, mem + len) that the kernel maps with one PMD. */
 static char *first_pmd_mapped(char *mem, size_t len)
 {
 	struct page_region regions[64];
@@ -850,7 +853,7 @@ static char *first_pmd_mapped(char *mem, size_t len)
 		.return_mask = PAGE_IS_HUGE,
 	};
 	int fd = open("/proc/self/pagemap", O_RDONLY), n;
-	uintptr_t huge = 2 * 1024 * 1024;
+	uintptr_t huge = thp_page_size();
 
 	n = fd < 0 ? -1 : ioctl(fd, PAGEMAP_SCAN, &arg);
 	if (fd >= 0)
@@ -872,7 +875,8 @@ static char *first_pmd_mapped(char *mem, size_t len)
  */
 START_TEST(test_file_huge_mapping)
 {
-	size_t huge = 2 * 1024 * 1024, len = 64 * huge;
+	/* 128 MiB with 2 MiB huge pages; 4 of arm64's 32 MiB ones (16 KiB pages) */
+	size_t huge = thp_page_size(), len = (huge > (2u << 20) ? 4 : 64) * huge;
 	struct dirty_range runs[8];
 	struct dirty_tracker *t = tracker_new();
 	char path[] = "libdirty-test-XXXXXX", *mem, *block;
@@ -914,20 +918,25 @@ START_TEST(test_hugetlb_huge_page_granularity)
 {
 	static const size_t want[][2] = { { 1, 2 }, { 3, 4 } };
 	struct dirty_range runs[8];
-	uint64_t bitmap[4 * 512 / 64];
 	struct test_mem m;
 	struct dirty_tracker *t = setup(&m, MEM_HUGETLB, 4);
+	/* one bit per base page: 512 per huge page with 4 KiB pages, 2048 with 16 KiB */
+	size_t words_per_huge = m.page / page_size / 64;
+	uint64_t *bitmap = calloc(4 * words_per_huge, sizeof(*bitmap));
 
 	/* unaligned to the huge page: refused */
 	ck_assert_int_eq(dirty_clean(t, m.addr, page_size), -EINVAL);
 	/* one byte in a huge page reports all of it */
-	m.addr[m.page + 4096 * 7] = 1;
+	ck_assert_ptr_nonnull(bitmap);
+	m.addr[m.page + page_size * 7] = 1;
 	m.addr[3 * m.page + 5] = 1;
 	assert_runs(&m, runs, collect(t, &m, 0, runs, 8), want, 2);
 	ck_assert_int_eq(dirty_collect_bitmap(t, m.addr, m.len, DIRTY_COLLECT_CLEAN, bitmap), 0);
-	for (size_t w = 0; w < 32; w++)
-		ck_assert_uint_eq(bitmap[w], (w / 8 == 1 || w / 8 == 3) ? UINT64_MAX : 0);
+	for (size_t w = 0; w < 4 * words_per_huge; w++)
+		ck_assert_uint_eq(bitmap[w], (w / words_per_huge == 1 || w / words_per_huge == 3)
+					     ? UINT64_MAX : 0);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);
+	free(bitmap);
 	teardown(t, &m);
 }
 END_TEST

@@ -423,7 +423,7 @@ END_TEST
 /* A transparent huge page partly dropped: exactly the dropped base pages. */
 START_TEST(test_thp_partly_dropped)
 {
-	size_t huge = 2u << 20, len = 2 * huge;
+	size_t huge = thp_page_size(), len = 2 * huge;
 	char *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *mem;
 	struct dirty_range runs[8];

@@ -25,6 +25,22 @@ enum probe_kind { KIND_ANON, KIND_SHMEM, KIND_FILE, KIND_HUGETLB, NKINDS };
 static const char *const kind_names[NKINDS] = { "anonymous", "shared-memory", "file",
 						"hugetlb" };
 
+/* The default hugetlb page: 2 MiB with 4 KiB base pages, 32 MiB with arm64's 16 KiB. */
+static size_t hugetlb_size(void)
+{
+	size_t size = 2 * 1024 * 1024;
+	unsigned long kib;
+	char line[128];
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Hugepagesize: %lu kB", &kib) == 1 && kib)
+			size = (size_t)kib * 1024;
+	if (f)
+		fclose(f);
+	return size;
+}
+
 /* A small mapping of the kind, or NULL with the reason in why. */
 static void *map_kind(enum probe_kind kind, size_t *len, int *fd, char *why, size_t why_len)
 {
@@ -39,7 +55,7 @@ static void *map_kind(enum probe_kind kind, size_t *len, int *fd, char *why, siz
 	else if (kind == KIND_SHMEM)
 		*fd = memfd_create("dirtyctl-probe", MFD_CLOEXEC);
 	else if (kind == KIND_HUGETLB)
-		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, *len = 2 * 1024 * 1024;
+		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, *len = hugetlb_size();
 	for (size_t i = 0; kind == KIND_FILE && *fd < 0 && i < 2; i++) {
 		char path[64];
 
