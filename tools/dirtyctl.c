@@ -122,7 +122,8 @@ static int verb_probe(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *const *names = dirty_backend_names();
-	char why[512], auto_why[1024];
+	char why[512], auto_why[1024], features[512];
+	int nfeatures;
 	const char *chosen = NULL, *kinds[NKINDS];
 	char kinds_why[NKINDS][128];
 	struct dirty_tracker *t;
@@ -151,10 +152,20 @@ static int verb_probe(int argc, char **argv)
 	}
 	dirty_backend_probe("auto", 0, auto_why, sizeof(auto_why));
 	probe_kinds(kinds, kinds_why);
+	nfeatures = dirty_kernel_uffd_features(features, sizeof(features));
 
 	if (json) {
 		printf("{\"kernel\": ");
 		json_string(stdout, uts.release);
+		printf(", \"machine\": ");
+		json_string(stdout, uts.machine);
+		printf(", \"page_size\": %ld, \"userfaultfd_features\": [", sysconf(_SC_PAGESIZE));
+		for (char *p = nfeatures > 0 ? features : NULL, *end; p && *p; p = end ? end + 2 : NULL) {
+			end = strstr(p, ", ");
+			printf("%s\"%.*s\"", p == features ? "" : ", ",
+			       (int)(end ? (size_t)(end - p) : strlen(p)), p);
+		}
+		printf("]");
 		printf(", \"backends\": [");
 		for (i = 0; names[i]; i++) {
 			int err = dirty_backend_probe(names[i], 0, why, sizeof(why));
@@ -188,7 +199,9 @@ static int verb_probe(int argc, char **argv)
 		printf("}}\n");
 		return chosen ? 0 : 1;
 	}
-	printf("kernel: %s %s\n\n", uts.sysname, uts.release);
+	printf("kernel: %s %s (%s, %ld-byte pages)\n", uts.sysname, uts.release, uts.machine,
+	       sysconf(_SC_PAGESIZE));
+	printf("userfaultfd: %s\n\n", nfeatures > 0 ? features : "none (not available here)");
 	for (i = 0; names[i]; i++) {
 		int err = dirty_backend_probe(names[i], 0, why, sizeof(why));
 
