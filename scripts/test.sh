@@ -31,13 +31,13 @@ run_build() {
 
 run_build plain "" "" ""
 # the asan build also runs the fuzz suite (tests/fuzz: a minute per harness)
-run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--setup fuzz --no-suite install --no-suite vm" \
+run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" "--setup fuzz --no-suite install --no-suite vm --no-suite vm-arm64" \
 	"UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1"
-run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench --no-suite vm" \
+run_build tsan "-Db_sanitize=thread -Db_lundef=false" "--no-suite install --no-suite bench --no-suite vm --no-suite vm-arm64" \
 	"TSAN_OPTIONS=halt_on_error=1 DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200"
 # without liburing and libnuma: images through pwritev only, NUMA an explicit no-op
 run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
-	"--no-suite install --no-suite bench --no-suite vm --no-suite stress" ""
+	"--no-suite install --no-suite bench --no-suite vm --no-suite vm-arm64 --no-suite stress" ""
 
 python3 - "$status" <<'PY'
 import json, sys, glob
