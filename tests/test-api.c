@@ -1317,7 +1317,28 @@ struct free_race {
 	_Atomic int freed;      /* the free returned */
 	int freed_while_inside; /* the free returned while the collect was under way */
 	ssize_t result;
+	_Atomic int collected;  /* the collect returned */
+	_Atomic int go;         /* the memory is unmapped: the collector may start */
 };
+
+/* The line of /proc/self/maps that holds addr, or "nothing" (for a failure's message). */
+static void mapping_at(const void *addr, char *line, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long lo, hi;
+
+	snprintf(line, len, "nothing");
+	while (f && fgets(line, (int)len, f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo <= (uintptr_t)addr &&
+		    (uintptr_t)addr < hi) {
+			line[strcspn(line, "\n")] = '\0';
+			fclose(f);
+			return;
+		}
+	snprintf(line, len, "nothing");
+	if (f)
+		fclose(f);
+}
 
 static char thread_state(pid_t tid)
 {
@@ -1366,8 +1387,11 @@ static void *collector_main(void *p)
 	struct dirty_range runs[4];
 
 	(void)p;
+	while (!atomic_load(&race.go))
+		sched_yield();
 	race.result = dirty_collect(race.t, race.mem, race.len, DIRTY_COLLECT_CLEAN, runs, 4,
 				    NULL);
+	atomic_store(&race.collected, 1);
 	return NULL;
 }
 
@@ -1386,10 +1410,25 @@ START_TEST(test_free_waits_for_collect)
 	race.freer = (pid_t)syscall(SYS_gettid);
 	ck_assert_int_eq(dirty_tracker_new(&opts, &race.t), 0);
 	ck_assert_int_eq(dirty_track(race.t, race.mem, race.len), 0);
-	ck_assert_int_eq(munmap(race.mem, race.len), 0); /* the collect logs that it is gone */
+	/*
+	 * The collector's stack first: made after the munmap it could take
+	 * the freed range (the kernel places a new mapping as high as it fits,
+	 * and the range freed may be the top of the largest gap), and the
+	 * collect would find memory there.
+	 */
 	ck_assert_int_eq(pthread_create(&collector, NULL, collector_main, NULL), 0);
-	while (!atomic_load(&race.inside))
+	ck_assert_int_eq(munmap(race.mem, race.len), 0); /* the collect logs that it is gone */
+	atomic_store(&race.go, 1);
+	while (!atomic_load(&race.inside) && !atomic_load(&race.collected))
 		sched_yield();
+	if (!atomic_load(&race.inside)) {
+		/* the collect did not find the memory gone: say what is there now */
+		char line[256];
+
+		mapping_at(race.mem, line, sizeof(line));
+		ck_abort_msg("%s: the collect returned %zd without finding the unmapped region "
+			     "gone; at %p now: %s", opts.backend, race.result, (void *)race.mem, line);
+	}
 	atomic_store(&race.freeing, 1);
 	ck_assert_ptr_null(dirty_tracker_free(race.t));
 	atomic_store(&race.freed, 1);
