@@ -58,16 +58,39 @@ typedef void (*dirty_log_fn)(int priority, const char *msg, void *userdata);
  *   is in docs/CONTRACT.md ("Not reported").  Reads of never-written pages
  *   are still not reported.
  *
- * DIRTY_TRACKER_ADAPTIVE: for memory that is mostly rewritten every cycle.
- *   A region that is at least half dirty at 3 consecutive collect-and-cleans
- *   of the whole region stops being write-protected: its writes no longer
- *   fault and every collect reports the whole region dirty.  Every 16th
- *   whole-region collect-and-clean protects it again to measure it anew.  The
- *   pages of an unprotected region that were not written are false
- *   positives; they happen only with this flag.
+ * Each region of this process is tracked the cheaper of two ways, chosen
+ * and re-chosen by measuring what each costs here (the cost model):
+ *   protect  the backend traps the first write to each clean page (the
+ *            default, and the only way for other processes, files given by
+ *            descriptor, hugetlb, private file mappings and the mapping
+ *            backend);
+ *   compare  writes are not trapped; a collect reads every page of the
+ *            region and reports those whose bytes differ from what they held
+ *            at their last clean.  Chosen for memory written nearly all over
+ *            between collects, or where a trapped write is dear (a shared
+ *            file mapping whose filesystem runs page_mkwrite at each first
+ *            write: tens of microseconds on ext4).  What a page held is kept
+ *            as a 64-bit hash keyed at random per tracker: 8 bytes a page;
+ *            a page whose new bytes hash like its old ones is missed, a
+ *            chance of about 2^-64 per changed page and collect.  A write
+ *            that leaves a page's bytes as they were is not reported.  A
+ *            collect reads the region: do not unmap it (or truncate its
+ *            file) while a collect of it is under way.
+ * dirty_stats says how many regions are compared, dirty_tracker_region_way()
+ * which way one is.
+ *
+ * DIRTY_TRACKER_NO_COMPARE: every region is protected: every write is
+ *   reported, even one that leaves the bytes as they were, and nothing reads
+ *   the tracked memory.
+ * DIRTY_TRACKER_COMPARE_COPY: a compared region keeps a copy of its pages
+ *   instead of their hashes: exact, at the cost of the region's size again.
+ * DIRTY_TRACKER_ADAPTIVE: accepted for compatibility; the cost model is
+ *   always on (it replaced the rule this flag chose).
  */
 #define DIRTY_TRACKER_SPARSE 0x1u
 #define DIRTY_TRACKER_ADAPTIVE 0x2u
+#define DIRTY_TRACKER_NO_COMPARE 0x10u
+#define DIRTY_TRACKER_COMPARE_COPY 0x20u
 /*
  * DIRTY_TRACKER_GIVEN_UFFD: cooperative tracking of another process
  *   (uffd-async, opts->pid set): opts->uffd is a userfaultfd that the target
@@ -147,6 +170,11 @@ const char *dirty_tracker_backend(const struct dirty_tracker *t);
  * if addr is not tracked or t is a forked child's copy.
  */
 const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr);
+/*
+ * How the region holding addr is tracked now: "protect" or "compare" (the
+ * cost model, at DIRTY_TRACKER_NO_COMPARE); NULL if addr is in no region.
+ */
+const char *dirty_tracker_region_way(struct dirty_tracker *t, const void *addr);
 
 /*
  * What a tracker sees beyond the writes made through the address space it
@@ -344,8 +372,10 @@ struct dirty_stats {
 	                             kernel refused to split a mapping further
 	                             (vm.max_map_count); all their pages were
 	                             reported dirty.  See below. */
-	uint64_t unprotected_regions; /* DIRTY_TRACKER_ADAPTIVE: regions now
-	                                 reported whole, without protection */
+	uint64_t unprotected_regions; /* regions whose writes are not trapped:
+	                                 those compared (the cost model) */
+	uint64_t compared_regions;    /* regions tracked by comparison now */
+	uint64_t way_switches;        /* changes of way since the tracker was made */
 };
 
 /*

@@ -112,6 +112,27 @@ void dirty_page_bits_collect(_Atomic uint64_t *bits, uintptr_t base, size_t page
 			     uintptr_t start, uintptr_t end, bool clean, struct dirty_sink *sink,
 			     uintptr_t *done, dirty_reprotect_fn reprotect, void *ctx);
 
+/* base/hash.c: a keyed hash of a page's contents */
+/*
+ * The key: words 0..22 for the stripes (16 stripes of 8 lanes, each
+ * stripe's key one word on from the last), then the lanes' first values,
+ * the scramble's and the final fold's.
+ */
+#define DIRTY_HASH_INIT 23
+#define DIRTY_HASH_SCRAMBLE 31
+#define DIRTY_HASH_FINAL 39
+struct dirty_hash_key {
+	uint64_t k[47];
+};
+/* A random key (getrandom); 0 or -errno. */
+int dirty_hash_key_new(struct dirty_hash_key *key);
+/* The hash of len bytes (a multiple of 1 KiB: a page), by the fastest code here. */
+uint64_t dirty_hash_page(const void *page, size_t len, const struct dirty_hash_key *key);
+/* The same by the plain C code (the answer is the same; for tests). */
+uint64_t dirty_hash_page_c(const void *page, size_t len, const struct dirty_hash_key *key);
+/* Does dirty_hash_page() use SIMD code here? */
+bool dirty_hash_simd(void);
+
 /* base/registry.c: a tracker's regions */
 /* What the memory of a region is, as /proc/PID/smaps shows it. */
 enum dirty_memory_kind {
@@ -133,6 +154,32 @@ struct dirty_key {
 };
 #define DIRTY_KEY_MEMORY ((struct dirty_key){ 0, 0 })
 
+/* How a region is tracked: the cost model's choice (core/cost.c). */
+enum dirty_way {
+	DIRTY_WAY_PROTECT, /* the backend traps writes */
+	DIRTY_WAY_COMPARE, /* pages compared with their record (core/compare.c) */
+};
+
+/* What trapping writes costs, measured for a backend on a kind of memory (core/cost.c). */
+struct dirty_fault_cost {
+	const struct dirty_backend *backend;
+	enum dirty_memory_kind kind;
+	dev_t dev;           /* of the file, 0 for anonymous memory */
+	uint64_t write_ns;   /* a write fault on a clean page */
+	uint64_t dirty_ns;   /* a dirty page's share of a collect-and-clean */
+	uint64_t scan_ns;    /* a clean page's share of one */
+};
+
+/* What the cost model knows of a region. */
+struct dirty_cost {
+	const struct dirty_fault_cost *trap; /* for its backend and memory */
+	unsigned collects;   /* whole-region collect-and-cleans since the last change of way */
+	unsigned streak;     /* of them in a row where the other way was the cheaper */
+	bool switch_pending; /* change way at the next whole-region collect-and-clean */
+};
+
+struct dirty_compare;
+
 struct dirty_region {
 	struct dirty_key key;
 	uintptr_t start, end; /* [start, end), page aligned */
@@ -141,12 +188,12 @@ struct dirty_region {
 	enum dirty_memory_kind kind;
 	int prot;             /* protection when tracking started, -1 mixed */
 	bool gone;            /* unmapped or replaced since: -ESTALE */
-	/* DIRTY_TRACKER_ADAPTIVE */
-	bool unprotected;     /* reported whole, writes not trapped */
-	unsigned dense_streak;          /* consecutive mostly-dirty collects */
-	unsigned unprotected_collects;  /* since it was unprotected */
 	const struct dirty_backend *backend; /* the one tracking it */
 	void *priv;           /* the backend's per-region state */
+	/* how it is tracked (core/cost.c) */
+	enum dirty_way way;
+	struct dirty_cost cost;
+	struct dirty_compare *compare; /* the compare way's state (core/compare.c), else NULL */
 };
 
 /* Regions sorted by key, then start; regions of one key never overlap. */
@@ -216,6 +263,12 @@ struct dirty_range_info {
  */
 int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end,
 			 struct dirty_range_info *ret);
+/*
+ * The mapping of this process at addr: the device of its file (0 for
+ * anonymous memory) and its path as /proc/self/maps shows it ("" if none).
+ * -ENOMEM if nothing is mapped there.
+ */
+int dirty_mapped_file(uintptr_t addr, dev_t *ret_dev, char *path, size_t path_len);
 /* Is [start, end) of this process entirely mapped?  One cheap syscall. */
 bool dirty_range_mapped(uintptr_t start, uintptr_t end);
 /* The same for another process, from /proc/PID/maps: 0, -ENOMEM or -ESRCH. */
@@ -382,6 +435,8 @@ struct dirty_backend {
 extern const struct dirty_backend *const dirty_backends[];
 /* The most backends there are (and one tracker can use). */
 #define DIRTY_MAX_BACKENDS 8
+/* Fault costs a tracker remembers: backend, kind of memory and filesystem. */
+#define DIRTY_FAULT_COSTS 8
 
 /* ======== core/: the tracker ======== */
 
@@ -412,12 +467,17 @@ struct dirty_tracker {
 	pid_t pid;           /* target, 0 = self */
 	unsigned flags;      /* DIRTY_TRACKER_* */
 	int given_uffd;      /* DIRTY_TRACKER_GIVEN_UFFD: the caller's userfaultfd, else -1 */
-	int target_pagemap;  /* pid: its /proc/PID/pagemap since t was made (an exec shows), else -1 */
+	int pagemap;         /* the target's /proc/PID/pagemap (or self's) since t was made, or -1 */
 	uint64_t fork_generation;
 	dirty_log_fn log;
 	void *log_userdata;
 	struct dirty_registry regions;
 	struct dirty_stats stats;
+	/* the cost model (core/cost.c): set up by the first region that may be compared */
+	struct dirty_hash_key hash_key;
+	uint64_t hash_ns;    /* to read and hash a page, as measured */
+	struct dirty_fault_cost fault_costs[DIRTY_FAULT_COSTS];
+	size_t nfault_costs;
 };
 
 /* The state backend b made for t (its open()), or NULL if b is not open on t. */
@@ -487,12 +547,33 @@ void dirty_redirty_runs(struct dirty_tracker *t, const struct dirty_range *runs,
  */
 int dirty_track_with_candidates(struct dirty_tracker *t, struct dirty_region *r, unsigned mask);
 
-/* core/adaptive.c: DIRTY_TRACKER_ADAPTIVE */
-/* Collect [start, end) of an unprotected region: all of it is dirty. */
-int dirty_adaptive_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
-			   uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done);
-/* After a whole-region collect-and-clean that found pages dirty. */
-void dirty_adaptive_account(struct dirty_tracker *t, struct dirty_region *r, uint64_t pages);
+/* core/cost.c: each region tracked the cheaper way */
+uint64_t dirty_now_ns(void);
+/* A region just tracked: its way (protect), and what a fault costs on it. */
+void dirty_cost_track(struct dirty_tracker *t, struct dirty_region *r);
+/*
+ * The collect of a region, by its way; a whole-region collect-and-clean is
+ * timed and may change the way (see the top of cost.c).  As the backends'.
+ */
+int dirty_cost_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+		       uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done);
+/* "protect" or "compare". */
+const char *dirty_way_name(const struct dirty_region *r);
+
+/* core/compare.c: the compare way */
+/* May r be compared (this process's memory of a kind that can be read safely)? */
+bool dirty_compare_possible(const struct dirty_tracker *t, const struct dirty_region *r);
+/* Its state, unrecorded (then dirty_compare_clean() records every page); -ENOMEM. */
+int dirty_compare_new(struct dirty_tracker *t, struct dirty_region *r);
+void dirty_compare_free(struct dirty_region *r);
+/* As a backend's collect, clean and redirty, for a compared region. */
+int dirty_compare_collect(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			  uintptr_t end, bool clean, struct dirty_sink *sink, uintptr_t *done);
+int dirty_compare_clean(struct dirty_tracker *t, struct dirty_region *r, uintptr_t start,
+			uintptr_t end);
+void dirty_compare_redirty(struct dirty_region *r, uintptr_t start, uintptr_t end);
+/* Did a collect meet a page it could not read (shared memory not resident)? */
+bool dirty_compare_unknown(const struct dirty_region *r);
 
 /* ======== around/: on the public API ======== */
 

@@ -3,6 +3,11 @@
 # Only missing packages are installed; an up-to-date machine is left alone.
 set -eu
 packages=(gcc g++ meson ninja-build pkg-config check liburing-dev libnuma-dev python3)
+# tests/test-dirtyctl.py, test-exact.py, test-attach.py: pytest, a timeout per test
+packages+=(python3-pytest python3-pytest-timeout)
+# dirty-syncd's Vulkan sink: the loader and its headers; its tests run on Mesa's
+# software device (lavapipe) under the Khronos validation layer; vulkaninfo
+packages+=(libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools)
 # tests/fuzz: clang with libFuzzer's runtime
 packages+=(clang libclang-rt-14-dev)
 # tests/vm: boot Debian's kernels in qemu from an initramfs with an ext4 disk

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Check the SVGs of tools/heatmap.c that tests/test-heatmap.c writes.
+"""Check the SVGs of tools/dirtyctl/heatmap.c that tests/test-heatmap.c writes.
 
     check-heatmap.py TEST-HEATMAP OUT.svg
 

@@ -149,10 +149,8 @@ const char *test_backend(void)
 		exit(1);
 	}
 	err = dirty_backend_probe(name, 0, why, sizeof(why));
-	if (err) {
-		printf("SKIP: backend %s is not usable here: %s\n", name, why);
-		exit(EXIT_SKIP);
-	}
+	if (err)
+		tap_skip_all("backend %s is not usable here: %s", name, why);
 	return name;
 }
 
@@ -209,4 +207,38 @@ unsigned long read_ulong_file(const char *path)
 	ck_assert_int_eq(fscanf(f, "%lu", &value), 1);
 	fclose(f);
 	return value;
+}
+
+bool thp_enabled(char *why, size_t len)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char buf[64] = "";
+	bool on = f && fgets(buf, sizeof(buf), f) && !strstr(buf, "[never]");
+
+	if (f)
+		fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!on)
+		snprintf(why, len, "transparent huge pages are off or absent (%s)",
+			 buf[0] ? buf : "no sysfs file");
+	return on;
+}
+
+bool thp_backed(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	unsigned long lo, hi, kb;
+	bool in = false, backed = false;
+	char line[512], perms[5];
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
+			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
+		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+			backed = kb > 0;
+	}
+	fclose(f);
+	return backed;
 }

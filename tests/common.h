@@ -8,8 +8,7 @@
 #include <stdint.h>
 
 #include "libdirty.h"
-
-#define EXIT_SKIP 77
+#include "tap.h"
 
 /* The memory kinds every backend must handle. */
 enum test_mem_kind {
@@ -66,7 +65,7 @@ void mem_unmap(struct test_mem *m);
 char *map_isolated(size_t len);
 void unmap_isolated(char *mem, size_t len);
 
-/* The backend named by $DIRTY_TEST_BACKEND; exits 77 with the reason if unusable. */
+/* The backend named by $DIRTY_TEST_BACKEND; tap_skip_all() with the reason if unusable. */
 const char *test_backend(void);
 struct dirty_tracker *tracker_new(void);
 struct dirty_tracker *tracker_new_flags(unsigned flags);
@@ -74,6 +73,11 @@ struct dirty_tracker *tracker_new_flags(unsigned flags);
 /* Collect [addr, addr+len) fully (resuming as needed) into runs; returns count. */
 size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned flags,
 		   struct dirty_range *out, size_t max);
+
+/* Whether transparent huge pages are on; if not, false and why. */
+bool thp_enabled(char *why, size_t len);
+/* Whether the kernel maps the private anonymous memory at addr with a huge page. */
+bool thp_backed(const void *addr);
 
 /* The number at the start of a file such as /proc/sys/vm/max_map_count. */
 unsigned long read_ulong_file(const char *path);

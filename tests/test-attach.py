@@ -1,14 +1,14 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """Attaching never harms the target: tests of libdirty/remote.c through
 dirtyctl attach (and dirty_tracker_new() through ctypes).
 
-    test-attach.py BUILD_DIR PROBE_INJECTION [TEST...]
+    pytest-3 --build-dir=BUILD --probe-injection=true|false tests/test-attach.py[::test_NAME]
 
-BUILD_DIR holds tools/dirtyctl, tests/attach-target and libdirty.so;
-PROBE_INJECTION is "true" when the build honours the test hooks
+BUILD holds tools/dirtyctl, tests/attach-target and libdirty.so;
+--probe-injection=true says that the build honours the test hooks
 (LIBDIRTY_TEST_REMOTE_PAUSE, LIBDIRTY_PROBE_FAIL), else the tests that need
-them are skipped.
+them are skipped.  (meson test --suite dirtyctl runs each test as a meson
+test of its own: tests/meson.build.)
 
 Every test attaches to a real attach-target process and checks it
 afterwards against a snapshot taken before: alive, no tracer, the same
@@ -17,10 +17,10 @@ state and system call, the same shared pending signals; and what its own
 handlers saw (no SIGSYS, no system call that returned when nothing should
 have made it, siginfo of every signal: code, sender, value).
 
-Prints "ok NAME", "FAIL NAME: reason" or "skip NAME: reason" per test; exits
-1 if any failed, 77 if all were skipped, else 0.  Nothing here waits for a
-time to pass to order events: it waits for a line, a FIFO, or a state in
-/proc, each with a generous deadline that only a hang reaches.
+Each test has its own timeout and its own skip (pytest, tests/conftest.py;
+the process handling is tests/harness.py's).  Nothing here waits for a time
+to pass to order events: it waits for a line, a FIFO, or a state in /proc,
+each with a generous deadline that only a hang reaches.
 """
 import ctypes
 import json
@@ -29,13 +29,18 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import traceback
 
-TEST_TIMEOUT = 60        # seconds, one test (the watchdog fails it after that)
+import pytest
+
+import harness
+from harness import (check, open_fds, poll_until, read_line, require_uffd_async, run, spawn,
+                     status_of, tracer_pid)
+
+pytestmark = pytest.mark.timeout(60)
+
 NOBODY = 65534
 SI_USER, SI_QUEUE = 0, -1
 SIGRTMIN = signal.SIGRTMIN
@@ -43,98 +48,17 @@ SIGRTMIN = signal.SIGRTMIN
 SYS_read, SYS_rt_sigsuspend, SYS_restart_syscall = {
     "x86_64": (0, 130, 219), "aarch64": (63, 133, 128)}[os.uname().machine]
 
-DIRTYCTL = TARGET = LIBDIRTY = None
-PROBE_INJECTION = False
-
-
-class Failure(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
+DIRTYCTL = harness.DIRTYCTL
+TARGET = os.path.join(harness.BUILD, "tests", "attach-target")
+LIBDIRTY = harness.LIBDIRTY
+PROBE_INJECTION = harness.PROBE_INJECTION
 
 
 # ---------------------------------------------------------------------------
-# Processes: each in its own session, killed when the test ends.
-
-_lock = threading.Lock()
-_procs = []
-_cleanups = []
-
-
-def spawn(argv, **kwargs):
-    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
-    with _lock:
-        _procs.append(proc)
-    return proc
-
-
-def kill_all():
-    with _lock:
-        procs, _procs[:] = list(_procs), []
-        cleanups, _cleanups[:] = list(_cleanups), []
-    for cleanup in cleanups:
-        try:
-            cleanup()
-        except Exception:
-            pass
-    for proc in procs:
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
+# Processes
 
 def as_user(argv, uid=NOBODY):
     return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"] + argv
-
-
-def poll_until(predicate, timeout, what, step=0.01):
-    """Wait for a state (in /proc, mostly) that comes without a line to wait on."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure("%s: not within %g s" % (what, timeout))
-        time.sleep(step)
-
-
-def read_line(fd, timeout, what):
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        check(left > 0, "%s: no line within %g s (got %r)" % (what, timeout, data))
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            byte = os.read(fd, 1)
-            check(byte, "%s: end of file after %r" % (what, data))
-            data += byte
-    return data.decode()
-
-
-def run(argv, timeout=30, env=None):
-    """Run argv to its end: (exit status, stdout, stderr)."""
-    proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Failure("%s did not exit within %g s" % (" ".join(argv), timeout)) from None
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def environment(**extra):
@@ -146,30 +70,6 @@ def environment(**extra):
 
 # ---------------------------------------------------------------------------
 # /proc
-
-def status_of(path):
-    fields = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
-
-
-def tracer_pid(pid):
-    return int(status_of("/proc/%d/status" % pid)["TracerPid"])
-
-
-def open_fds(pid):
-    fds = {}
-    path = "/proc/%d/fd" % pid
-    for name in os.listdir(path):
-        try:
-            fds[int(name)] = os.readlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    return fds
-
 
 def thread_syscall(pid, tid):
     try:
@@ -310,34 +210,18 @@ def check_message(status, stderr, expected, words, what):
           "%s: the message ends in a bare error text: %r" % (what, lines[0]))
 
 
-_probe = None
-
-
-def require_uffd_async():
-    global _probe
-    if _probe is None:
-        status, out, _ = run([DIRTYCTL, "probe", "--json"], timeout=60)
-        try:
-            _probe = {b["name"]: b for b in json.loads(out)["backends"]}
-        except (ValueError, KeyError, TypeError):
-            raise Failure("dirtyctl probe --json: status %d, %r" % (status, out[:300]))
-    entry = _probe.get("uffd-async", {})
-    if not entry.get("usable"):
-        raise Skip("uffd-async is not usable here: %s" % entry.get("reason", "absent"))
-
-
 def require_injection_hooks():
     if not PROBE_INJECTION:
-        raise Skip("built with -Dprobe_injection=false: no LIBDIRTY_TEST_REMOTE_PAUSE")
+        pytest.skip("built with -Dprobe_injection=false: no LIBDIRTY_TEST_REMOTE_PAUSE")
 
 
 def require_nobody():
     if os.geteuid() != 0:
-        raise Skip("needs root, to run processes as uid %d" % NOBODY)
+        pytest.skip("needs root, to run processes as uid %d" % NOBODY)
     if not shutil.which("setpriv"):
-        raise Skip("setpriv (util-linux) is not installed")
+        pytest.skip("setpriv (util-linux) is not installed")
     if not os.access(DIRTYCTL, os.X_OK) or os.stat(DIRTYCTL).st_mode & 0o005 != 0o005:
-        raise Skip("the build directory is not readable by other users")
+        pytest.skip("the build directory is not readable by other users")
 
 
 class Pause:
@@ -353,8 +237,7 @@ class Pause:
         self.reader = os.open(self.paused, os.O_RDONLY | os.O_NONBLOCK)
         self.env = {"LIBDIRTY_TEST_REMOTE_PAUSE": "%s:%s" % (step, self.dir)}
         self.resumed = False
-        with _lock:
-            _cleanups.append(self.release)
+        harness.at_end_of_test(self.release)
 
     def wait(self, proc, timeout=20):
         """The helper has reached the step (or proc ended: a failure)."""
@@ -997,88 +880,3 @@ def test_messages():
     status, _, err = attach(t.pid, "--backend", "mprotect")
     check_message(status, err, 3, ["calling process only", "only uffd-async and soft-dirty"],
                   "--backend mprotect")
-
-
-# ---------------------------------------------------------------------------
-
-TESTS = [
-    test_seccomp_refused,
-    test_seccomp_allowed,
-    test_seccomp_unreadable,
-    test_sigqueue_storm,
-    test_signals_during_injection,
-    test_pending_siginfo_kept,
-    test_sigsuspend_temporary_mask,
-    test_dirtyctl_killed_inside,
-    test_dirtyctl_terminated_inside,
-    test_stopped_target,
-    test_blocking_calls,
-    test_vfork,
-    test_traced_target,
-    test_main_thread_exited,
-    test_tracker_new_errors,
-    test_messages,
-]
-
-_current = {"name": None, "since": 0.0}
-_timed_out = set()
-
-
-def watchdog():
-    while True:
-        time.sleep(0.5)
-        name, since = _current["name"], _current["since"]
-        if name and name not in _timed_out and time.monotonic() - since > TEST_TIMEOUT:
-            _timed_out.add(name)
-            kill_all()
-
-
-def test_name(func):
-    return func.__name__[len("test_"):].replace("_", "-")
-
-
-def main(argv):
-    global DIRTYCTL, TARGET, LIBDIRTY, PROBE_INJECTION
-    if len(argv) < 3:
-        print("usage: test-attach.py BUILD_DIR PROBE_INJECTION [TEST...]", file=sys.stderr)
-        return 2
-    build = os.path.abspath(argv[1])
-    PROBE_INJECTION = argv[2] == "true"
-    DIRTYCTL = os.path.join(build, "tools", "dirtyctl")
-    TARGET = os.path.join(build, "tests", "attach-target")
-    LIBDIRTY = os.path.join(build, "libdirty.so")
-    names = {test_name(t) for t in TESTS}
-    unknown = set(argv[3:]) - names
-    if unknown:
-        print("unknown test(s): %s" % ", ".join(sorted(unknown)), file=sys.stderr)
-        return 2
-    chosen = [t for t in TESTS if len(argv) == 3 or test_name(t) in argv[3:]]
-    threading.Thread(target=watchdog, daemon=True).start()
-    failed = skipped = 0
-    for test in chosen:
-        name = test_name(test)
-        _current.update(name=name, since=time.monotonic())
-        try:
-            test()
-            result = "ok %s" % name
-        except Skip as e:
-            result, skipped = "skip %s: %s" % (name, e), skipped + 1
-        except Failure as e:
-            result, failed = "FAIL %s: %s" % (name, e), failed + 1
-        except Exception:
-            lines = traceback.format_exc().strip().splitlines()
-            result, failed = "FAIL %s: %s (%s)" % (name, lines[-1], lines[-3].strip()), failed + 1
-        finally:
-            kill_all()
-            _current.update(name=None)
-        if name in _timed_out and not result.startswith("FAIL"):
-            failed += 1
-            result = "FAIL %s: timed out after %d s" % (name, TEST_TIMEOUT)
-        print(result, flush=True)
-    if failed:
-        return 1
-    return 77 if skipped == len(chosen) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

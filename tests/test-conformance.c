@@ -3,7 +3,8 @@
  * The conformance suite: the contract of include/libdirty.h, asserted the same
  * way for every backend.  $DIRTY_TEST_BACKEND names the backend and
  * $DIRTY_TEST_SUITE one of: core, thp, hugetlb, stress.  A backend or a kind
- * of memory this machine lacks exits 77 (skip) with the reason printed.
+ * of memory this machine lacks skips the whole program, a case that cannot
+ * run here skips that case, each with the reason (tests/tap.h).
  */
 #include <check.h>
 #include <dirent.h>
@@ -26,6 +27,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "common.h"
 #include "linux-compat.h"
 
@@ -787,25 +789,6 @@ END_TEST
 
 /* ---- transparent huge pages ---- */
 
-static bool thp_backed(const void *addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long lo, hi, kb;
-	bool in = false, backed = false;
-	char line[512], perms[5];
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
-			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
-		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
-			backed = kb > 0;
-	}
-	fclose(f);
-	return backed;
-}
-
 START_TEST(test_thp_base_page_granularity)
 {
 	/* soft-dirty: the kernel marks the whole huge page (documented) */
@@ -893,7 +876,11 @@ START_TEST(test_file_huge_mapping)
 		ck_assert_int_eq(dirty_track(t, mem, len), -EOPNOTSUPP);
 	} else if (!block) {
 		/* the file system maps it with base pages: the exact case, shown elsewhere */
-		printf("note: no PMD-mapped page-cache folio here; nothing huge to show\n");
+		dirty_tracker_free(t);
+		munmap(mem, len);
+		close(fd);
+		test_skip("no PMD-mapped page-cache folio here (the file system of the working "
+			  "directory maps this file with base pages): nothing huge to track");
 	} else {
 		ck_assert_int_eq(dirty_track(t, mem, len), 0);
 		/* exact at the first write after the clean, and after a collect-and-clean */
@@ -1354,57 +1341,89 @@ START_TEST(test_sparse_reservation)
 }
 END_TEST
 
-START_TEST(test_adaptive_dense_region)
+/* The way the tracker's only region is tracked, from the stats and the call, which agree. */
+static const char *way_of(struct dirty_tracker *t, struct test_mem *m)
 {
 	struct dirty_stats st = { .sz = sizeof(st) };
+	const char *way = dirty_tracker_region_way(t, m->addr);
+
+	ck_assert_ptr_nonnull(way);
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	ck_assert_uint_eq(st.compared_regions, !strcmp(way, "compare"));
+	ck_assert_uint_eq(st.unprotected_regions, st.compared_regions);
+	return way;
+}
+
+/*
+ * The cost model: memory written all over at every cycle is compared (a
+ * read of each page costs far less than a fault on each), memory written in
+ * one page is protected again (far less than a read of every page), and the
+ * answers are exact throughout.  Whether a way is cheaper is measured, but
+ * by a factor of ten or more here, whatever the machine's speed.
+ */
+static void cost_ways_on(enum test_mem_kind kind, unsigned flags)
+{
+	static const size_t two[][2] = { { 42, 43 }, { 100, 101 } }, one[][2] = { { 3, 4 } };
+	struct dirty_tracker *t = tracker_new_flags(flags);
+	bool may_compare = !is("mapping") && !(flags & DIRTY_TRACKER_NO_COMPARE) &&
+			   kind != MEM_HUGETLB;
 	struct dirty_range runs[8];
 	struct test_mem m;
-	struct dirty_tracker *t = tracker_new_flags(DIRTY_TRACKER_ADAPTIVE);
 	char why[256];
-	uint64_t faults;
 	int cycle;
 
-	ck_assert(mem_map(&m, base_kind, 256, why, sizeof(why)));
+	if (!mem_map(&m, kind, 1024, why, sizeof(why))) {
+		dirty_tracker_free(t);
+		return;
+	}
 	ck_assert_int_eq(dirty_track(t, m.addr, m.len), 0);
-	/* sparse writes never switch it */
-	for (cycle = 0; cycle < 5; cycle++) {
-		write_pages(&m, (const size_t[]){ 7 }, 1);
-		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
-	}
-	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
-	ck_assert_uint_eq(st.unprotected_regions, 0);
-	/* three dense cycles do */
-	for (cycle = 0; cycle < 3; cycle++) {
-		memset(m.addr, cycle, m.len);
+	ck_assert_str_eq(way_of(t, &m), "protect");
+	/* written all over: compared after a few cycles */
+	for (cycle = 0; cycle < 16 && strcmp(way_of(t, &m), "compare"); cycle++) {
+		memset(m.addr, cycle + 1, m.len);
 		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
 		ck_assert_uint_eq(runs[0].len, m.len);
 	}
-	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
-	if (is("mapping")) {
-		/* writes are never trapped: nothing to save, the answers stay exact */
-		ck_assert_uint_eq(st.unprotected_regions, 0);
-		goto exact;
+	ck_assert_msg(!strcmp(way_of(t, &m), may_compare ? "compare" : "protect"),
+		      "%s %s: %s after %d dense cycles", backend, mem_kind_name(kind), way_of(t, &m),
+		      cycle);
+	/* exact, compared or not */
+	write_pages(&m, (const size_t[]){ 42, 100 }, 2);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), two, 2);
+	if (may_compare) {
+		/* a write that leaves the bytes as they were changes nothing to report */
+		m.addr[5 * m.page] = m.addr[5 * m.page];
+		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 0);
 	}
-	ck_assert_uint_eq(st.unprotected_regions, 1);
-	faults = st.faults;
-	/* unprotected: writes do not fault, and the whole region is reported */
-	memset(m.addr, 9, m.len);
-	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
-	ck_assert_uint_eq(st.faults, faults);
-	for (cycle = 0; cycle < 15; cycle++) {
-		ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
-		ck_assert_uint_eq(runs[0].len, m.len);
+	/* one page written a cycle: protected again, exact all along (soft-dirty's
+	   clean stops the world: comparing stays the cheaper there) */
+	for (cycle = 0; cycle < 16 && strcmp(way_of(t, &m), "protect"); cycle++) {
+		write_pages(&m, (const size_t[]){ 3 }, 1);
+		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), one, 1);
 	}
-	/* the 16th collect re-protects it to measure again: then exact */
-	ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
-	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
-	ck_assert_uint_eq(st.unprotected_regions, 0);
-exact:
-	write_pages(&m, (const size_t[]){ 42 }, 1);
-	ck_assert_uint_eq(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), 1);
-	ck_assert_ptr_eq(runs[0].start, m.addr + 42 * page_size);
-	ck_assert_uint_eq(runs[0].len, page_size);
+	if (!is("soft-dirty"))
+		ck_assert_msg(!strcmp(way_of(t, &m), "protect"), "%s %s: %s after %d sparse cycles",
+			      backend, mem_kind_name(kind), way_of(t, &m), cycle);
+	write_pages(&m, (const size_t[]){ 3 }, 1);
+	assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 8), one, 1);
 	teardown(t, &m);
+}
+
+START_TEST(test_cost_model_ways)
+{
+	for (int kind = MEM_ANON; kind < MEM_HUGETLB; kind++)
+		if (!kind_refused((enum test_mem_kind)kind))
+			cost_ways_on((enum test_mem_kind)kind, 0);
+}
+END_TEST
+
+/* DIRTY_TRACKER_NO_COMPARE: protected whatever it costs; COMPARE_COPY: compared with a copy. */
+START_TEST(test_cost_model_flags)
+{
+	cost_ways_on(base_kind, DIRTY_TRACKER_NO_COMPARE);
+	cost_ways_on(base_kind, DIRTY_TRACKER_COMPARE_COPY);
+	/* the flag the cost model replaced is still taken */
+	cost_ways_on(base_kind, DIRTY_TRACKER_ADAPTIVE);
 }
 END_TEST
 
@@ -1717,11 +1736,10 @@ START_TEST(test_file_refused_kinds)
 	ck_assert_int_eq(ftruncate(fd, 16 * (off_t)page_size), 0);
 	ck_assert_int_eq(fstatfs(fd, &fs), 0);
 	if (fs.f_type == TMPFS_MAGIC) {
-		printf("test_file_refused_kinds: the working directory is tmpfs, not a disk: "
-		       "not tested here\n");
 		close(fd);
 		dirty_tracker_free(t);
-		return;
+		test_skip("the working directory is tmpfs, not a disk file system: no file here "
+			  "that mapping refuses");
 	}
 	ck_assert_int_eq(dirty_track_file(t, fd, 0, 16 * page_size), -EOPNOTSUPP);
 	ck_assert_int_eq(dirty_clean_file(t, fd, 0, 16 * page_size), -ENOENT);
@@ -1898,10 +1916,22 @@ START_TEST(test_no_lost_write)
 	n = dirty_collect(t, (void *)s.mem, len, DIRTY_COLLECT_CLEAN, runs, STRESS_PAGES, NULL);
 	ck_assert_int_ge(n, 0);
 	mirror_runs(&s, runs, (size_t)n);
-	printf("%s: %lu writes by %d threads, %zu collect rounds, %zu pages reported\n", backend,
-	       (unsigned long)atomic_load(&s.writes), STRESS_WRITERS, rounds, reported);
+	struct dirty_stats st = { .sz = sizeof(st) };
+
+	ck_assert_int_eq(dirty_tracker_stats(t, &st), 0);
+	printf("%s: %lu writes by %d threads, %zu collect rounds, %zu pages reported, "
+	       "%lu changes of way\n", backend, (unsigned long)atomic_load(&s.writes),
+	       STRESS_WRITERS, rounds, reported, (unsigned long)st.way_switches);
 	ck_assert_uint_ge(atomic_load(&s.writes), min_writes);
 	ck_assert_uint_ge(rounds, min_rounds);
+	if (getenv("LIBDIRTY_FORCE_WAYS")) {
+#if LIBDIRTY_PROBE_INJECTION
+		/* the point of the run: the regions changed way under the writers */
+		ck_assert_uint_gt(st.way_switches, 0);
+#else
+		test_skip("built with -Dprobe_injection=false: $LIBDIRTY_FORCE_WAYS forces nothing");
+#endif
+	}
 	for (size_t w = 0; w < len / sizeof(uint64_t); w++)
 		ck_assert_msg(s.mirror[w] == atomic_load(&s.mem[w]),
 			      "lost write: page %zu word %zu: mirror %#lx memory %#lx",
@@ -1953,7 +1983,8 @@ static Suite *core_suite(void)
 	tcase_add_test(one, test_kernel_writes);
 	tcase_add_test(one, test_threads_share_a_tracker);
 	tcase_add_test(one, test_sparse_reservation);
-	tcase_add_test(one, test_adaptive_dense_region);
+	tcase_add_test(one, test_cost_model_ways);
+	tcase_add_test(one, test_cost_model_flags);
 	tcase_add_test(one, test_other_process);
 	if (is("mapping")) {
 		tcase_add_test(one, test_file_across_processes);
@@ -2003,42 +2034,31 @@ static Suite *refused_hugetlb_suite(void)
 	return s;
 }
 
-/* Exits 77 if this machine cannot have what the suite needs. */
+/* Skips the whole program if this machine cannot have what the suite needs. */
 static void require(const char *suite)
 {
-	char why[256], buf[64] = "";
+	char why[256];
 	struct test_mem m;
-	FILE *f;
 
 	if (!strcmp(suite, "hugetlb")) {
-		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why))) {
-			printf("SKIP: %s\n", why);
-			exit(EXIT_SKIP);
-		}
+		if (!mem_map(&m, MEM_HUGETLB, 4, why, sizeof(why)))
+			tap_skip_all("%s", why);
 		mem_unmap(&m);
 	} else if (!strcmp(suite, "thp") && !strcmp(backend, "mapping")) {
-		printf("SKIP: mapping takes no private anonymous memory, and huge shared-memory "
-		       "mappings are kernel/tests/dirtymap-test's (the module refuses "
-		       "mounts that may allocate huge pages)\n");
-		exit(EXIT_SKIP);
-	} else if (!strcmp(suite, "thp")) {
-		f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-		if (!f || !fgets(buf, sizeof(buf), f) || strstr(buf, "[never]")) {
-			printf("SKIP: transparent huge pages are off or absent (%s)\n",
-			       buf[0] ? buf : "no sysfs file");
-			exit(EXIT_SKIP);
-		}
-		fclose(f);
+		tap_skip_all("mapping takes no private anonymous memory, and huge shared-memory "
+			     "mappings are kernel/tests/dirtymap-test's (the module refuses "
+			     "mounts that may allocate huge pages)");
+	} else if (!strcmp(suite, "thp") && !thp_enabled(why, sizeof(why))) {
+		tap_skip_all("%s", why);
 	}
 }
 
 int main(void)
 {
 	const char *suite = getenv("DIRTY_TEST_SUITE");
-	SRunner *runner;
 	Suite *s;
-	int failed;
 
+	tap_begin();
 	backend = test_backend();
 	mem_map_no_thp = is("soft-dirty");
 	if (is("mapping")) {
@@ -2064,9 +2084,5 @@ int main(void)
 		return 1;
 	}
 	printf("backend %s, suite %s\n", backend, suite);
-	runner = srunner_create(s);
-	srunner_run_all(runner, CK_NORMAL);
-	failed = srunner_ntests_failed(runner);
-	srunner_free(runner);
-	return failed ? 1 : 0;
+	return tap_run(srunner_create(s));
 }

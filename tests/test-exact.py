@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """dirtyctl misses no page: the exactness cases of issue 13, end to end.
 
-    test-exact.py BUILD_DIR [TEST...]
+    pytest-3 --build-dir=BUILD tests/test-exact.py[::test_NAME]
 
-Against BUILD_DIR/tests/exact-target, which does to its memory exactly what
+Against BUILD/tests/exact-target, which does to its memory exactly what
 it is told (tests/exact-target.c), talking through two named pipes so that
 its answers never mix with dirtyctl's report:
   - pages written, collected and cleaned, then dropped (MADV_DONTNEED, or
@@ -17,27 +16,23 @@ its answers never mix with dirtyctl's report:
     program's memory.
 Every wait is for an event (an answer, a report line, a process state);
 dirtyctl is stopped (SIGSTOP) where the test needs writes to fall within one
-interval.  The process handling and the runner are tests/test-dirtyctl.py's.
+interval.  Under pytest (tests/conftest.py, tests/harness.py: the process
+handling), each test with its own timeout and its own skip.
 """
-import importlib.util
-import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("test_dirtyctl",
-                                               os.path.join(HERE, "test-dirtyctl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+import pytest
 
-Failure, Skip, check = base.Failure, base.Skip, base.check
-PAGE = base.PAGE
+import harness
+from harness import PAGE, Dirtyctl, Failure, check
+
+pytestmark = pytest.mark.timeout(90)
+
 INTERVAL = 0.2
-TARGET = None
+DIRTYCTL = harness.DIRTYCTL
+TARGET = os.path.join(harness.BUILD, "tests", "exact-target")
 
 
 class Target:
@@ -50,26 +45,26 @@ class Target:
         self.cmd_path, self.out_path = os.path.join(tmp, "in"), os.path.join(tmp, "out")
         os.mkfifo(self.cmd_path)
         os.mkfifo(self.out_path)
-        argv = [TARGET, self.cmd_path, self.out_path]
+        argv = [harness.built("tests", "exact-target"), self.cmd_path, self.out_path]
         self.dirtyctl = self.proc = None
         if under is None:
-            self.proc = base.spawn(argv, stdin=subprocess.DEVNULL)
+            self.proc = harness.spawn(argv, stdin=subprocess.DEVNULL)
         else:
-            self.dirtyctl = base.Dirtyctl(under + ["--"] + argv)
+            self.dirtyctl = Dirtyctl(under + ["--"] + argv)
         # opened in the order the target opens them; each open waits for the other side
         self.cmd = os.open(self.cmd_path, os.O_WRONLY)
         self.out = os.open(self.out_path, os.O_RDONLY)
         self.pid = self.ready()
 
     def ready(self):
-        words = base.read_line(self.out, 20, "exact-target's ready line").split()
+        words = harness.read_line(self.out, 20, "exact-target's ready line").split()
         check(len(words) == 2 and words[0] == "ready", "exact-target said %r" % words)
         return int(words[1])
 
     def do(self, command, timeout=30):
         """Send one command; its answer's words after "ok"."""
         os.write(self.cmd, (command + "\n").encode())
-        words = base.read_line(self.out, timeout, "the answer to %r" % command).split()
+        words = harness.read_line(self.out, timeout, "the answer to %r" % command).split()
         check(words and words[0] == "ok", "exact-target, to %r: %r" % (command, words))
         return words[1:]
 
@@ -98,30 +93,8 @@ class Target:
                 pass
 
 
-def after(d, index, predicate, timeout, what):
-    """The first JSON line of dirtyctl d at or after line index satisfying
-    predicate, and its index."""
-    deadline = time.monotonic() + timeout
-    with d.cond:
-        while True:
-            for i in range(index, len(d.lines)):
-                obj = json.loads(d.lines[i][1])
-                if predicate(obj):
-                    return i, obj
-            index = len(d.lines)
-            left = deadline - time.monotonic()
-            if d.eof or left <= 0:
-                raise Failure("%s: not seen %s" % (what, d._context()))
-            d.cond.wait(left)
-
-
-def line_count(d):
-    with d.cond:
-        return len(d.lines)
-
-
 def pages_in(interval, start, npages):
-    return base.reported_pages(interval, start, npages * PAGE)
+    return harness.reported_pages(interval, start, npages * PAGE)
 
 
 def is_interval(obj):
@@ -138,15 +111,11 @@ def wait_reported(d, index, start, npages, want, what, intervals=15):
     seen, count = set(), 0
     while not want <= seen:
         check(count < intervals, "%s: after %d intervals, pages %s of the %d were never reported"
-              % (what, count, base.describe(want - seen), len(want)))
-        index, obj = after(d, index, is_interval, 20, what)
+              % (what, count, harness.describe(want - seen), len(want)))
+        index, obj = d.after(index, is_interval, 20, what)
         seen |= pages_in(obj, start, npages)
         index, count = index + 1, count + 1
     return index, seen
-
-
-def require_attach():
-    base.require_attach()
 
 
 # ---------------------------------------------------------------------------
@@ -156,7 +125,7 @@ def drops_under(d, t, start, what, free):
     """With dirtyctl d watching t (--json --runs), and t's map a of 64 pages at
     start: written pages are reported and cleaned, then dropped ones are
     reported again, and nothing else."""
-    index = line_count(d)
+    index = d.line_count()
     t.do("fill a 0 64 34")
     index, _ = wait_reported(d, index, start, 64, set(range(64)), "%s: the written pages" % what)
     dropped = set(range(10, 15))
@@ -164,44 +133,40 @@ def drops_under(d, t, start, what, free):
     if free:
         freed = int(t.do("free a 30 5")[0])
         if freed < 5:
-            raise Skip("MADV_PAGEOUT left %d of 5 MADV_FREE pages in memory: the kernel does "
-                       "not free them on request" % (5 - freed))
+            pytest.skip("MADV_PAGEOUT left %d of 5 MADV_FREE pages in memory: the kernel does "
+                        "not free them on request" % (5 - freed))
         dropped |= set(range(30, 35))
     index, seen = wait_reported(d, index, start, 64, dropped, "%s: the dropped pages" % what)
     check(seen == dropped, "%s: pages reported that nobody changed: %s"
-          % (what, base.describe(seen - dropped)))
+          % (what, harness.describe(seen - dropped)))
 
 
-@base.uses_dirtyctl
-def test_attach_reports_dropped_pages():
+def test_attach_reports_dropped_pages(workdir):
     """attach: MADV_DONTNEED and MADV_FREE (freed) after a collect are reported."""
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp)
-        start = t.map("a", 64, fill=0x11)  # there at the attach
-        d = base.Dirtyctl(["attach", str(t.pid), "--interval", str(INTERVAL), "--json", "--runs"])
-        d.wait_type("attached")
-        drops_under(d, t, start, "attach", free=True)
-        t.close()
+    harness.require_attach()
+    t = Target(workdir)
+    start = t.map("a", 64, fill=0x11)  # there at the attach
+    d = Dirtyctl(["attach", str(t.pid), "--interval", str(INTERVAL), "--json", "--runs"])
+    d.wait_type("attached")
+    drops_under(d, t, start, "attach", free=True)
+    t.close()
 
 
-@base.uses_dirtyctl
-def test_run_reports_dropped_pages():
+def test_run_reports_dropped_pages(workdir):
     """run: the same, MADV_DONTNEED."""
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp, under=["run", "--interval", str(INTERVAL), "--json", "--runs"])
-        t.dirtyctl.wait_type("attached")
-        drops_under(t.dirtyctl, t, t.map("a", 64, fill=0x11), "run", free=False)
-        t.quit()
-        check(t.dirtyctl.finish() == 0, "run: exit status, stderr %r" % t.dirtyctl.stderr())
-        t.close()
+    harness.require_attach()
+    t = Target(workdir, under=["run", "--interval", str(INTERVAL), "--json", "--runs"])
+    t.dirtyctl.wait_type("attached")
+    drops_under(t.dirtyctl, t, t.map("a", 64, fill=0x11), "run", free=False)
+    t.quit()
+    check(t.dirtyctl.finish() == 0, "run: exit status, stderr %r" % t.dirtyctl.stderr())
+    t.close()
 
 
 def images_after(d, index, count, what):
     """Wait for count more image lines from index on; returns the next index."""
     for _ in range(count):
-        index, obj = after(d, index, is_image, 20, what)
+        index, obj = d.after(index, is_image, 20, what)
         check(obj["error"] == 0, "%s: image %d failed: %r" % (what, obj["sequence"], obj))
         index += 1
     return index
@@ -213,9 +178,9 @@ def apply_chain(d, out):
     objs = [o for _, o in d.timed_objects() if o.get("type") == "image"]
     check(all(o["error"] == 0 for o in objs), "an image failed: %r" % objs)
     files = [o["file"] for o in objs]
-    rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "verify"] + files)
+    rc, out_text, err_text = harness.run([DIRTYCTL, "image", "verify"] + files)
     check(rc == 0, "verify: %r" % err_text)
-    rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "apply", "--out", out] + files)
+    rc, out_text, err_text = harness.run([DIRTYCTL, "image", "apply", "--out", out] + files)
     check(rc == 0, "apply: %r %r" % (out_text, err_text))
     return files, objs
 
@@ -233,80 +198,76 @@ def compare_rebuilt(out, pid, must):
     the addresses must lie in rebuilt regions."""
     for lo, hi, name in rebuilt_ranges(out):
         try:
-            live = base.read_memory(pid, lo, hi - lo)
+            live = harness.read_memory(pid, lo, hi - lo)
         except OSError as e:
             raise Failure("%s was rebuilt, but the process has no such memory: %s" % (name, e))
         with open(os.path.join(out, name), "rb") as f:
-            wrong = base.changed_pages(f.read(), live)
-        check(not wrong, "%s differs from /proc/PID/mem: %s" % (name, base.describe(wrong)))
+            wrong = harness.changed_pages(f.read(), live)
+        check(not wrong, "%s differs from /proc/PID/mem: %s" % (name, harness.describe(wrong)))
     for address in must:
         check(holds(out, address), "no rebuilt region holds %#x: %r"
               % (address, sorted(os.listdir(out))))
 
 
-@base.uses_dirtyctl
-def test_dump_rebuilds_dropped_pages():
+def test_dump_rebuilds_dropped_pages(workdir):
     """dump: pages written, imaged, then dropped are rebuilt as zeroes."""
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp)
-        start = t.map("a", 64, fill=0x11)
-        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "rebuilt")
-        d = base.Dirtyctl(["dump", str(t.pid), "--dir", images, "--interval", str(INTERVAL),
-                           "--json"])
-        index = images_after(d, 0, 1, "the base image")
-        t.do("fill a 0 64 34")
-        # the second image from here began after the writes: they are imaged, and clean
-        index = images_after(d, line_count(d), 2, "images of the writes")
-        t.do("dontneed a 10 5")
-        freed = int(t.do("free a 30 5")[0])
-        index = images_after(d, line_count(d), 2, "images after the drops")
-        base.stop(t.pid)
-        images_after(d, line_count(d), 2, "images after the stop")
-        final = base.read_memory(t.pid, start, 64 * PAGE)
-        check(final[10 * PAGE:15 * PAGE] == bytes(5 * PAGE), "the dropped pages are not zeroes")
-        apply_chain(d, out)
-        compare_rebuilt(out, t.pid, [start])
-        os.kill(d.pid, signal.SIGINT)
-        check(d.finish() == 0, "dump: exit status, stderr %r" % d.stderr())
-        base.cont(t.pid)
-        t.close()
-        if freed < 5:
-            raise Skip("MADV_DONTNEED checked; MADV_PAGEOUT left %d of 5 MADV_FREE pages in "
-                       "memory: the kernel does not free them on request" % (5 - freed))
+    harness.require_attach()
+    t = Target(workdir)
+    start = t.map("a", 64, fill=0x11)
+    images, out = os.path.join(workdir, "images"), os.path.join(workdir, "rebuilt")
+    d = Dirtyctl(["dump", str(t.pid), "--dir", images, "--interval", str(INTERVAL),
+                       "--json"])
+    index = images_after(d, 0, 1, "the base image")
+    t.do("fill a 0 64 34")
+    # the second image from here began after the writes: they are imaged, and clean
+    index = images_after(d, d.line_count(), 2, "images of the writes")
+    t.do("dontneed a 10 5")
+    freed = int(t.do("free a 30 5")[0])
+    index = images_after(d, d.line_count(), 2, "images after the drops")
+    harness.stop(t.pid)
+    images_after(d, d.line_count(), 2, "images after the stop")
+    final = harness.read_memory(t.pid, start, 64 * PAGE)
+    check(final[10 * PAGE:15 * PAGE] == bytes(5 * PAGE), "the dropped pages are not zeroes")
+    apply_chain(d, out)
+    compare_rebuilt(out, t.pid, [start])
+    os.kill(d.pid, signal.SIGINT)
+    check(d.finish() == 0, "dump: exit status, stderr %r" % d.stderr())
+    harness.cont(t.pid)
+    t.close()
+    if freed < 5:
+        pytest.skip("MADV_DONTNEED checked; MADV_PAGEOUT left %d of 5 MADV_FREE pages in "
+                    "memory: the kernel does not free them on request" % (5 - freed))
 
 
-@base.uses_dirtyctl
-def test_dump_survives_unmap():
+def test_dump_survives_unmap(workdir):
     """dump: memory unmapped between two images is left out of the next one;
     the chain goes on (it stopped with "Stale file handle")."""
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp)
-        a = t.map("a", 32, fill=0x11)
-        b = t.map("b", 32, fill=0x22)
-        t.map("c", 1)  # keeps a and b apart: the kernel would merge them
-        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "rebuilt")
-        d = base.Dirtyctl(["dump", str(t.pid), "--dir", images, "--interval", str(INTERVAL),
-                           "--json"])
-        images_after(d, 0, 1, "the base image")
-        t.do("fill a 0 4 51")
-        t.do("unmap b")
-        images_after(d, line_count(d), 3, "images after the unmap")
-        base.stop(t.pid)
-        images_after(d, line_count(d), 2, "images after the stop")
-        files, objs = apply_chain(d, out)
-        # b's file holds b as it was when it went away: apply does not forget regions
-        live = [(lo, hi, name) for lo, hi, name in rebuilt_ranges(out) if not lo <= b < hi]
-        for lo, hi, name in live:
-            with open(os.path.join(out, name), "rb") as f:
-                wrong = base.changed_pages(f.read(), base.read_memory(t.pid, lo, hi - lo))
-            check(not wrong, "%s differs from /proc/PID/mem: %s" % (name, base.describe(wrong)))
-        check(holds(out, a), "a was not rebuilt")
-        os.kill(d.pid, signal.SIGINT)
-        check(d.finish() == 0, "dump: exit status, stderr %r" % d.stderr())
-        base.cont(t.pid)
-        t.close()
+    harness.require_attach()
+    t = Target(workdir)
+    a = t.map("a", 32, fill=0x11)
+    b = t.map("b", 32, fill=0x22)
+    t.map("c", 1)  # keeps a and b apart: the kernel would merge them
+    images, out = os.path.join(workdir, "images"), os.path.join(workdir, "rebuilt")
+    d = Dirtyctl(["dump", str(t.pid), "--dir", images, "--interval", str(INTERVAL),
+                       "--json"])
+    images_after(d, 0, 1, "the base image")
+    t.do("fill a 0 4 51")
+    t.do("unmap b")
+    images_after(d, d.line_count(), 3, "images after the unmap")
+    harness.stop(t.pid)
+    images_after(d, d.line_count(), 2, "images after the stop")
+    files, objs = apply_chain(d, out)
+    # b's file holds b as it was when it went away: apply does not forget regions
+    live = [(lo, hi, name) for lo, hi, name in rebuilt_ranges(out) if not lo <= b < hi]
+    for lo, hi, name in live:
+        with open(os.path.join(out, name), "rb") as f:
+            wrong = harness.changed_pages(f.read(), harness.read_memory(t.pid, lo, hi - lo))
+        check(not wrong, "%s differs from /proc/PID/mem: %s" % (name, harness.describe(wrong)))
+    check(holds(out, a), "a was not rebuilt")
+    os.kill(d.pid, signal.SIGINT)
+    check(d.finish() == 0, "dump: exit status, stderr %r" % d.stderr())
+    harness.cont(t.pid)
+    t.close()
 
 
 # ---------------------------------------------------------------------------
@@ -317,15 +278,15 @@ def new_mapping_under(d, t, what):
     its collects): the first interval that reports the mapping reports all of it."""
     npages = 16384
     d.wait_type("attached")
-    after(d, 0, is_interval, 20, "%s: a first interval" % what)
+    d.after(0, is_interval, 20, "%s: a first interval" % what)
     os.kill(d.pid, signal.SIGSTOP)
     try:
         start = t.map("b", npages, fill=0x33)
-        index = line_count(d)
+        index = d.line_count()
     finally:
         os.kill(d.pid, signal.SIGCONT)
     for _ in range(10):
-        index, obj = after(d, index, is_interval, 20, "%s: the interval of the writes" % what)
+        index, obj = d.after(index, is_interval, 20, "%s: the interval of the writes" % what)
         seen = pages_in(obj, start, npages)
         if seen:
             check(len(seen) == npages, "%s: 64 MiB mapped and written within one interval: "
@@ -335,72 +296,66 @@ def new_mapping_under(d, t, what):
     raise Failure("%s: the 64 MiB mapped and written were never reported" % what)
 
 
-@base.uses_dirtyctl
-def test_attach_counts_new_mapping():
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp)
-        d = base.Dirtyctl(["attach", str(t.pid), "--interval", "0.3", "--json", "--runs"])
-        new_mapping_under(d, t, "attach")
-        t.close()
+def test_attach_counts_new_mapping(workdir):
+    harness.require_attach()
+    t = Target(workdir)
+    d = Dirtyctl(["attach", str(t.pid), "--interval", "0.3", "--json", "--runs"])
+    new_mapping_under(d, t, "attach")
+    t.close()
 
 
-@base.uses_dirtyctl
-def test_run_counts_new_mapping():
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        t = Target(tmp, under=["run", "--interval", "0.3", "--json", "--runs"])
-        new_mapping_under(t.dirtyctl, t, "run")
-        t.quit()
-        check(t.dirtyctl.finish() == 0, "run: exit status, stderr %r" % t.dirtyctl.stderr())
-        t.close()
+def test_run_counts_new_mapping(workdir):
+    harness.require_attach()
+    t = Target(workdir, under=["run", "--interval", "0.3", "--json", "--runs"])
+    new_mapping_under(t.dirtyctl, t, "run")
+    t.quit()
+    check(t.dirtyctl.finish() == 0, "run: exit status, stderr %r" % t.dirtyctl.stderr())
+    t.close()
 
 
 # ---------------------------------------------------------------------------
 # A program that execs
 
-@base.uses_dirtyctl
-def test_dump_follows_exec():
+def test_dump_follows_exec(workdir):
     """dump -- SHIM: the chain goes on through the exec with the new program's
     base image; verify accepts it, apply rebuilds the last program's memory."""
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        images, out = os.path.join(tmp, "images"), os.path.join(tmp, "rebuilt")
-        t = Target(tmp, under=["dump", "--dir", images, "--interval", str(INTERVAL), "--json"])
-        d = t.dirtyctl
-        old = t.map("a", 64, fill=0x11)
-        images_after(d, 0, 2, "images of the shim")
-        t.exec_self()
-        index = line_count(d)
-        b = t.map("b", 32, fill=0x44)
-        c = t.map("c", 16, fill=0x55)
-        index, obj = after(d, index, lambda o: is_image(o) and o.get("new_program"), 20,
-                           "the new program's base image")
-        check(obj["error"] == 0, "the new program's base image failed: %r" % obj)
-        index = images_after(d, index + 1, 2, "images of the new program")
-        t.do("fill b 3 2 102")
-        t.do("dontneed c 0 4")
-        images_after(d, line_count(d), 2, "images of its writes")
-        base.stop(t.pid)
-        images_after(d, line_count(d), 2, "images after the stop")
-        files, objs = apply_chain(d, out)
-        seqs = [o["sequence"] for o in objs]
-        check(seqs == list(range(len(seqs))), "the sequence does not go on: %r" % seqs)
-        check(sum(1 for o in objs if o.get("new_program")) == 1,
-              "not one new program's base: %r" % objs)
-        compare_rebuilt(out, t.pid, [b, c])
-        check(not holds(out, old), "the shim's memory was rebuilt with the last program's")
-        rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "info"] + files)
-        check(rc == 0 and "base of a new program" in out_text, "info: %r" % out_text)
-        # the chain up to the shim's last image rebuilds the shim's memory
-        upto = [o["sequence"] for o in objs if o.get("new_program")][0] - 1
-        rc, out_text, err_text = base.run([base.DIRTYCTL, "image", "apply", "--upto", str(upto),
-                                           "--out", out + "-shim"] + files)
-        check(rc == 0, "apply --upto %d: %r" % (upto, err_text))
-        check(holds(out + "-shim", old), "the shim's memory was not rebuilt")
-        check("failed" not in d.stderr() and "error" not in d.stderr(),
-              "dump: stderr %r" % d.stderr())
-        t.close()
+    harness.require_attach()
+    images, out = os.path.join(workdir, "images"), os.path.join(workdir, "rebuilt")
+    t = Target(workdir, under=["dump", "--dir", images, "--interval", str(INTERVAL), "--json"])
+    d = t.dirtyctl
+    old = t.map("a", 64, fill=0x11)
+    images_after(d, 0, 2, "images of the shim")
+    t.exec_self()
+    index = d.line_count()
+    b = t.map("b", 32, fill=0x44)
+    c = t.map("c", 16, fill=0x55)
+    index, obj = d.after(index, lambda o: is_image(o) and o.get("new_program"), 20,
+                       "the new program's base image")
+    check(obj["error"] == 0, "the new program's base image failed: %r" % obj)
+    index = images_after(d, index + 1, 2, "images of the new program")
+    t.do("fill b 3 2 102")
+    t.do("dontneed c 0 4")
+    images_after(d, d.line_count(), 2, "images of its writes")
+    harness.stop(t.pid)
+    images_after(d, d.line_count(), 2, "images after the stop")
+    files, objs = apply_chain(d, out)
+    seqs = [o["sequence"] for o in objs]
+    check(seqs == list(range(len(seqs))), "the sequence does not go on: %r" % seqs)
+    check(sum(1 for o in objs if o.get("new_program")) == 1,
+          "not one new program's base: %r" % objs)
+    compare_rebuilt(out, t.pid, [b, c])
+    check(not holds(out, old), "the shim's memory was rebuilt with the last program's")
+    rc, out_text, err_text = harness.run([DIRTYCTL, "image", "info"] + files)
+    check(rc == 0 and "base of a new program" in out_text, "info: %r" % out_text)
+    # the chain up to the shim's last image rebuilds the shim's memory
+    upto = [o["sequence"] for o in objs if o.get("new_program")][0] - 1
+    rc, out_text, err_text = harness.run([DIRTYCTL, "image", "apply", "--upto", str(upto),
+                                       "--out", out + "-shim"] + files)
+    check(rc == 0, "apply --upto %d: %r" % (upto, err_text))
+    check(holds(out + "-shim", old), "the shim's memory was not rebuilt")
+    check("failed" not in d.stderr() and "error" not in d.stderr(),
+          "dump: stderr %r" % d.stderr())
+    t.close()
 
 
 def follows_exec(tmp, verb):
@@ -409,7 +364,7 @@ def follows_exec(tmp, verb):
     d = t.dirtyctl
     d.wait_type("attached")
     t.exec_self()
-    index = line_count(d)
+    index = d.line_count()
     b = t.map("b", 256, fill=0x44)
     wait_reported(d, index, b, 256, set(range(256)), "%s: the new program's writes" % verb[0])
     t.quit()
@@ -417,48 +372,14 @@ def follows_exec(tmp, verb):
     t.close()
 
 
-@base.uses_dirtyctl
-def test_run_follows_exec():
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        follows_exec(tmp, ["run"])
+def test_run_follows_exec(workdir):
+    harness.require_attach()
+    follows_exec(workdir, ["run"])
 
 
-@base.uses_dirtyctl
-def test_heatmap_follows_exec():
-    require_attach()
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
-        svg = os.path.join(tmp, "heat.svg")
-        follows_exec(tmp, ["heatmap", "--svg", svg])
-        with open(svg) as f:
-            check("<svg" in f.read(), "heatmap: %s is not an SVG" % svg)
-
-
-TESTS = [
-    test_attach_reports_dropped_pages,
-    test_run_reports_dropped_pages,
-    test_dump_rebuilds_dropped_pages,
-    test_dump_survives_unmap,
-    test_attach_counts_new_mapping,
-    test_run_counts_new_mapping,
-    test_dump_follows_exec,
-    test_run_follows_exec,
-    test_heatmap_follows_exec,
-]
-
-
-def main(argv):
-    global TARGET
-    if len(argv) < 2:
-        print("usage: test-exact.py BUILD_DIR [TEST...]", file=sys.stderr)
-        return 2
-    build = os.path.abspath(argv[1])
-    TARGET = os.path.join(build, "tests", "exact-target")
-    check(os.access(TARGET, os.X_OK), "%s is missing" % TARGET)
-    base.TESTS[:] = TESTS
-    # the runner: its watchdog, its process cleanup, its ok / FAIL / skip lines
-    return base.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+def test_heatmap_follows_exec(workdir):
+    harness.require_attach()
+    svg = os.path.join(workdir, "heat.svg")
+    follows_exec(workdir, ["heatmap", "--svg", svg])
+    with open(svg) as f:
+        check("<svg" in f.read(), "heatmap: %s is not an SVG" % svg)

@@ -27,6 +27,7 @@
 
 #include "libdirty.h"
 #include "image-chain.h"
+#include "tap.h"
 
 static const char *dirtyctl, *shim;
 static size_t page_size;
@@ -711,9 +712,8 @@ int main(int argc, char **argv)
 {
 	Suite *s = suite_create("image-chain");
 	TCase *checks = tcase_create("checks"), *apply = tcase_create("apply");
-	SRunner *sr;
-	int failed;
 
+	tap_begin();
 	if (argc != 3) {
 		fprintf(stderr, "usage: test-image-chain DIRTYCTL SHIM\n");
 		return 2;
@@ -739,9 +739,5 @@ int main(int argc, char **argv)
 	tcase_add_test(apply, test_apply_altered_after_verify);
 	tcase_add_test(apply, test_apply_altered_while_applying);
 	suite_add_tcase(s, apply);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(srunner_create(s));
 }

@@ -5,6 +5,8 @@
  * are read back byte by byte with a parser and a bitwise CRC-32C of this
  * file's own, so that the library's format and checksum are checked against
  * an independent reading of include/libdirty.h, not against themselves.
+ * (The library's CRC-32C itself, on both of its code paths, is
+ * tests/test-crc32c.c's.)
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,6 +42,7 @@
 
 #include "config.h"
 #include <libdirty.h>
+#include "tap.h"
 
 /* This machine's audit architecture, as seccomp_data.arch gives it. */
 #if defined(__x86_64__)
@@ -337,14 +340,6 @@ static int image_of_keep(struct dirty_tracker *t, char *mem, size_t npages, unsi
 }
 
 /* ---- this process ---- */
-
-START_TEST(test_crc_reference)
-{
-	/* the reference the tests check the library against is the standard one */
-	ck_assert_uint_eq(ref_crc32c(0, "123456789", 9), 0xE3069283u);
-	ck_assert_uint_eq(ref_crc32c(ref_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
-}
-END_TEST
 
 /*
  * Known dirty pages of this process: the image holds exactly them, with
@@ -1120,9 +1115,12 @@ START_TEST(test_other_process)
 	close(ack[1]);
 	err = dirty_backend_probe("uffd-async", pid, why, sizeof(why));
 	if (err) {
-		printf("SKIP test_other_process: uffd-async cannot track another process here: %s\n",
-		       why);
-		goto out;
+		close(cmd[1]);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		close(ack[0]);
+		free(theirs);
+		munmap(mem, 16 * page_size);
+		test_skip("uffd-async cannot track another process here: %s", why);
 	}
 	to.pid = pid;
 	ck_assert_int_eq(dirty_tracker_new(&to, &t), 0);
@@ -1164,11 +1162,10 @@ START_TEST(test_other_process)
 		free(buf);
 		close(fd);
 	}
-out:
 	close(cmd[1]);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	if (t) {
+	{
 		/* the target is gone: an image of it fails as a collect does, and changes nothing */
 		int fd = temp_file();
 
@@ -1229,8 +1226,10 @@ START_TEST(test_direct)
 	int fd = direct_file(why, sizeof(why)), bfd = temp_file();
 
 	if (fd < 0) {
-		printf("SKIP test_direct: no file system here takes O_DIRECT (%s)\n", why);
-		goto out;
+		close(bfd);
+		dirty_tracker_free(t);
+		munmap(mem, 64 * page_size);
+		test_skip("no file system here takes O_DIRECT (%s)", why);
 	}
 	ck_assert_int_eq(dirty_track(t, mem, 64 * page_size), 0);
 	for (int pass = 0; pass < 3; pass++) {
@@ -1286,7 +1285,6 @@ START_TEST(test_direct)
 	free(direct);
 	free(buffered);
 	close(fd);
-out:
 	close(bfd);
 	dirty_tracker_free(t);
 	munmap(mem, 64 * page_size);
@@ -1533,6 +1531,12 @@ START_TEST(test_uring_refused)
 		      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 END_TEST
+#else
+START_TEST(test_uring_refused)
+{
+	test_skip("built without liburing: no io_uring to refuse");
+}
+END_TEST
 #endif
 
 /* ---- dirty_image_read(): the tables, then the pages, in one pass ---- */
@@ -1705,7 +1709,6 @@ static Suite *image_suite(void)
 	TCase *tc = tcase_create("write");
 
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_crc_reference);
 	tcase_add_test(tc, test_self_image);
 	tcase_add_test(tc, test_regions_sorted_and_named);
 	tcase_add_test(tc, test_uring_equals_pwritev);
@@ -1720,9 +1723,7 @@ static Suite *image_suite(void)
 	tcase_add_test(tc, test_write_failure);
 	tcase_add_test(tc, test_memory_gone);
 	tcase_add_test(tc, test_bad_arguments);
-#if HAVE_LIBURING
 	tcase_add_test(tc, test_uring_refused);
-#endif
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("verify");
@@ -1748,15 +1749,15 @@ static const char *auto_backend(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
+	tap_begin();
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	/* the reference that every image is checked against is CRC-32C itself */
+	if (ref_crc32c(0, "123456789", 9) != 0xE3069283u ||
+	    ref_crc32c(ref_crc32c(0, "1234", 4), "56789", 5) != 0xE3069283u) {
+		fprintf(stderr, "test-image: ref_crc32c() is not CRC-32C\n");
+		return EXIT_FAILURE;
+	}
 	printf("tracker backend: %s; io_uring: %s\n", auto_backend(),
 	       HAVE_LIBURING ? (uring_usable() ? "usable" : "refused by the kernel") : "not built");
-	sr = srunner_create(image_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(srunner_create(image_suite()));
 }

@@ -9,7 +9,7 @@
  *   nodes  exact per-node counts: two regions, each bound to a node with
  *          mbind(2), tracked, a known number of their pages written; the
  *          same for another process (a tracker with .pid); staging buffers
- *          on the node of the CPU that asks.  Needs two NUMA nodes: exits 77
+ *          on the node of the CPU that asks.  Needs two NUMA nodes: skipped
  *          with the reason on a machine with one, unless
  *          DIRTY_TEST_NUMA_NODES=N says there must be N (the qemu guest of
  *          tests/vm/run-matrix.sh boots with 2), and then fails instead.
@@ -37,8 +37,7 @@
 
 #include "config.h"
 #include "libdirty-int.h"
-
-#define EXIT_SKIP 77
+#include "tap.h"
 
 /* The part of struct dirty_numa_counts that a caller must pass at least. */
 #define COUNTS_MIN_SIZE (offsetof(struct dirty_numa_counts, available) + sizeof(int))
@@ -278,17 +277,14 @@ static void child_stop(struct child *c)
 	close(c->ack);
 }
 
-/* A tracker of the child, or NULL (and the reason printed) where no backend can track it. */
-static struct dirty_tracker *tracker_of(pid_t pid)
+/* A tracker of the child, or NULL (and the reason in why) where no backend can track it. */
+static struct dirty_tracker *tracker_of(pid_t pid, char *why, size_t why_len)
 {
 	struct dirty_options opts = { .sz = sizeof(opts), .pid = pid };
 	struct dirty_tracker *t;
-	char why[256];
 
-	if (dirty_backend_probe("auto", pid, why, sizeof(why)) != 0) {
-		printf("SKIP: no backend tracks another process here: %s\n", why);
+	if (dirty_backend_probe("auto", pid, why, why_len) != 0)
 		return NULL;
-	}
 	ck_assert_int_eq(dirty_tracker_new(&opts, &t), 0);
 	return t;
 }
@@ -437,15 +433,16 @@ START_TEST(test_target_gone)
 	struct dirty_numa_counts c, before;
 	struct dirty_tracker *t;
 	struct child child;
+	char why[256];
 	int status;
 
 	write_pages(mem, 0, 4);
 	child = child_start();
-	t = tracker_of(child.pid);
+	t = tracker_of(child.pid, why, sizeof(why));
 	if (!t) {
 		child_stop(&child);
 		munmap(mem, 4 * page_size);
-		return;
+		test_skip("no backend tracks another process here: %s", why);
 	}
 	counts_init(&c);
 	ck_assert_int_eq(dirty_numa_count(t, &run, 1, &c), 0);
@@ -536,6 +533,31 @@ END_TEST
 
 /* ---- nodes: exact counts on two nodes ---- */
 
+/* NULL if the nodes suite can run here, else why not. */
+static const char *nodes_missing(char *why, size_t len)
+{
+	const char *reason = expected_reason();
+	unsigned nodes = sysfs_memory_nodes();
+
+	if (reason)
+		snprintf(why, len, "%s (%u node%s with memory in /sys/devices/system/node)", reason,
+			 nodes, nodes == 1 ? "" : "s");
+	else if (nodes < 2)
+		snprintf(why, len, "%u nodes", nodes);
+	else
+		return NULL;
+	return why;
+}
+
+/* Each case of the nodes suite skips, with the reason, where it cannot run. */
+static void require_nodes(void)
+{
+	char why[256];
+
+	if (nodes_missing(why, sizeof(why)))
+		test_skip("per-node counts need two NUMA nodes: %s", why);
+}
+
 #define REGION_PAGES 1536 /* 6 MiB: counts cross move_pages batches */
 
 /* Two regions, the first bound to node 0, the second to node 1, every page present. */
@@ -586,6 +608,7 @@ START_TEST(test_count_self)
 	char *a, *b, *untouched;
 	size_t n = 0;
 
+	require_nodes();
 	map_two_nodes(&a, &b);
 	ck_assert_int_eq(dirty_track(t, a, REGION_PAGES * page_size), 0);
 	ck_assert_int_eq(dirty_track(t, b, REGION_PAGES * page_size), 0);
@@ -628,17 +651,20 @@ START_TEST(test_count_other_process)
 	struct dirty_tracker *t;
 	struct child child;
 	int status[REGION_PAGES];
-	char *a, *b;
+	char *a, *b, why[256];
 	size_t n = 0;
 
+	require_nodes();
 	map_two_nodes(&a, &b);
 	child = child_start();
-	t = tracker_of(child.pid);
+	t = tracker_of(child.pid, why, sizeof(why));
 	if (!t) {
 		child_stop(&child);
 		/* in the guest every kernel has a backend that tracks another process */
-		ck_assert_msg(!required_nodes(), "no backend tracks another process");
-		goto out;
+		ck_assert_msg(!required_nodes(), "no backend tracks another process: %s", why);
+		munmap(a, REGION_PAGES * page_size);
+		munmap(b, REGION_PAGES * page_size);
+		test_skip("no backend tracks another process here: %s", why);
 	}
 	ck_assert_int_eq(dirty_track(t, a, REGION_PAGES * page_size), 0);
 	ck_assert_int_eq(dirty_track(t, b, REGION_PAGES * page_size), 0);
@@ -659,7 +685,6 @@ START_TEST(test_count_other_process)
 		ck_assert_int_eq(status[i], 1);
 	child_stop(&child);
 	dirty_tracker_free(t);
-out:
 	munmap(a, REGION_PAGES * page_size);
 	munmap(b, REGION_PAGES * page_size);
 }
@@ -686,6 +711,7 @@ START_TEST(test_alloc_on_each_cpu)
 	int status[4], tested = 0;
 	cpu_set_t saved;
 
+	require_nodes();
 	ck_assert_int_eq(sched_getaffinity(0, sizeof(saved), &saved), 0);
 	for (int cpu = 0; cpu < ncpus && cpu < CPU_SETSIZE; cpu++) {
 		int node = sysfs_node_of_cpu(cpu), toucher = -1;
@@ -750,22 +776,6 @@ static Suite *nodes_suite(void)
 	return s;
 }
 
-/* NULL if the nodes suite can run here, else why not. */
-static const char *nodes_missing(char *why, size_t len)
-{
-	const char *reason = expected_reason();
-	unsigned nodes = sysfs_memory_nodes();
-
-	if (reason)
-		snprintf(why, len, "%s (%u node%s with memory in /sys/devices/system/node)", reason,
-			 nodes, nodes == 1 ? "" : "s");
-	else if (nodes < 2)
-		snprintf(why, len, "%u nodes", nodes);
-	else
-		return NULL;
-	return why;
-}
-
 int main(void)
 {
 	const char *suite = getenv("DIRTY_TEST_SUITE");
@@ -773,8 +783,8 @@ int main(void)
 	unsigned required = required_nodes();
 	SRunner *sr = NULL;
 	char why[256];
-	int failed;
 
+	tap_begin();
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	if (suite && !*suite)
 		suite = NULL; /* set but empty: both */
@@ -795,10 +805,9 @@ int main(void)
 			       required, why);
 			return EXIT_FAILURE;
 		}
-		printf("SKIP: per-node counts need two NUMA nodes: %s\n", why);
+		/* the nodes suite alone: nothing to run; with the api suite: its cases skip */
 		if (!api)
-			return EXIT_SKIP;
-		nodes = false;
+			tap_skip_all("per-node counts need two NUMA nodes: %s", why);
 	}
 	if (api)
 		sr = srunner_create(api_suite());
@@ -808,8 +817,5 @@ int main(void)
 		else
 			sr = srunner_create(nodes_suite());
 	}
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tap_run(sr);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "libdirty-int.h"
+#include "tap.h"
 
 #define PAGES 512
 #define P 4096u
@@ -96,14 +97,9 @@ int main(void)
 {
 	Suite *s = suite_create("run-set");
 	TCase *tc = tcase_create("model");
-	SRunner *runner;
-	int failed;
 
+	tap_begin();
 	tcase_add_loop_test(tc, test_against_model, 0, 8);
 	suite_add_tcase(s, tc);
-	runner = srunner_create(s);
-	srunner_run_all(runner, CK_NORMAL);
-	failed = srunner_ntests_failed(runner);
-	srunner_free(runner);
-	return failed ? 1 : 0;
+	return tap_run(srunner_create(s));
 }

@@ -2,7 +2,8 @@
 /*
  * dirty-syncd end to end: test-syncd --mode cooperative|mapping [--daemon PATH]
  *
- * Starts the daemon with a 16 MiB memfd buffer and a memfd sink, forks four
+ * Starts the daemon with a 16 MiB memfd buffer and a memfd sink (or
+ * another: --sink TYPE, --sink-options SPEC), forks four
  * producers that map overlapping windows of the buffer at different offsets,
  * register, and write pseudo-random pages (a fixed seed) round after round;
  * after each round a flush.  Checks, after every flush, that the sink equals
@@ -18,8 +19,16 @@
  * flush request at once.  The daemon must keep running, copy the whole
  * window of a producer that went without a word, and keep the sink exact.
  *
- * Exit 0 pass, 1 fail, 77 skip (the mode cannot run here: the reason is
- * printed).  No Python, no timing: it also runs in the busybox qemu guests.
+ * Each round's flush is asked with FLUSHED (at once, or with --interval the
+ * next timed flush): once it replies the sink must hold the round.  The sink
+ * is checked twice: the file sink's memfd, and what READBACK reads back from
+ * any sink (--sink vulkan: from the device buffer).  With --align and
+ * --max-regions, each steady round must copy exactly the bytes, runs and
+ * regions that a model of the region plan gives (syncd-model.h).
+ *
+ * Exit 0 pass, 1 fail, 77 skip (the mode or the sink cannot run here: the
+ * reason is printed).  No Python, no timing: it also runs in the busybox qemu
+ * guests.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +49,7 @@
 #include <unistd.h>
 
 #include "libdirty.h"
+#include "syncd-model.h"
 #include "syncd-proto.h"
 
 #define EXIT_SKIP 77
@@ -62,6 +72,10 @@ static pid_t producers[NPRODUCERS];
 static int control[NPRODUCERS] = { -1, -1, -1, -1 }; /* the parent's ends */
 static size_t page_size;
 static const char *interval = "0"; /* the daemon's --interval */
+static const char *sink_type = "file"; /* --sink: the daemon's --sink-type */
+static const char *sink_options = "";  /* --sink-options: its --sink, but for the file sink */
+static uint64_t align = 1, max_regions; /* the daemon's --align and --max-regions */
+static bool validate; /* --validate: the Vulkan sink under the Khronos validation layer */
 
 static void cleanup(void)
 {
@@ -392,43 +406,67 @@ static const char *default_daemon(void)
 	return path;
 }
 
-static void start_daemon(const char *daemon, const char *mode, const char *socket_path,
+/*
+ * The daemon, with its sink: sink_fd for the file sink, the options for
+ * another.  false: the sink cannot run here (the daemon exited 3 and said
+ * why on standard error): a skip.
+ */
+static bool start_daemon(const char *daemon, const char *mode, const char *socket_path,
 			 int sink_fd)
 {
-	char ready[8] = "", sink_arg[32], ready_arg[16];
-	int pipefd[2];
+	char ready[8] = "", sink_arg[32], ready_arg[16], size_arg[32], align_arg[32], max_arg[32];
+	const char *argv[32];
+	int pipefd[2], argc = 0, status;
 	ssize_t n;
 
 	if (pipe(pipefd))
 		fail("pipe: %s", strerror(errno));
 	snprintf(sink_arg, sizeof(sink_arg), "fd:%d", sink_fd);
 	snprintf(ready_arg, sizeof(ready_arg), "%d", pipefd[1]);
+	snprintf(size_arg, sizeof(size_arg), "%u", BUFFER_SIZE);
+	snprintf(align_arg, sizeof(align_arg), "%" PRIu64, align);
+	snprintf(max_arg, sizeof(max_arg), "%" PRIu64, max_regions);
+	argv[argc++] = daemon;
+	argv[argc++] = "--socket";
+	argv[argc++] = socket_path;
+	argv[argc++] = "--size";
+	argv[argc++] = size_arg;
+	argv[argc++] = "--sink-type";
+	argv[argc++] = sink_type;
+	argv[argc++] = "--sink";
+	argv[argc++] = strcmp(sink_type, "file") ? sink_options : sink_arg;
+	argv[argc++] = "--align";
+	argv[argc++] = align_arg;
+	argv[argc++] = "--max-regions";
+	argv[argc++] = max_arg;
+	argv[argc++] = "--readback";
+	argv[argc++] = "--mode";
+	argv[argc++] = mode;
+	argv[argc++] = "--interval";
+	argv[argc++] = interval;
+	argv[argc++] = "--ready-fd";
+	argv[argc++] = ready_arg;
+	argv[argc] = NULL;
 	daemon_pid = fork();
 	if (daemon_pid < 0)
 		fail("fork: %s", strerror(errno));
 	if (daemon_pid == 0) {
-		char size_arg[32];
-
-		snprintf(size_arg, sizeof(size_arg), "%u", BUFFER_SIZE);
 		close(pipefd[0]);
-		execl(daemon, daemon, "--socket", socket_path, "--size", size_arg, "--sink",
-		      sink_arg, "--mode", mode, "--interval", interval, "--ready-fd", ready_arg,
-		      (char *)NULL);
+		execv(daemon, (char *const *)argv);
 		fprintf(stderr, "cannot run %s: %s\n", daemon, strerror(errno));
 		_exit(127);
 	}
 	close(pipefd[1]);
 	n = read(pipefd[0], ready, sizeof(ready) - 1);
 	close(pipefd[0]);
-	if (n != 6 || strcmp(ready, "ready\n")) {
-		int status;
-
-		waitpid(daemon_pid, &status, 0);
-		daemon_pid = -1;
-		fail("%s did not start: %s %d", daemon,
-		     WIFEXITED(status) ? "exit status" : "signal",
-		     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-	}
+	if (n == 6 && !strcmp(ready, "ready\n"))
+		return true;
+	waitpid(daemon_pid, &status, 0);
+	daemon_pid = -1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 3 && strcmp(sink_type, "file"))
+		return false;
+	fail("%s did not start: %s %d", daemon, WIFEXITED(status) ? "exit status" : "signal",
+	     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
 static void start_producer(int id, const char *socket_path, bool cooperative, int controller)
@@ -469,7 +507,7 @@ static void producer_flushed(int id, const char *what, uint64_t must_pages, uint
 	if (copied < must_pages * page_size)
 		fail("%s copied %" PRIu64 " bytes, fewer than the %" PRIu64 " pages written", what,
 		     copied, must_pages);
-	if (copied > BUFFER_SIZE / 4)
+	if (align <= page_size && !max_regions && copied > BUFFER_SIZE / 4)
 		fail("%s copied %" PRIu64 " bytes, more than a quarter of the buffer", what, copied);
 }
 
@@ -488,54 +526,115 @@ static void reap(int id, int signal_expected)
 		fail("producer %d ended with status %#x", id, status);
 }
 
-int main(int argc, char **argv)
+/* What a run keeps from its start to its end. */
+struct run {
+	const char *mode;
+	bool cooperative;
+	bool exact;       /* a round's flush copies exactly its pages */
+	bool gone_whole;  /* a producer that goes costs its whole window */
+	int sock;         /* the test's own connection */
+	unsigned char *buffer;
+	unsigned char *sink;     /* the file sink's memfd, mapped; NULL for another sink */
+	unsigned char *readback; /* what READBACK wrote, mapped */
+	int readback_fd;
+	uint64_t total;   /* the daemon's count of bytes copied, at the last flush */
+	bool alive[NPRODUCERS], mapped[NPRODUCERS];
+	int steady_rounds;
+	uint64_t steady_bytes, steady_written;
+};
+
+/* --mode, --daemon, --interval; false (usage printed) for a bad command line. */
+static bool parse_arguments(int argc, char **argv, const char **mode, const char **daemon)
 {
 	static const struct option longopts[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "daemon", required_argument, NULL, 'd' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "sink", required_argument, NULL, 's' },
+		{ "sink-options", required_argument, NULL, 'o' },
+		{ "align", required_argument, NULL, 'a' },
+		{ "max-regions", required_argument, NULL, 'r' },
+		{ "validate", no_argument, NULL, 'v' },
 		{ 0 },
 	};
-	const char *mode = NULL, *daemon = NULL;
-	char socket_path[64], why[256] = "";
-	bool cooperative, alive[NPRODUCERS], mapped[NPRODUCERS], exact, gone_whole = true;
-	unsigned char *buffer, *sink;
-	uint64_t total, copied, steady_bytes = 0, steady_written = 0, pages[PAGES_PER_ROUND + SHARED_PER_ROUND];
-	int opt, err, sink_fd, sock, buffer_fd = -1, steady_rounds = 0, status;
-	struct syncd_msg reply;
+	int opt;
 
-	while ((opt = getopt_long(argc, argv, "m:d:i:", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "m:d:i:s:o:a:r:v", longopts, NULL)) != -1) {
 		if (opt == 'm')
-			mode = optarg;
+			*mode = optarg;
 		else if (opt == 'd')
-			daemon = optarg;
+			*daemon = optarg;
 		else if (opt == 'i')
 			interval = optarg;
+		else if (opt == 's')
+			sink_type = optarg;
+		else if (opt == 'o')
+			sink_options = optarg;
+		else if (opt == 'a')
+			align = strtoull(optarg, NULL, 0);
+		else if (opt == 'r')
+			max_regions = strtoull(optarg, NULL, 0);
+		else if (opt == 'v')
+			validate = true;
 		else
-			return 1;
+			return false;
 	}
-	if (!mode || (strcmp(mode, "cooperative") && strcmp(mode, "mapping"))) {
+	if (!*mode || (strcmp(*mode, "cooperative") && strcmp(*mode, "mapping")) || !align ||
+	    (align & (align - 1))) {
 		fprintf(stderr, "usage: test-syncd --mode cooperative|mapping [--daemon PATH] "
-			"[--interval MS]\n");
-		return 1;
+			"[--interval MS] [--sink file|vulkan] [--sink-options SPEC] "
+			"[--align BYTES] [--max-regions N] [--validate]\n");
+		return false;
 	}
-	cooperative = !strcmp(mode, "cooperative");
-	if (!daemon)
-		daemon = default_daemon();
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	/* without timed flushes or huge pages, a round copies exactly its pages */
-	exact = !strcmp(interval, "0") && !shmem_may_be_huge();
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	signal(SIGALRM, on_alarm);
-	alarm(240); /* a hang guard, not a measure: a pass takes well under a second */
+	if (!*daemon)
+		*daemon = default_daemon();
+	return true;
+}
 
-	err = dirty_backend_probe(cooperative ? "uffd-async" : "mapping", 0, why, sizeof(why));
-	if (err) {
-		printf("SKIP: %s mode needs the %s backend: %s\n", mode,
-		       cooperative ? "uffd-async" : "mapping", why);
-		return EXIT_SKIP;
+/*
+ * --validate: the sink's option validate where the Khronos validation layer
+ * is installed (where the loader looks for it on Debian), so that every
+ * error it reports fails the flush; where it is not, the test runs without
+ * it and says so.
+ */
+static void add_validation(void)
+{
+	static const char *const manifests[] = {
+		"/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+		"/usr/local/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+		"/etc/vulkan/explicit_layer.d/VkLayer_khronos_validation.json",
+	};
+	static char options[256];
+
+	for (size_t i = 0; i < sizeof(manifests) / sizeof(manifests[0]); i++) {
+		if (access(manifests[i], R_OK))
+			continue;
+		snprintf(options, sizeof(options), "%s%svalidate", sink_options,
+			 sink_options[0] ? "," : "");
+		sink_options = options;
+		printf("the Vulkan sink runs under the validation layer (%s)\n", manifests[i]);
+		return;
 	}
-	if (!cooperative) {
+	printf("no Vulkan validation layer installed (Debian: vulkan-validationlayers): "
+	       "the sink runs without it\n");
+}
+
+/*
+ * Whether the mode can run here (false: the reason printed, a skip); for
+ * mapping, whether a producer that goes costs its whole window.
+ */
+static bool mode_can_run(struct run *r)
+{
+	char why[256] = "";
+	int err = dirty_backend_probe(r->cooperative ? "uffd-async" : "mapping", 0, why,
+				      sizeof(why));
+
+	if (err) {
+		printf("SKIP: %s mode needs the %s backend: %s\n", r->mode,
+		       r->cooperative ? "uffd-async" : "mapping", why);
+		return false;
+	}
+	if (!r->cooperative) {
 		/*
 		 * A kernel that records every write keeps a departed producer's
 		 * writes: the daemon then copies what it wrote, not its whole
@@ -545,75 +644,138 @@ int main(int argc, char **argv)
 		struct dirty_tracker *probe;
 
 		if (dirty_tracker_new(&o, &probe) == 0) {
-			gone_whole = !(dirty_tracker_sees(probe) & DIRTY_SEES_GONE_MAPPINGS);
+			r->gone_whole = !(dirty_tracker_sees(probe) & DIRTY_SEES_GONE_MAPPINGS);
 			dirty_tracker_free(probe);
 		}
-		printf("mapping mode: %s\n", gone_whole ? "a producer that goes costs its window "
+		printf("mapping mode: %s\n", r->gone_whole ? "a producer that goes costs its window "
 		       "(page-table entries only)" : "the kernel records every write");
 	}
-	if (cooperative) {
+	if (r->cooperative) {
 		int uffd = dirty_userfaultfd_share();
 
 		if (uffd < 0) {
 			printf("SKIP: dirty_userfaultfd_share: %s\n", strerror(-uffd));
-			return EXIT_SKIP;
+			return false;
 		}
 		close(uffd);
 	}
+	return true;
+}
+
+/*
+ * The daemon started on a memfd sink, the test connected (HELLO) with the
+ * buffer and the sink mapped; they are equal, and a first flush copies
+ * nothing.  Returns the socket's path in socket_path.
+ */
+/*
+ * READBACK: what the sink holds, read back into the test's memfd (for the
+ * Vulkan sink, copied from the device buffer), equals the buffer.
+ */
+static void check_read_back(const struct run *r, const char *when)
+{
+	struct syncd_msg reply;
+	char what[96];
+	int err = syncd_call(r->sock, SYNCD_READBACK, 0, 0, 0, 0, r->readback_fd, &reply, NULL);
+
+	if (err)
+		fail("%s: read back: %s", when, strerror(-err));
+	if (reply.a != BUFFER_SIZE)
+		fail("%s: read back %" PRIu64 " bytes, not the buffer's %u", when, reply.a,
+		     BUFFER_SIZE);
+	snprintf(what, sizeof(what), "%s (read back from the %s sink)", when, sink_type);
+	check_equal(r->buffer, r->readback, what);
+}
+
+/* The sink equals the buffer: the file sink's memfd, and what READBACK reads. */
+static void check_sink(const struct run *r, const char *when)
+{
+	if (r->sink)
+		check_equal(r->buffer, r->sink, when);
+	check_read_back(r, when);
+}
+
+/*
+ * The daemon started on a memfd sink (or another sink), the test connected
+ * (HELLO) with the buffer and the sink mapped; they are equal, and a first
+ * flush copies nothing.  Returns the socket's path in socket_path; false:
+ * the sink cannot run here (a skip).
+ */
+static bool start(struct run *r, const char *daemon, char *socket_path, size_t path_size)
+{
+	struct syncd_msg reply;
+	int sink_fd = -1, buffer_fd = -1, err;
 
 	/* abstract: the busybox guests may have no writable directory */
-	snprintf(socket_path, sizeof(socket_path), "@test-syncd-%d", (int)getpid());
-	sink_fd = memfd_create("test-syncd-sink", 0);
-	if (sink_fd < 0 || ftruncate(sink_fd, BUFFER_SIZE))
-		fail("sink memfd: %s", strerror(errno));
-	sink = mmap(NULL, BUFFER_SIZE, PROT_READ, MAP_SHARED, sink_fd, 0);
-	if (sink == MAP_FAILED)
-		fail("mmap sink: %s", strerror(errno));
+	snprintf(socket_path, path_size, "@test-syncd-%d", (int)getpid());
+	if (!strcmp(sink_type, "file")) {
+		sink_fd = memfd_create("test-syncd-sink", 0);
+		if (sink_fd < 0 || ftruncate(sink_fd, BUFFER_SIZE))
+			fail("sink memfd: %s", strerror(errno));
+		r->sink = mmap(NULL, BUFFER_SIZE, PROT_READ, MAP_SHARED, sink_fd, 0);
+		if (r->sink == MAP_FAILED)
+			fail("mmap sink: %s", strerror(errno));
+	}
+	r->readback_fd = memfd_create("test-syncd-readback", MFD_CLOEXEC);
+	if (r->readback_fd < 0 || ftruncate(r->readback_fd, BUFFER_SIZE))
+		fail("read-back memfd: %s", strerror(errno));
+	r->readback = mmap(NULL, BUFFER_SIZE, PROT_READ, MAP_SHARED, r->readback_fd, 0);
+	if (r->readback == MAP_FAILED)
+		fail("mmap read-back memfd: %s", strerror(errno));
 
-	start_daemon(daemon, mode, socket_path, sink_fd);
-	close(sink_fd);
-	sock = syncd_connect(socket_path);
-	if (sock < 0)
-		fail("connect %s: %s", socket_path, strerror(-sock));
-	err = syncd_call(sock, SYNCD_HELLO, SYNCD_VERSION, 0, 0, 0, -1, &reply, &buffer_fd);
+	if (!start_daemon(daemon, r->mode, socket_path, sink_fd))
+		return false;
+	if (sink_fd >= 0)
+		close(sink_fd);
+	r->sock = syncd_connect(socket_path);
+	if (r->sock < 0)
+		fail("connect %s: %s", socket_path, strerror(-r->sock));
+	err = syncd_call(r->sock, SYNCD_HELLO, SYNCD_VERSION, 0, 0, 0, -1, &reply, &buffer_fd);
 	if (err || buffer_fd < 0)
 		fail("hello: %s", err ? strerror(-err) : "no buffer descriptor");
 	if (reply.a != BUFFER_SIZE || reply.b != page_size ||
-	    reply.c != (cooperative ? SYNCD_MODE_COOPERATIVE : SYNCD_MODE_MAPPING))
+	    reply.c != (r->cooperative ? SYNCD_MODE_COOPERATIVE : SYNCD_MODE_MAPPING))
 		fail("hello: size %" PRIu64 ", page %" PRIu64 ", mode %" PRIu64, reply.a, reply.b,
 		     reply.c);
-	buffer = mmap(NULL, BUFFER_SIZE, PROT_READ, MAP_SHARED, buffer_fd, 0);
-	if (buffer == MAP_FAILED)
+	r->buffer = mmap(NULL, BUFFER_SIZE, PROT_READ, MAP_SHARED, buffer_fd, 0);
+	if (r->buffer == MAP_FAILED)
 		fail("mmap buffer: %s", strerror(errno));
 	close(buffer_fd);
-	check_equal(buffer, sink, "at start");
+	check_sink(r, "at start");
 	/* nothing was written: nothing to copy */
-	reply = flush(sock, "at start");
+	reply = flush(r->sock, "at start");
 	if (reply.a || reply.b)
 		fail("a flush before any write copied %" PRIu64 " bytes", reply.a);
-	total = reply.d;
+	r->total = reply.d;
+	return true;
+}
+
+/* A register that lies is refused; a client that speaks nonsense is dropped. */
+static void check_refusals(const struct run *r, const char *socket_path)
+{
+	struct syncd_msg reply;
+	int err;
 
 	/* a register that lies is refused: wrong pid, and a range not mapped there */
-	err = syncd_call(sock, SYNCD_REGISTER, (uint64_t)getpid() + 1, (uint64_t)(uintptr_t)buffer,
-			 BUFFER_SIZE, 0, -1, &reply, NULL);
+	err = syncd_call(r->sock, SYNCD_REGISTER, (uint64_t)getpid() + 1,
+			 (uint64_t)(uintptr_t)r->buffer, BUFFER_SIZE, 0, -1, &reply, NULL);
 	if (err != -EPERM)
 		fail("register with another pid: %d, not -EPERM", err);
-	err = syncd_call(sock, SYNCD_REGISTER, (uint64_t)getpid(), (uint64_t)(uintptr_t)sink,
+	err = syncd_call(r->sock, SYNCD_REGISTER, (uint64_t)getpid(), (uint64_t)(uintptr_t)r->sink,
 			 BUFFER_SIZE, 0, -1, &reply, NULL);
 	if (err != -EINVAL)
 		fail("register of memory that is not the buffer: %d, not -EINVAL", err);
-	if (cooperative) {
+	if (r->cooperative) {
 		/* cooperative mode needs the producer's uffd, and writable memory */
 		int uffd = dirty_userfaultfd_share();
 
-		err = syncd_call(sock, SYNCD_REGISTER, (uint64_t)getpid(),
-				 (uint64_t)(uintptr_t)buffer, BUFFER_SIZE, 0, -1, &reply, NULL);
+		err = syncd_call(r->sock, SYNCD_REGISTER, (uint64_t)getpid(),
+				 (uint64_t)(uintptr_t)r->buffer, BUFFER_SIZE, 0, -1, &reply, NULL);
 		if (err != -EBADF)
 			fail("register without a uffd: %d, not -EBADF", err);
 		if (uffd < 0)
 			fail("dirty_userfaultfd_share: %s", strerror(-uffd));
-		err = syncd_call(sock, SYNCD_REGISTER, (uint64_t)getpid(),
-				 (uint64_t)(uintptr_t)buffer, BUFFER_SIZE, 0, uffd, &reply, NULL);
+		err = syncd_call(r->sock, SYNCD_REGISTER, (uint64_t)getpid(),
+				 (uint64_t)(uintptr_t)r->buffer, BUFFER_SIZE, 0, uffd, &reply, NULL);
 		close(uffd);
 		if (err != -EACCES)
 			fail("register of a read-only mapping: %d, not -EACCES", err);
@@ -626,171 +788,277 @@ int main(int argc, char **argv)
 		if (bad < 0 || send(bad, junk, 10, 0) != 10 || recv(bad, junk, sizeof(junk), 0) != 0)
 			fail("a client that sent junk was not disconnected");
 		close(bad);
-		reply = flush(sock, "after junk");
+		reply = flush(r->sock, "after junk");
 		daemon_alive();
 	}
+}
 
+/*
+ * The daemon sleeps through a producer's departure and wakes to find it
+ * and the flush request at once: the flush must still include the departed
+ * producer's window.
+ */
+static void stop_daemon(void)
+{
+	int status;
+
+	kill(daemon_pid, SIGSTOP);
+	if (waitpid(daemon_pid, &status, WUNTRACED) != daemon_pid || !WIFSTOPPED(status))
+		fail("the daemon did not stop (status %#x)", status);
+}
+
+/*
+ * A producer went without a word: its window must be copied whole, unless
+ * the kernel records every write (then what it wrote is marked already).
+ */
+static void mark_window(const struct run *r, uint64_t *must, int id)
+{
+	for (uint64_t k = 0; r->gone_whole && k < WINDOW_LEN / page_size; k++) {
+		uint64_t p = window_offset(id) / page_size + k;
+
+		must[p / 64] |= 1ull << (p % 64);
+	}
+}
+
+/*
+ * Every producer alive and mapped writes its pages of the round, marked in
+ * must (*written counts them); in KILL_ROUND, producer 3 is killed in the
+ * middle of its writes.  Returns false when the round is not steady.
+ */
+static bool write_round(struct run *r, int round, uint64_t *must, uint64_t *written)
+{
+	uint64_t pages[PAGES_PER_ROUND + SHARED_PER_ROUND];
+	bool steady = true;
+
+	for (int i = 0; i < NPRODUCERS; i++)
+		if (r->alive[i] && r->mapped[i])
+			command(i, 'w', (uint32_t)round);
+	if (round == KILL_ROUND) {
+		/* in the middle of its round: it may have written any part of it */
+		kill(producers[3], SIGKILL);
+		reap(3, SIGKILL);
+		r->alive[3] = false;
+		mark_window(r, must, 3);
+		steady = false;
+	}
 	for (int i = 0; i < NPRODUCERS; i++) {
-		start_producer(i, socket_path, cooperative, sock);
-		alive[i] = mapped[i] = true;
+		size_t n;
+
+		if (!r->alive[i] || !r->mapped[i])
+			continue;
+		await(i, 'd');
+		n = round_pages(i, round, pages);
+		*written += n;
+		for (size_t k = 0; k < n; k++)
+			must[pages[k] / 64] |= 1ull << (pages[k] % 64);
 	}
+	return steady;
+}
 
-	for (int round = 0; round < NROUNDS; round++) {
-		/* the pages the flush must copy: those written, and gone producers' windows */
-		uint64_t *must = calloc(BUFFER_SIZE / page_size / 64, sizeof(uint64_t));
-		uint64_t must_pages = 0, written = 0;
-		bool steady = true, stopped = round == KILL_ROUND || round == DROP_ROUND;
-		char when[64];
+/* DROP_ROUND: 2 drops its connection; STALE_ROUND (cooperative): 1 unmaps its window. */
+static void leave_without_a_word(struct run *r, int round, uint64_t *must)
+{
+	int id = round == DROP_ROUND ? 2 : 1;
 
-		if (!must)
-			fail("out of memory");
-		if (stopped) {
-			/*
-			 * The daemon sleeps through the producer's departure and
-			 * wakes to find it and the flush request at once: the flush
-			 * must still include the departed producer's window.
-			 */
-			kill(daemon_pid, SIGSTOP);
-			if (waitpid(daemon_pid, &status, WUNTRACED) != daemon_pid ||
-			    !WIFSTOPPED(status))
-				fail("the daemon did not stop (status %#x)", status);
-		}
-		for (int i = 0; i < NPRODUCERS; i++)
-			if (alive[i] && mapped[i])
-				command(i, 'w', (uint32_t)round);
-		if (round == KILL_ROUND) {
-			/* in the middle of its round: it may have written any part of it */
-			kill(producers[3], SIGKILL);
-			reap(3, SIGKILL);
-			alive[3] = false;
-			for (uint64_t k = 0; gone_whole && k < WINDOW_LEN / page_size; k++) {
-				uint64_t p = window_offset(3) / page_size + k;
+	command(id, round == DROP_ROUND ? 'c' : 's', 0);
+	await(id, 'd');
+	/* (a kernel that records every write: what it wrote, counted already) */
+	mark_window(r, must, id);
+	r->mapped[id] = round == DROP_ROUND;
+}
 
-				must[p / 64] |= 1ull << (p % 64);
-			}
-			steady = false;
-		}
-		for (int i = 0; i < NPRODUCERS; i++) {
-			size_t n;
+/*
+ * BYE_ROUND: 1 leaves with BYE; REMAP_ROUND: 0 moves its window.  BYE and
+ * UNREGISTER are flushes: they copy the round's pages (must_pages).
+ */
+static void leave_with_a_flush(struct run *r, int round, uint64_t must_pages)
+{
+	int id = round == BYE_ROUND ? 1 : 0;
 
-			if (!alive[i] || !mapped[i])
-				continue;
-			await(i, 'd');
-			n = round_pages(i, round, pages);
-			written += n;
-			for (size_t k = 0; k < n; k++)
-				must[pages[k] / 64] |= 1ull << (pages[k] % 64);
-		}
-		if (round == DROP_ROUND || (round == STALE_ROUND && cooperative)) {
-			/* 2 drops its connection, 1 its mapping: their windows are copied whole */
-			int id = round == DROP_ROUND ? 2 : 1;
-
-			command(id, round == DROP_ROUND ? 'c' : 's', 0);
-			await(id, 'd');
-			/* (a kernel that records every write: what it wrote, counted above) */
-			for (uint64_t k = 0; gone_whole && k < WINDOW_LEN / page_size; k++) {
-				uint64_t p = window_offset(id) / page_size + k;
-
-				must[p / 64] |= 1ull << (p % 64);
-			}
-			mapped[id] = round == DROP_ROUND;
-			steady = false;
-		}
-		for (size_t w = 0; w < BUFFER_SIZE / page_size / 64; w++)
-			must_pages += (uint64_t)__builtin_popcountll(must[w]);
-		free(must);
-		if (round == BYE_ROUND || round == REMAP_ROUND) {
-			/* BYE and UNREGISTER are flushes: they copy the round's pages */
-			int id = round == BYE_ROUND ? 1 : 0;
-
-			command(id, round == BYE_ROUND ? 'b' : 'u', 0);
-			await(id, 'd');
-			producer_flushed(id, round == BYE_ROUND ? "BYE" : "UNREGISTER", must_pages,
-					 &total);
-			if (round == BYE_ROUND) {
-				command(1, 'x', 0);
-				reap(1, 0);
-				alive[1] = false;
-			}
-			must_pages = 0; /* copied already */
-			steady = false;
-		}
-		snprintf(when, sizeof(when), "after round %d", round);
-		if (stopped) {
-			struct syncd_msg m = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION,
-					       .type = SYNCD_FLUSH };
-
-			err = syncd_send(sock, &m, -1);
-			kill(daemon_pid, SIGCONT);
-			if (!err)
-				err = syncd_recv(sock, &reply, NULL);
-			if (err != 1 || reply.type != (SYNCD_FLUSH | SYNCD_REPLY) || reply.status)
-				fail("flush %s: %d, status %d", when, err, reply.status);
-		} else {
-			reply = flush(sock, when);
-		}
-		/* with --interval, the timed flushes since the last one count too */
-		copied = reply.d - total;
-		total = reply.d;
-		daemon_alive();
-		check_equal(buffer, sink, when);
-		printf("round %d: %" PRIu64 " pages written, %" PRIu64 " pages to copy, flush copied %"
-		       PRIu64 " bytes in %" PRIu64 " runs (%" PRIu64 " bytes since the last)\n",
-		       round, written, must_pages, reply.a, reply.b, copied);
-		/* fewer than 5% of the pages per round: the premise of the bound below */
-		if (written * 20 >= BUFFER_SIZE / page_size)
-			fail("the test writes too much per round for its bound");
-		if (copied < must_pages * page_size)
-			fail("%s: %" PRIu64 " bytes copied, fewer than the %" PRIu64 " pages written "
-			     "or of producers that went away", when, copied, must_pages);
-		if (reply.a % page_size || reply.b > reply.a / page_size || (reply.a && !reply.b))
-			fail("%s: %" PRIu64 " bytes in %" PRIu64 " runs", when, reply.a, reply.b);
-		if (steady) {
-			if (copied > BUFFER_SIZE / 4)
-				fail("%s: %" PRIu64 " bytes copied, more than a quarter of the buffer "
-				     "for %" PRIu64 " pages written", when, copied, written);
-			if (exact && copied != must_pages * page_size)
-				fail("%s: %" PRIu64 " bytes copied, not exactly the %" PRIu64
-				     " pages written", when, copied, must_pages);
-			steady_bytes += copied;
-			steady_written += must_pages * page_size;
-			steady_rounds++;
-		}
-		if (round == DROP_ROUND) {
-			/* it wrote nothing since; now it may go */
-			command(2, 'x', 0);
-			reap(2, 0);
-			alive[2] = false;
-		}
+	command(id, round == BYE_ROUND ? 'b' : 'u', 0);
+	await(id, 'd');
+	producer_flushed(id, round == BYE_ROUND ? "BYE" : "UNREGISTER", must_pages, &r->total);
+	if (round == BYE_ROUND) {
+		command(1, 'x', 0);
+		reap(1, 0);
+		r->alive[1] = false;
 	}
+}
 
-	/* the last producer leaves with BYE, then a final flush */
+/*
+ * The round's flush, asked with FLUSHED: at once with --interval 0, else the
+ * reply waits for the next timed flush.  With the daemon stopped, the
+ * request goes before it wakes.
+ */
+static struct syncd_msg flush_round(const struct run *r, bool stopped, const char *when)
+{
+	struct syncd_msg m = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION,
+			       .type = SYNCD_FLUSHED,
+			       .a = strcmp(interval, "0") ? 0 : SYNCD_FLUSHED_NOW };
+	struct syncd_msg reply = { 0 };
+	int err = syncd_send(r->sock, &m, -1);
+
+	if (stopped)
+		kill(daemon_pid, SIGCONT);
+	if (!err)
+		err = syncd_recv(r->sock, &reply, NULL);
+	if (err != 1 || reply.type != (SYNCD_FLUSHED | SYNCD_REPLY) || reply.status)
+		fail("flushed %s: %d, status %d", when, err, reply.status);
+	return reply;
+}
+
+/* No --align above a page, no --max-regions: regions are the dirty runs. */
+static bool plain_regions(void)
+{
+	return align <= page_size && !max_regions;
+}
+
+/*
+ * After the round's flush (FLUSHED), the sink equals the buffer, and a
+ * FLUSH after it copies nothing more.  What was copied lies between the
+ * pages that had to be (must_pages) and, in a steady round, a quarter of the
+ * buffer; where the kernel reports exactly what was written, it is exactly
+ * what the model of the region plan (want) says for those pages: bytes,
+ * runs, regions, within --align and --max-regions.
+ */
+static void check_round(struct run *r, int round, const struct syncd_msg *flushed,
+			const struct syncd_model *want, uint64_t written, uint64_t must_pages,
+			bool steady, const char *when)
+{
+	uint64_t bytes = flushed->b, dirty = flushed->c, runs = syncd_flushed_runs(flushed);
+	uint64_t regions = syncd_flushed_regions(flushed), copied;
+	struct syncd_msg reply;
+
+	daemon_alive();
+	/* the promise of the FLUSHED reply: the sink holds the round's writes */
+	check_sink(r, when);
+	/* with --interval, the timed flushes since the last one count too */
+	reply = flush(r->sock, when);
+	copied = reply.d - r->total;
+	r->total = reply.d;
+	printf("round %d: %" PRIu64 " pages written, %" PRIu64 " pages to copy; flush %" PRIu64
+	       " copied %" PRIu64 " bytes in %" PRIu64 " regions for %" PRIu64 " dirty bytes in %"
+	       PRIu64 " runs (%" PRIu64 " bytes since the last)\n", round, written, must_pages,
+	       flushed->a, bytes, regions, dirty, runs, copied);
+	/* fewer than 5% of the pages per round: the premise of the bound below */
+	if (written * 20 >= BUFFER_SIZE / page_size)
+		fail("the test writes too much per round for its bound");
+	if (copied < must_pages * page_size)
+		fail("%s: %" PRIu64 " bytes copied, fewer than the %" PRIu64 " pages written "
+		     "or of producers that went away", when, copied, must_pages);
+	if (bytes % page_size || dirty % page_size || runs > dirty / page_size ||
+	    regions > runs || bytes < dirty || (bytes && !regions) || (dirty && !runs))
+		fail("%s: %" PRIu64 " bytes in %" PRIu64 " regions for %" PRIu64 " bytes in %" PRIu64
+		     " runs", when, bytes, regions, dirty, runs);
+	if (max_regions && regions > max_regions)
+		fail("%s: %" PRIu64 " regions, more than --max-regions %" PRIu64, when, regions,
+		     max_regions);
+	if (r->exact && reply.a)
+		fail("%s: a flush right after the round's copied %" PRIu64 " bytes more", when,
+		     reply.a);
+	if (steady) {
+		if (plain_regions() && copied > BUFFER_SIZE / 4)
+			fail("%s: %" PRIu64 " bytes copied, more than a quarter of the buffer "
+			     "for %" PRIu64 " pages written", when, copied, written);
+		if (r->exact && (copied != want->bytes || bytes != want->bytes ||
+				 dirty != must_pages * page_size || runs != want->runs ||
+				 regions != want->regions))
+			fail("%s: %" PRIu64 " bytes in %" PRIu64 " regions for %" PRIu64 " bytes in %"
+			     PRIu64 " runs, not the %" PRIu64 " bytes in %" PRIu64 " regions for %"
+			     PRIu64 " pages in %" PRIu64 " runs written", when, bytes, regions, dirty,
+			     runs, want->bytes, want->regions, must_pages, want->runs);
+		r->steady_bytes += copied;
+		r->steady_written += must_pages * page_size;
+		r->steady_rounds++;
+	}
+}
+
+/* One round: the producers write, some come and go, a flush, its checks. */
+static void run_round(struct run *r, int round)
+{
+	/* the pages the flush must copy: those written, and gone producers' windows */
+	uint64_t *must = calloc(BUFFER_SIZE / page_size / 64, sizeof(uint64_t));
+	uint64_t must_pages = 0, written = 0;
+	bool steady, stopped = round == KILL_ROUND || round == DROP_ROUND;
+	struct syncd_model want;
+	struct syncd_msg reply;
+	char when[64];
+
+	if (!must)
+		fail("out of memory");
+	if (stopped)
+		stop_daemon();
+	steady = write_round(r, round, must, &written);
+	if (round == DROP_ROUND || (round == STALE_ROUND && r->cooperative)) {
+		leave_without_a_word(r, round, must);
+		steady = false;
+	}
+	for (size_t w = 0; w < BUFFER_SIZE / page_size / 64; w++)
+		must_pages += (uint64_t)__builtin_popcountll(must[w]);
+	if (!syncd_model(must, BUFFER_SIZE / page_size, page_size, align, max_regions, &want))
+		fail("out of memory");
+	free(must);
+	if (round == BYE_ROUND || round == REMAP_ROUND) {
+		leave_with_a_flush(r, round, must_pages);
+		must_pages = 0; /* copied already */
+		steady = false;
+	}
+	snprintf(when, sizeof(when), "after round %d", round);
+	reply = flush_round(r, stopped, when);
+	check_round(r, round, &reply, &want, written, must_pages, steady, when);
+	if (round == DROP_ROUND) {
+		/* it wrote nothing since; now it may go */
+		command(2, 'x', 0);
+		reap(2, 0);
+		r->alive[2] = false;
+	}
+}
+
+/* The last producer leaves with BYE, then a final flush copies nothing more. */
+static void last_producer_leaves(struct run *r)
+{
+	uint64_t pages[PAGES_PER_ROUND + SHARED_PER_ROUND];
+	struct syncd_msg reply;
+
 	command(0, 'w', NROUNDS); /* written, not flushed: the BYE must collect them */
 	await(0, 'd');
 	command(0, 'b', 0);
 	await(0, 'd');
-	producer_flushed(0, "BYE", round_pages(0, NROUNDS, pages), &total);
+	producer_flushed(0, "BYE", round_pages(0, NROUNDS, pages), &r->total);
 	command(0, 'x', 0);
 	reap(0, 0);
-	reply = flush(sock, "at the end");
-	check_equal(buffer, sink, "at the end");
+	reply = flush(r->sock, "at the end");
+	check_sink(r, "at the end");
 	if (reply.a != 0)
 		fail("a flush with no writer copied %" PRIu64 " bytes", reply.a);
-	if (reply.d != total)
-		fail("%" PRIu64 " bytes copied after the last producer's BYE", reply.d - total);
+	if (reply.d != r->total)
+		fail("%" PRIu64 " bytes copied after the last producer's BYE", reply.d - r->total);
+}
+
+static void report_steady_rounds(const struct run *r)
+{
 	printf("steady rounds: %d, %" PRIu64 " bytes copied for %" PRIu64 " bytes written "
-	       "(%.2f%% of %d buffers' worth)\n", steady_rounds, steady_bytes, steady_written,
-	       100.0 * (double)steady_bytes / ((double)BUFFER_SIZE * steady_rounds), steady_rounds);
-	if (!exact)
+	       "(%.2f%% of %d buffers' worth)\n", r->steady_rounds, r->steady_bytes,
+	       r->steady_written,
+	       100.0 * (double)r->steady_bytes / ((double)BUFFER_SIZE * r->steady_rounds),
+	       r->steady_rounds);
+	if (!r->exact)
 		printf("(copies checked against bounds only: %s)\n",
 		       strcmp(interval, "0") ? "timed flushes" : "shared memory may use huge pages");
-	if (steady_rounds < 5)
-		fail("only %d steady rounds", steady_rounds);
+	if (r->steady_rounds < 5)
+		fail("only %d steady rounds", r->steady_rounds);
+}
 
-	err = syncd_call(sock, SYNCD_BYE, 0, 0, 0, 0, -1, &reply, NULL);
+/* BYE, then SIGTERM: the daemon exits 0. */
+static void stop_daemon_cleanly(const struct run *r)
+{
+	struct syncd_msg reply;
+	int err, status;
+
+	err = syncd_call(r->sock, SYNCD_BYE, 0, 0, 0, 0, -1, &reply, NULL);
 	if (err)
 		fail("bye: %s", strerror(-err));
-	close(sock);
+	close(r->sock);
 	daemon_alive();
 	kill(daemon_pid, SIGTERM);
 	if (waitpid(daemon_pid, &status, 0) != daemon_pid)
@@ -798,7 +1066,45 @@ int main(int argc, char **argv)
 	daemon_pid = -1;
 	if (!WIFEXITED(status) || WEXITSTATUS(status))
 		fail("the daemon ended with status %#x after SIGTERM", status);
-	printf("PASS: %s mode, %d producers, %d rounds, killed, dropped, %smoved and BYE "
-	       "producers, sink exact\n", mode, NPRODUCERS, NROUNDS, cooperative ? "unmapped, " : "");
+}
+
+int main(int argc, char **argv)
+{
+	struct run r = { .gone_whole = true };
+	const char *daemon = NULL;
+	char socket_path[64];
+
+	if (!parse_arguments(argc, argv, &r.mode, &daemon))
+		return 1;
+	r.cooperative = !strcmp(r.mode, "cooperative");
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	/* without timed flushes or huge pages, a round copies exactly its pages */
+	r.exact = !strcmp(interval, "0") && !shmem_may_be_huge();
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGALRM, on_alarm);
+	alarm(240); /* a hang guard, not a measure: a pass takes well under a second */
+	if (!mode_can_run(&r))
+		return EXIT_SKIP;
+	if (validate)
+		add_validation();
+
+	if (!start(&r, daemon, socket_path, sizeof(socket_path))) {
+		printf("SKIP: the %s sink cannot run here (the daemon's reason is above)\n",
+		       sink_type);
+		return EXIT_SKIP;
+	}
+	check_refusals(&r, socket_path);
+	for (int i = 0; i < NPRODUCERS; i++) {
+		start_producer(i, socket_path, r.cooperative, r.sock);
+		r.alive[i] = r.mapped[i] = true;
+	}
+	for (int round = 0; round < NROUNDS; round++)
+		run_round(&r, round);
+	last_producer_leaves(&r);
+	report_steady_rounds(&r);
+	stop_daemon_cleanly(&r);
+	printf("PASS: %s mode, %s sink, %d producers, %d rounds, killed, dropped, %smoved and BYE "
+	       "producers, sink exact after every flush\n", r.mode, sink_type, NPRODUCERS, NROUNDS,
+	       r.cooperative ? "unmapped, " : "");
 	return 0;
 }

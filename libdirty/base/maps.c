@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 
 #include "libdirty-int.h"
 #include "linux-compat.h"
@@ -105,6 +106,31 @@ int dirty_describe_range(pid_t pid, uintptr_t start, uintptr_t end, struct dirty
 		return -ENOMEM;
 	*ret = info;
 	return 0;
+}
+
+int dirty_mapped_file(uintptr_t addr, dev_t *ret_dev, char *path, size_t path_len)
+{
+	char *text, *line, *save = NULL;
+	int err = dirty_read_file("/proc/self/maps", &text, NULL);
+
+	if (err)
+		return err;
+	err = -ENOMEM;
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned int maj, min;
+		uint64_t lo, hi;
+		int name = 0;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %*s %*x %x:%x %*u %n", &lo, &hi, &maj,
+			   &min, &name) < 4 || addr < lo || addr >= hi)
+			continue;
+		*ret_dev = makedev(maj, min);
+		snprintf(path, path_len, "%s", name ? line + name : "");
+		err = 0;
+		break;
+	}
+	free(text);
+	return err;
 }
 
 bool dirty_range_mapped(uintptr_t start, uintptr_t end)

@@ -246,12 +246,14 @@ static int region_add(struct dirty_tracker *t, struct dirty_region *r, unsigned 
 	}
 	t->stats.regions++;
 	t->stats.tracked_bytes += r->end - r->start;
+	dirty_cost_track(t, r);
 	return 0;
 }
 
 /* Stop tracking r, which has left the registry, and free it. */
 static void region_drop(struct dirty_tracker *t, struct dirty_region *r)
 {
+	dirty_compare_free(r);
 	r->backend->untrack(t, r);
 	dirty_unclaim(r);
 	t->stats.regions--;
@@ -449,9 +451,10 @@ static int clean_span(struct dirty_tracker *t, const struct span *sp)
 	for (size_t i = first; !err && i < first + count; i++) {
 		struct dirty_region *r = t->regions.v[i];
 
-		if (!r->unprotected) /* reported whole anyway */
-			err = r->backend->clean(t, r, max_addr(sp->start, r->start),
-						min_addr(sp->end, r->end));
+		uintptr_t start = max_addr(sp->start, r->start), end = min_addr(sp->end, r->end);
+
+		err = r->way == DIRTY_WAY_COMPARE ? dirty_compare_clean(t, r, start, end)
+						  : r->backend->clean(t, r, start, end);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return err;
@@ -474,8 +477,14 @@ static void redirty_locked(struct dirty_tracker *t, struct dirty_key key, uintpt
 	     i++) {
 		struct dirty_region *r = t->regions.v[i];
 
-		if (!r->gone)
-			r->backend->redirty(t, r, max_addr(start, r->start), min_addr(end, r->end));
+		uintptr_t s = max_addr(start, r->start), e = min_addr(end, r->end);
+
+		if (r->gone)
+			continue;
+		if (r->way == DIRTY_WAY_COMPARE)
+			dirty_compare_redirty(r, s, e);
+		else
+			r->backend->redirty(t, r, s, e);
 	}
 }
 
@@ -526,19 +535,10 @@ static int collect_span(struct dirty_tracker *t, const struct span *sp, unsigned
 			done == max_addr(sp->start, t->regions.v[i]->start);
 	     i++) {
 		struct dirty_region *r = t->regions.v[i];
-		uintptr_t seg_start = done, seg_end = min_addr(sp->end, r->end);
-		uint64_t pages_before = sink->pages;
 
-		if (r->unprotected) {
-			err = dirty_adaptive_collect(t, r, seg_start, seg_end, clean, sink, &done);
-			continue;
-		}
-		err = r->backend->collect(t, r, seg_start, seg_end, clean, sink, &done);
+		err = dirty_cost_collect(t, r, done, min_addr(sp->end, r->end), clean, sink, &done);
 		if (err == -ESTALE)
 			r->gone = true;
-		if (!err && clean && (t->flags & DIRTY_TRACKER_ADAPTIVE) && seg_start == r->start &&
-		    done == r->end)
-			dirty_adaptive_account(t, r, sink->pages - pages_before);
 	}
 	if (err && sink->pages) {
 		if (!sink->bitmap)

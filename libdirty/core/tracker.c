@@ -168,7 +168,9 @@ static int options_check(const struct dirty_options *opts)
 	if (dirty_sized_check(opts, opts->sz, OPTIONS_MIN_SIZE, sizeof(*opts)))
 		return -EINVAL;
 	if ((opts->flags & ~(DIRTY_TRACKER_SPARSE | DIRTY_TRACKER_ADAPTIVE |
-			     DIRTY_TRACKER_GIVEN_UFFD)) || opts->pid < 0)
+			     DIRTY_TRACKER_GIVEN_UFFD | DIRTY_TRACKER_NO_COMPARE |
+			     DIRTY_TRACKER_COMPARE_COPY)) ||
+	    opts->pid < 0)
 		return -EINVAL;
 	return 0;
 }
@@ -301,8 +303,8 @@ static int choose(struct dirty_tracker *t, const struct dirty_options *opts, cha
 
 static void tracker_release(struct dirty_tracker *t)
 {
-	if (t->target_pagemap >= 0)
-		close(t->target_pagemap);
+	if (t->pagemap >= 0)
+		close(t->pagemap);
 	pthread_cond_destroy(&t->users_gone);
 	pthread_mutex_destroy(&t->users_lock);
 	pthread_mutex_destroy(&t->lock);
@@ -336,17 +338,23 @@ static int tracker_alloc(const struct dirty_options *opts, pid_t pid, struct dir
 	t->pid = pid;
 	t->flags = DIRTY_SIZED_GET(opts, flags, 0);
 	t->given_uffd = -1;
-	t->target_pagemap = -1;
 	t->fork_generation = dirty_fork_generation();
 	t->log = DIRTY_SIZED_GET(opts, log, NULL);
 	t->log_userdata = DIRTY_SIZED_GET(opts, log_userdata, NULL);
 	t->stats.sz = sizeof(t->stats);
+	/*
+	 * The target's pagemap, opened once: for another process, what tells
+	 * its exec (dirty_tracker_target_alive()); for this one, where the
+	 * compare way finds the pages that hold data (-1 if /proc is missing:
+	 * then nothing is compared)
+	 */
 	if (pid) {
 		char path[64];
 
-		/* what tells an exec of the target (dirty_tracker_target_alive()) */
 		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
-		t->target_pagemap = open(path, O_RDONLY | O_CLOEXEC);
+		t->pagemap = open(path, O_RDONLY | O_CLOEXEC);
+	} else {
+		t->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	}
 	*ret = t;
 	return 0;
@@ -406,6 +414,7 @@ static void tracker_destroy(struct dirty_tracker *t)
 	for (size_t i = 0; i < t->regions.n; i++) {
 		struct dirty_region *r = t->regions.v[i];
 
+		dirty_compare_free(r);
 		r->backend->untrack(t, r);
 		dirty_unclaim(r);
 		free(r);
@@ -447,7 +456,7 @@ DIRTY_EXPORT struct dirty_tracker *dirty_tracker_free(struct dirty_tracker *t)
 
 int dirty_tracker_target_alive(struct dirty_tracker *t)
 {
-	return t->pid && t->target_pagemap >= 0 ? dirty_pagemap_alive(t->target_pagemap) : 0;
+	return t->pid && t->pagemap >= 0 ? dirty_pagemap_alive(t->pagemap) : 0;
 }
 
 /* ---- what a tracker tells about itself ---- */
@@ -465,7 +474,8 @@ DIRTY_EXPORT const char *dirty_tracker_backend(const struct dirty_tracker *t)
 	return name;
 }
 
-static const char *region_backend_call(struct dirty_tracker *t, const void *addr)
+/* The backend's name (way false) or the way's (true) of the region holding addr. */
+static const char *region_call(struct dirty_tracker *t, const void *addr, bool way)
 {
 	const char *name = NULL;
 	size_t i;
@@ -476,7 +486,7 @@ static const char *region_backend_call(struct dirty_tracker *t, const void *addr
 	i = dirty_registry_find(&t->regions, DIRTY_KEY_MEMORY, (uintptr_t)addr);
 	if (i < t->regions.n && dirty_key_equal(t->regions.v[i]->key, DIRTY_KEY_MEMORY) &&
 	    t->regions.v[i]->start <= (uintptr_t)addr)
-		name = t->regions.v[i]->backend->name;
+		name = way ? dirty_way_name(t->regions.v[i]) : t->regions.v[i]->backend->name;
 	pthread_mutex_unlock(&t->lock);
 	return name;
 }
@@ -508,18 +518,24 @@ static int stats_call(struct dirty_tracker *t, struct dirty_stats *ret)
 	for (size_t i = 0; i < t->regions.n; i++) {
 		const struct dirty_region *r = t->regions.v[i];
 
-		stats.unprotected_regions += r->unprotected;
+		stats.compared_regions += r->way == DIRTY_WAY_COMPARE;
 		if (r->backend->stats)
 			r->backend->stats(r, &stats);
 	}
 	pthread_mutex_unlock(&t->lock);
+	stats.unprotected_regions = stats.compared_regions;
 	dirty_sized_out(ret, &stats, sizeof(stats));
 	return 0;
 }
 
 DIRTY_EXPORT const char *dirty_tracker_region_backend(struct dirty_tracker *t, const void *addr)
 {
-	DIRTY_COUNTED_CALL(t, const char *, NULL, region_backend_call(t, addr));
+	DIRTY_COUNTED_CALL(t, const char *, NULL, region_call(t, addr, false));
+}
+
+DIRTY_EXPORT const char *dirty_tracker_region_way(struct dirty_tracker *t, const void *addr)
+{
+	DIRTY_COUNTED_CALL(t, const char *, NULL, region_call(t, addr, true));
 }
 
 DIRTY_EXPORT int dirty_tracker_stats(struct dirty_tracker *t, struct dirty_stats *ret)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer: the chain checks of dirtyctl image apply (tools/image-chain.c)
+ * libFuzzer: the chain checks of dirtyctl image apply (tools/dirtyctl/image-chain.c)
  * on chains decoded from the input.  Whatever the input: no crash, no leak,
  * and a chain that is accepted has a sound plan: the images applied in
  * sequence order from a base image 0, with no gap and one process; the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer: dirty-syncd's message parser (tools/syncd-proto.c): the bytes
+ * libFuzzer: dirty-syncd's message parser (tools/dirty-syncd/syncd-proto.c): the bytes
  * as one datagram on a SOCK_SEQPACKET socket pair, with 0 to 3 descriptors
  * attached, through syncd_recv(), the daemon's own receive path; and
  * syncd_parse() and syncd_check_register() directly.  Whatever the input: no

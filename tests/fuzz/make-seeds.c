@@ -186,6 +186,8 @@ static void messages(void)
 	message("flush", 16 << 2, SYNCD_FLUSH, 0, 0, 0, 0);
 	message("unregister", 16 << 2, SYNCD_UNREGISTER, 0x7f0000000000, 8 * 4096, 0, 0);
 	message("bye-with-descriptors", 16 << 2 | 3, SYNCD_BYE, 0, 0, 0, 0);
+	message("flushed", 16 << 2, SYNCD_FLUSHED, SYNCD_FLUSHED_NOW, 0, 0, 0);
+	message("readback", 16 << 2 | 1, SYNCD_READBACK, 0, 0, 0, 0);
 	put("syncd-message", "short", "\x40" "DSYN", 5);
 }
 

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "libdirty.h"
 #include "watch.h"
 
@@ -484,7 +485,13 @@ static bool parse_seconds(const char *s, double *ret)
 	return true;
 }
 
-static int verb_watch(int argc, char **argv, enum watch_verb verb)
+/*
+ * The options of run, attach, heatmap and dump into *o (and --output's file
+ * name into *output).  -1 to go on; else the exit status (--help, or a bad
+ * option or value, the message printed).
+ */
+static int parse_watch_options(int argc, char **argv, enum watch_verb verb,
+			       struct watch_options *o, const char **output)
 {
 	static const struct option longopts[] = {
 		{ "interval", required_argument, NULL, 'i' },
@@ -502,60 +509,56 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct watch_options o = { .interval = 1, .top = 10, .out = stdout };
-	const char *output = NULL;
-	char label[512] = "", *end;
-	int opt, rc, exit_status;
-	bool child = false;
-	pid_t pid = 0;
+	char *end;
 	long top;
+	int opt;
 
 	/* options may follow a PID; "--" ends them, so CMD's options stay CMD's */
 	while ((opt = getopt_long(argc, argv, "i:d:t:b:jrs:o:D:c:PNh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'i':
-			if (!parse_seconds(optarg, &o.interval))
+			if (!parse_seconds(optarg, &o->interval))
 				goto bad_value;
 			break;
 		case 'd':
-			if (!parse_seconds(optarg, &o.duration))
+			if (!parse_seconds(optarg, &o->duration))
 				goto bad_value;
 			break;
 		case 't':
 			top = strtol(optarg, &end, 10);
 			if (*end || top < 0 || top > 100000)
 				goto bad_value;
-			o.top = (unsigned)top;
+			o->top = (unsigned)top;
 			break;
 		case 'b':
-			o.backend = optarg;
+			o->backend = optarg;
 			break;
 		case 'j':
-			o.json = true;
+			o->json = true;
 			break;
 		case 'r':
-			o.runs = true;
+			o->runs = true;
 			break;
 		case 's':
-			o.svg = optarg;
+			o->svg = optarg;
 			break;
 		case 'o':
-			output = optarg;
+			*output = optarg;
 			break;
 		case 'D':
-			o.dump_dir = optarg;
+			o->dump_dir = optarg;
 			break;
 		case 'c':
 			top = strtol(optarg, &end, 10);
 			if (*end || top <= 0 || top > 1000000)
 				goto bad_value;
-			o.count = (unsigned)top;
+			o->count = (unsigned)top;
 			break;
 		case 'P':
-			o.pwritev = true;
+			o->pwritev = true;
 			break;
 		case 'N':
-			o.numa = true;
+			o->numa = true;
 			break;
 		case 'h':
 			fputs(watch_usage, stdout);
@@ -566,27 +569,50 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 			return EXIT_USAGE;
 		}
 	}
-	if (verb == VERB_HEATMAP && !o.svg) {
+	return -1;
+bad_value:
+	fprintf(stderr, "dirtyctl: bad value for --%s: %s\n",
+		opt == 'i' ? "interval" : opt == 'd' ? "duration" : opt == 'c' ? "count" : "top",
+		optarg);
+	return EXIT_USAGE;
+}
+
+/* The options that go together, per verb; dump's --dir made.  0 or EXIT_USAGE. */
+static int check_watch_options(enum watch_verb verb, const struct watch_options *o)
+{
+	if (verb == VERB_HEATMAP && !o->svg) {
 		fprintf(stderr, "dirtyctl: heatmap needs --svg FILE\n");
 		return EXIT_USAGE;
 	}
-	if ((verb == VERB_DUMP) != !!o.dump_dir || (verb != VERB_DUMP && (o.count || o.pwritev))) {
+	if ((verb == VERB_DUMP) != !!o->dump_dir || (verb != VERB_DUMP && (o->count || o->pwritev))) {
 		fprintf(stderr, "dirtyctl: --dir (and --count, --pwritev) go with dump, which needs "
 			"--dir\n");
 		return EXIT_USAGE;
 	}
-	if (o.dump_dir && mkdir(o.dump_dir, 0755) < 0 && errno != EEXIST) {
+	if (o->dump_dir && mkdir(o->dump_dir, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "dirtyctl: cannot create the directory %s (%s): choose a --dir "
-			"where you may write\n", o.dump_dir, strerror(errno));
+			"where you may write\n", o->dump_dir, strerror(errno));
 		return EXIT_USAGE;
 	}
-	if (o.runs && !o.json) {
+	if (o->runs && !o->json) {
 		fprintf(stderr, "dirtyctl: --runs goes with --json\n");
 		return EXIT_USAGE;
 	}
-	/* run: the command after "--"; attach: a pid; heatmap: either */
+	return 0;
+}
+
+/*
+ * What is watched, from the arguments after the options: run, the command
+ * after "--" (*child set); attach, a pid (*pid); heatmap and dump, either.
+ * label gets its command line, on one line.  0 or EXIT_USAGE.
+ */
+static int choose_target(int argc, char **argv, enum watch_verb verb, bool *child, pid_t *pid,
+			 char *label, size_t label_size)
+{
+	char *end;
+
 	if (optind < argc && !strcmp(argv[optind - 1], "--") && verb != VERB_ATTACH) {
-		child = true;
+		*child = true;
 	} else if (optind + 1 == argc && verb != VERB_RUN) {
 		long v = strtol(argv[optind], &end, 10);
 
@@ -594,8 +620,8 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 			fprintf(stderr, "dirtyctl: not a process id: %s\n", argv[optind]);
 			return EXIT_USAGE;
 		}
-		pid = (pid_t)v;
-		command_line(pid, label, sizeof(label));
+		*pid = (pid_t)v;
+		command_line(*pid, label, label_size);
 	} else {
 		fprintf(stderr, "dirtyctl: %s\n", verb == VERB_RUN ? "run needs -- CMD [ARGS...]"
 				 : verb == VERB_ATTACH ? "attach needs one PID"
@@ -603,12 +629,50 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 		fputs(watch_usage, stderr);
 		return EXIT_USAGE;
 	}
-	for (int i = optind; child && i < argc; i++)
-		snprintf(label + strlen(label), sizeof(label) - strlen(label), "%s%s", i > optind ? " " : "",
-			 argv[i]);
+	for (int i = optind; *child && i < argc; i++)
+		snprintf(label + strlen(label), label_size - strlen(label), "%s%s",
+			 i > optind ? " " : "", argv[i]);
 	for (char *c = label; *c; c++)
 		if ((unsigned char)*c < ' ')
 			*c = ' '; /* one line: newlines of a -c script */
+	return 0;
+}
+
+/*
+ * watch_process() to the end, and a child that could not be watched reaped
+ * all the same: it runs on, and its status is still ours.
+ */
+static int watch_to_the_end(pid_t pid, bool child, const struct watch_options *o,
+			    int *exit_status)
+{
+	int rc = watch_process(pid, child, o, exit_status);
+
+	if (child && rc && *exit_status < 0) {
+		int status;
+
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	return rc;
+}
+
+static int verb_watch(int argc, char **argv, enum watch_verb verb)
+{
+	struct watch_options o = { .interval = 1, .top = 10, .out = stdout };
+	const char *output = NULL;
+	char label[512] = "";
+	bool child = false;
+	pid_t pid = 0;
+	int rc, exit_status;
+
+	rc = parse_watch_options(argc, argv, verb, &o, &output);
+	if (rc >= 0)
+		return rc;
+	rc = check_watch_options(verb, &o);
+	if (!rc)
+		rc = choose_target(argc, argv, verb, &child, &pid, label, sizeof(label));
+	if (rc)
+		return rc;
 	o.label = label;
 	if (output) {
 		o.out = fopen(output, "w");
@@ -626,24 +690,10 @@ static int verb_watch(int argc, char **argv, enum watch_verb verb)
 			return 127;
 		}
 	}
-	rc = watch_process(pid, child, &o, &exit_status);
-	if (child && rc && exit_status < 0) {
-		/* could not watch it: it runs on; its status is still ours */
-		int status;
-
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-	}
+	rc = watch_to_the_end(pid, child, &o, &exit_status);
 	if (output && fclose(o.out) && !rc)
 		rc = EXIT_TRACKING;
-	if (child && !rc)
-		return exit_status;
-	return rc;
-bad_value:
-	fprintf(stderr, "dirtyctl: bad value for --%s: %s\n",
-		opt == 'i' ? "interval" : opt == 'd' ? "duration" : opt == 'c' ? "count" : "top",
-		optarg);
-	return EXIT_USAGE;
+	return child && !rc ? exit_status : rc;
 }
 
 static void usage(FILE *f)

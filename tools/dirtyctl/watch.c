@@ -33,6 +33,7 @@
 
 #include "libdirty.h"
 #include "heatmap.h"
+#include "json.h"
 #include "watch.h"
 
 /* the kernel's base page: 4 KiB on x86-64, 4, 16 or 64 KiB on arm64 */
@@ -95,22 +96,6 @@ static void on_stop_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
-}
-
-void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
 }
 
 static double now(void)
@@ -916,11 +901,119 @@ static int dump_image(struct watch *w, unsigned seq, double t, bool child, int *
 	return err;
 }
 
+/* The first line of the report: what is watched, and how. */
+static void report_attached(const struct watch *w)
+{
+	const struct watch_options *o = w->o;
+
+	if (o->json) {
+		fprintf(o->out, "{\"type\": \"attached\", \"pid\": %d, \"backend\": ", (int)w->pid);
+		json_string(o->out, dirty_tracker_backend(w->t));
+		fprintf(o->out, ", \"regions\": %zu, \"untracked_bytes\": %" PRIu64 "}\n",
+			w->nregions, w->skipped_bytes);
+	} else {
+		fprintf(o->out, "dirtyctl: watching %s (pid %d) with %s: %zu writable regions; "
+			"every %.2g s\n", o->label, (int)w->pid, dirty_tracker_backend(w->t),
+			w->nregions, o->interval);
+		if (w->skipped_bytes)
+			fprintf(o->out, "dirtyctl: %.1f GiB of writable mappings larger than 16 GiB "
+				"are not watched: %s\n", w->skipped_bytes / (double)(1 << 30),
+				o->dump_dir ? "a base image would hold every page of them"
+					    : "soft-dirty would read 8 bytes of pagemap per page");
+	}
+	fflush(o->out);
+}
+
+/*
+ * Interval after interval until the target ends, the duration or --count
+ * is reached, or a signal asks to stop: a report line or (dump) an image
+ * each, and the heatmap's column.  dump starts with the base image.
+ * Returns a dirtyctl exit status.
+ */
+static int watch_intervals(struct watch *w, bool child, int *status)
+{
+	const struct watch_options *o = w->o;
+	int rc = 0, err;
+
+	if (o->dump_dir) {
+		/* the base image, at once: everything from here on is incremental */
+		w->exec_pending = false;
+		err = dump_image(w, 0, now() - w->start, child, status);
+		if (err)
+			return err == -ESRCH ? EXIT_NO_PROCESS : EXIT_TRACKING;
+		if (o->count && w->intervals >= o->count)
+			return 0;
+	}
+	for (;;) {
+		double t = w->last + o->interval;
+		bool last;
+
+		if (o->duration > 0 && t > w->start + o->duration)
+			t = w->start + o->duration;
+		last = !sleep_until(w, t, child, status);
+		if (last && !stop_requested)
+			break; /* the target ended: its memory is gone, nothing to collect */
+		/* on time, or on a signal: one last collect while the memory is there */
+		t = now();
+		if (w->heat && heatmap_interval(w->heat, w->last - w->start, t - w->start))
+			w->heat_errors++;
+		if (o->dump_dir) {
+			err = dump_image(w, w->intervals, t - w->start, child, status);
+			if (err == -ESRCH)
+				last = true;
+			else if (err)
+				rc = EXIT_TRACKING, last = true;
+			if (o->count && w->intervals >= o->count)
+				last = true;
+		} else {
+			/* memory that appeared during the interval first: its writes are this interval's */
+			if (refresh(w, child, status) < 0 ||
+			    (collect_all(w) == -ESRCH &&
+			     (stop_requested || reattach(w, child, status))))
+				last = true;
+			report_interval(w, t - w->start, t - w->last);
+		}
+		w->last = t;
+		if (last || (o->duration > 0 && t - w->start >= o->duration - 1e-6))
+			break;
+	}
+	return rc;
+}
+
+/* --svg: 0, or EXIT_TRACKING with the reason printed. */
+static int write_heatmap(const struct watch *w)
+{
+	const char *path = w->o->svg;
+	FILE *f = fopen(path, "w");
+	int err = f ? heatmap_write_svg(w->heat, f) : -errno;
+
+	if (f && fclose(f) && !err)
+		err = -EIO;
+	if (!err && w->heat_errors)
+		fprintf(stderr, "dirtyctl: %u updates of the heatmap failed: its cells add up "
+			"to less than the report\n", w->heat_errors);
+	if (err) {
+		fprintf(stderr, "dirtyctl: cannot write %s (%s): choose an --svg file you may "
+			"write, on a file system with room\n", path, strerror(-err));
+		return EXIT_TRACKING;
+	}
+	return 0;
+}
+
+static void free_watch(struct watch *w)
+{
+	heatmap_free(w->heat);
+	for (size_t i = 0; i < w->nmaps; i++)
+		free(w->maps[i].runs);
+	free(w->maps);
+	free(w->regions);
+}
+
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status)
 {
 	struct sigaction sa = { .sa_handler = on_stop_signal }, old_int, old_term;
 	struct watch w = { .o = o, .pid = pid };
-	int status = -1, rc, err;
+	int status = -1, rc;
 
 	*exit_status = -1;
 	/* from the start: a Ctrl-C while attaching ends the watch once attached */
@@ -950,68 +1043,11 @@ int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exi
 		fprintf(stderr, "dirtyctl: process %d exited before its memory could be read: there "
 			"is nothing to report\n", (int)pid);
 		rc = EXIT_NO_PROCESS;
-		goto out;
-	}
-	if (o->json) {
-		fprintf(o->out, "{\"type\": \"attached\", \"pid\": %d, \"backend\": ", (int)pid);
-		json_string(o->out, dirty_tracker_backend(w.t));
-		fprintf(o->out, ", \"regions\": %zu, \"untracked_bytes\": %" PRIu64 "}\n",
-			w.nregions, w.skipped_bytes);
 	} else {
-		fprintf(o->out, "dirtyctl: watching %s (pid %d) with %s: %zu writable regions; "
-			"every %.2g s\n", o->label, (int)pid, dirty_tracker_backend(w.t), w.nregions,
-			o->interval);
-		if (w.skipped_bytes)
-			fprintf(o->out, "dirtyctl: %.1f GiB of writable mappings larger than 16 GiB "
-				"are not watched: %s\n", w.skipped_bytes / (double)(1 << 30),
-				o->dump_dir ? "a base image would hold every page of them"
-					    : "soft-dirty would read 8 bytes of pagemap per page");
+		report_attached(&w);
+		rc = watch_intervals(&w, child, &status);
 	}
-	fflush(o->out);
-	rc = 0;
-	if (o->dump_dir) {
-		/* the base image, at once: everything from here on is incremental */
-		w.exec_pending = false;
-		err = dump_image(&w, 0, now() - w.start, child, &status);
-		if (err)
-			rc = err == -ESRCH ? EXIT_NO_PROCESS : EXIT_TRACKING;
-		if (err || (o->count && w.intervals >= o->count))
-			goto out;
-	}
-	for (;;) {
-		double t = w.last + o->interval;
-		bool last;
 
-		if (o->duration > 0 && t > w.start + o->duration)
-			t = w.start + o->duration;
-		last = !sleep_until(&w, t, child, &status);
-		if (last && !stop_requested)
-			break; /* the target ended: its memory is gone, nothing to collect */
-		/* on time, or on a signal: one last collect while the memory is there */
-		t = now();
-		if (w.heat && heatmap_interval(w.heat, w.last - w.start, t - w.start))
-			w.heat_errors++;
-		if (o->dump_dir) {
-			err = dump_image(&w, w.intervals, t - w.start, child, &status);
-			if (err == -ESRCH)
-				last = true;
-			else if (err)
-				rc = EXIT_TRACKING, last = true;
-			if (o->count && w.intervals >= o->count)
-				last = true;
-		} else {
-			/* memory that appeared during the interval first: its writes are this interval's */
-			if (refresh(&w, child, &status) < 0 ||
-			    (collect_all(&w) == -ESRCH &&
-			     (stop_requested || reattach(&w, child, &status))))
-				last = true;
-			report_interval(&w, t - w.start, t - w.last);
-		}
-		w.last = t;
-		if (last || (o->duration > 0 && t - w.start >= o->duration - 1e-6))
-			break;
-	}
-out:
 	/* detach: freeing the tracker unregisters everything and closes the userfaultfd */
 	w.t = dirty_tracker_free(w.t);
 	if (child && status == -1) {
@@ -1023,25 +1059,9 @@ out:
 		*exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	if (!rc && !o->dump_dir)
 		report_summary(&w, *exit_status);
-	if (w.heat && !rc) {
-		FILE *f = fopen(o->svg, "w");
-		err = f ? heatmap_write_svg(w.heat, f) : -errno;
-		if (f && fclose(f) && !err)
-			err = -EIO;
-		if (!err && w.heat_errors)
-			fprintf(stderr, "dirtyctl: %u updates of the heatmap failed: its cells add up "
-				"to less than the report\n", w.heat_errors);
-		if (err) {
-			fprintf(stderr, "dirtyctl: cannot write %s (%s): choose an --svg file you may "
-				"write, on a file system with room\n", o->svg, strerror(-err));
-			rc = EXIT_TRACKING;
-		}
-	}
-	heatmap_free(w.heat);
-	for (size_t i = 0; i < w.nmaps; i++)
-		free(w.maps[i].runs);
-	free(w.maps);
-	free(w.regions);
+	if (w.heat && !rc)
+		rc = write_heatmap(&w);
+	free_watch(&w);
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
 	return rc;

@@ -30,9 +30,6 @@ struct watch_options {
 	bool pwritev;        /* dump: do not use io_uring */
 };
 
-/* Write s as a JSON string. */
-void json_string(FILE *f, const char *s);
-
 /*
  * Attach to pid and report until the end (see struct watch_options).  With
  * child set, pid is our child: its exit ends the watch and *exit_status gets
@@ -40,7 +37,7 @@ void json_string(FILE *f, const char *s);
  */
 int watch_process(pid_t pid, bool child, const struct watch_options *o, int *exit_status);
 
-/* dirtyctl image info|verify|apply (tools/image.c). */
+/* dirtyctl image info|verify|apply (image-verbs.c). */
 int verb_image(int argc, char **argv);
 
 #endif

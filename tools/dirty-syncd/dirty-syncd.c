@@ -3,10 +3,12 @@
  * dirty-syncd: a reference buffer sync daemon.  A thin user of the public API.
  *
  * Producers (other processes) map a shared buffer and write to it; the daemon
- * keeps a sink (a file standing in for device memory) equal to the buffer by
- * copying only the pages written since the last copy.  Each --interval, and
- * whenever a client asks for a flush, it collects-and-cleans the dirty pages
- * and copies the dirty runs from its own mapping of the buffer to the sink.
+ * keeps a sink (a Vulkan device buffer, syncd-vulkan.c; or a file standing in
+ * for device memory) equal to the buffer by copying only the pages written
+ * since the last copy.  Each --interval, and whenever a client asks for a
+ * flush, it collects-and-cleans the dirty pages and copies the dirty runs,
+ * as the regions the sink takes (syncd-regions.c), from its own mapping of
+ * the buffer to the sink.
  *
  * Modes
  *   mapping      the "mapping" backend (/dev/dirtymap): one tracker tracks
@@ -21,7 +23,7 @@
  *   auto         mapping if dirty_backend_probe("mapping") says it can run,
  *                else cooperative.
  *
- * Protocol (tools/syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
+ * Protocol (syncd-proto.h): a SOCK_SEQPACKET Unix socket at --socket;
  * every message is one fixed 48-byte struct syncd_msg { u32 magic "DSYN",
  * u16 version 1, u16 type, s32 status, u32 reserved, u64 a, b, c, d },
  * integers little-endian; a reply has the request's type | 0x80 and status
@@ -49,6 +51,15 @@
  *                daemon); a kernel that records every write keeps them.
  *   BYE       <- as FLUSH: the client's last collect is copied, its trackers
  *                freed; then the daemon closes the connection.
+ *   FLUSHED   -> a = 0 or SYNCD_FLUSHED_NOW (1)
+ *             <- once the sink has every write the client made before
+ *                sending it: with the next flush, whoever makes it (at once
+ *                with NOW or --interval 0); a = flush number, b = bytes
+ *                copied, c = bytes of the dirty runs, d = runs | regions << 32.
+ *                Until then the daemon reads nothing more from that client.
+ *   READBACK  -> a file attached; <- a = bytes: what the sink holds, written
+ *                to the file (with --readback only: a test's check of the
+ *                device's copy).
  *
  * Clients that misbehave cannot stall the others.  Sockets are non-blocking:
  * a reply that does not fit in the client's socket waits in a queue of
@@ -90,8 +101,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "libdirty.h"
 #include "syncd-proto.h"
+#include "syncd-regions.h"
 #include "syncd-sink.h"
 
 #define MAX_RANGES 16 /* per client */
@@ -114,6 +127,7 @@ struct client {
 	uint64_t heard_ms;            /* when it last sent a message */
 	bool has_buffer;              /* was sent the buffer's fd */
 	bool closing;                 /* said BYE: closed once its replies are out */
+	bool waiting;                 /* sent FLUSHED: answered after the next flush */
 	bool backlog_noted;           /* its first queued reply was logged */
 	unsigned queue_head, queue_len;
 	struct queued_reply queue[REPLY_QUEUE];
@@ -124,6 +138,7 @@ struct client {
 
 struct totals {
 	uint64_t flushes, bytes, runs;
+	uint64_t dirty_bytes, regions; /* bytes - dirty_bytes: what alignment and merging cost */
 	uint64_t leave_bytes;  /* copied whole because a producer went away */
 	uint64_t joined, left, gone;
 	uint64_t dropped, refused;
@@ -141,11 +156,15 @@ static struct daemon {
 	uint64_t *marked;                   /* pages to copy, one bit each */
 	uint64_t *scratch;
 	size_t nwords;
+	struct syncd_source source;
 	struct syncd_sink sink;
+	struct syncd_region *regions;       /* a flush's plan: room for every run */
 	struct client **clients;            /* max_clients slots, NULL when free */
 	size_t max_clients, nclients;
 	unsigned max_per_uid;
 	uint64_t idle_ms;                   /* 0: no idle timeout */
+	uint64_t interval_ms;               /* 0: flush only when asked */
+	bool readback;                      /* --readback: READBACK is allowed */
 	bool sees_gone;                     /* mapping: the kernel records every write */
 	bool accept_paused;                 /* out of descriptors: until a client leaves */
 	struct totals total;
@@ -189,17 +208,30 @@ static void warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void json_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void json_line(const char *fmt, ...)
+/*
+ * --json: one event a line, {"event":"EVENT",...}.  json_event() begins the
+ * line, or returns false without --json; the caller prints the fields, each
+ * after a comma, the strings with json_field() so that they are escaped; and
+ * json_event_end() ends the line and flushes it.
+ */
+static bool json_event(const char *event)
 {
-	va_list ap;
-
 	if (!d.json)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
+		return false;
+	fputs("{\"event\":", stdout);
+	json_string(stdout, event);
+	return true;
+}
+
+static void json_field(const char *key, const char *value)
+{
+	printf(",\"%s\":", key);
+	json_string(stdout, value);
+}
+
+static void json_event_end(void)
+{
+	fputs("}\n", stdout);
 	fflush(stdout);
 }
 
@@ -219,41 +251,45 @@ static void mark_pages(uint64_t offset, uint64_t len)
 		d.marked[p / 64] |= 1ull << (p % 64);
 }
 
-/* Copy the marked runs to the sink and unmark them. */
-static int copy_marked(uint64_t *ret_bytes, uint64_t *ret_runs)
+static uint64_t now_ns(void)
 {
-	uint64_t npages = d.size / d.page_size, bytes = 0, runs = 0, p = 0;
-	int err = 0;
+	struct timespec ts;
 
-	while (p < npages) {
-		uint64_t word = d.marked[p / 64] >> (p % 64), start;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
 
-		if (!word) {
-			p = (p / 64 + 1) * 64;
-			continue;
-		}
-		p += (uint64_t)__builtin_ctzll(word);
-		start = p;
-		while (p < npages && (d.marked[p / 64] >> (p % 64) & 1))
-			p++;
-		if (!err)
-			err = d.sink.ops->write_run(&d.sink, start * d.page_size,
-						    d.map + start * d.page_size,
-						    (p - start) * d.page_size);
-		bytes += (p - start) * d.page_size;
-		runs++;
-	}
-	if (!err)
-		err = d.sink.ops->flush(&d.sink);
+/*
+ * Copy the marked pages to the sink, as the regions the sink takes, and
+ * unmark them once the sink has them (its upload returns after the device's
+ * fence): a failed upload leaves them marked, and the next flush tries
+ * again.  *st: what was copied; its time from since (ns) to now.
+ */
+static int copy_marked(uint64_t since, struct syncd_flush_stats *st)
+{
+	uint64_t npages = d.size / d.page_size;
+	ssize_t n = syncd_plan(d.marked, npages, d.page_size, d.size, d.sink.align,
+			       d.sink.max_regions, d.regions, st);
+	int err = n < 0 ? (int)n : 0;
+
+	if (n > 0)
+		err = d.sink.ops->upload(&d.sink, d.regions, (size_t)n);
 	if (err) {
-		/* keep the marks: the next flush tries again */
 		warn("sink %s: %s", d.sink.ops->name, strerror(-err));
 		return err;
 	}
 	memset(d.marked, 0, d.nwords * sizeof(*d.marked));
-	*ret_bytes = bytes;
-	*ret_runs = runs;
+	st->time_ns = now_ns() - since;
 	return 0;
+}
+
+/* A copy after the start, in the totals. */
+static void count_copy(const struct syncd_flush_stats *st)
+{
+	d.total.bytes += st->bytes;
+	d.total.runs += st->runs;
+	d.total.dirty_bytes += st->dirty_bytes;
+	d.total.regions += st->regions;
 }
 
 /* ---- collecting ---- */
@@ -314,8 +350,12 @@ static void client_gone(struct client *c, const char *why)
 	if (d.mode == SYNCD_MODE_MAPPING && d.sees_gone) {
 		d.total.gone++;
 		note("producer %d gone (%s): its writes are recorded", (int)c->peer_pid, why);
-		json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":0}",
-			  (int)c->peer_pid, why);
+		if (json_event("gone")) {
+			printf(",\"pid\":%d", (int)c->peer_pid);
+			json_field("reason", why);
+			fputs(",\"bytes\":0", stdout);
+			json_event_end();
+		}
 		c->tracker = dirty_tracker_free(c->tracker);
 		c->nranges = 0;
 		c->has_buffer = false;
@@ -334,8 +374,12 @@ static void client_gone(struct client *c, const char *why)
 	d.total.gone++;
 	note("producer %d gone (%s): copying its %" PRIu64 " bytes whole", (int)c->peer_pid,
 	     why, bytes);
-	json_line("{\"event\":\"gone\",\"pid\":%d,\"reason\":\"%s\",\"bytes\":%" PRIu64 "}",
-		  (int)c->peer_pid, why, bytes);
+	if (json_event("gone")) {
+		printf(",\"pid\":%d", (int)c->peer_pid);
+		json_field("reason", why);
+		printf(",\"bytes\":%" PRIu64, bytes);
+		json_event_end();
+	}
 	c->tracker = dirty_tracker_free(c->tracker);
 	c->nranges = 0;
 	c->has_buffer = false;
@@ -424,8 +468,12 @@ static void client_drop(size_t slot, const char *reason)
 	d.total.dropped++;
 	warn("dropping client %d (uid %u): %s (%u replies unread)", (int)c->peer_pid,
 	     (unsigned)c->peer_uid, reason, c->queue_len);
-	json_line("{\"event\":\"drop\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"queued\":%u}",
-		  (int)c->peer_pid, (unsigned)c->peer_uid, reason, c->queue_len);
+	if (json_event("drop")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+		json_field("reason", reason);
+		printf(",\"queued\":%u", c->queue_len);
+		json_event_end();
+	}
 	client_lost(slot);
 }
 
@@ -483,8 +531,10 @@ static bool client_reply(size_t slot, const struct syncd_msg *reply, int fd)
 		c->backlog_noted = true;
 		note("client %d (uid %u) is not reading its replies: queueing them (up to %d)",
 		     (int)c->peer_pid, (unsigned)c->peer_uid, REPLY_QUEUE);
-		json_line("{\"event\":\"backlog\",\"pid\":%d,\"uid\":%u}", (int)c->peer_pid,
-			  (unsigned)c->peer_uid);
+		if (json_event("backlog")) {
+			printf(",\"pid\":%d,\"uid\":%u", (int)c->peer_pid, (unsigned)c->peer_uid);
+			json_event_end();
+		}
 	}
 	return true;
 }
@@ -514,57 +564,101 @@ static void sweep_hangups(size_t except)
  * the clients that hung up before it are swept first, so that a producer that
  * is known to be gone when the flush is sent has its pages in the sink.
  */
-static int flush_now(size_t requester, uint64_t *ret_bytes, uint64_t *ret_runs)
+static void answer_waiters(int status, const struct syncd_flush_stats *st);
+
+static int flush_now(size_t requester, struct syncd_flush_stats *st)
 {
-	uint64_t bytes = 0, runs = 0;
+	uint64_t start = now_ns();
 	int err;
 
 	sweep_hangups(requester);
 	collect_all();
-	err = copy_marked(&bytes, &runs);
-	if (err)
-		return err;
-	d.total.flushes++;
-	d.total.bytes += bytes;
-	d.total.runs += runs;
-	*ret_bytes = bytes;
-	*ret_runs = runs;
+	err = copy_marked(start, st);
+	if (!err) {
+		count_copy(st);
+		d.total.flushes++;
+	}
 	/* a failed collect was made up for by whole copies: the sink is exact */
-	return 0;
+	answer_waiters(err, st);
+	return err;
+}
+
+/* The reply to FLUSHED: the flush's numbers, or the error of its upload. */
+static struct syncd_msg flushed_reply(int status, const struct syncd_flush_stats *st)
+{
+	struct syncd_msg reply = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION,
+				   .type = SYNCD_FLUSHED | SYNCD_REPLY, .status = status };
+
+	if (!status) {
+		reply.a = d.total.flushes;
+		reply.b = st->bytes;
+		reply.c = st->dirty_bytes;
+		reply.d = syncd_flushed_counts(st->runs, st->regions);
+	}
+	return reply;
+}
+
+/*
+ * A flush was made, or failed: every client that waits on FLUSHED has its
+ * writes in the sink now (they were made before its request, which came
+ * before this flush's collect), or is told the error.
+ */
+static void answer_waiters(int status, const struct syncd_flush_stats *st)
+{
+	struct syncd_msg reply = flushed_reply(status, st);
+
+	for (size_t i = 0; i < d.max_clients; i++) {
+		struct client *c = d.clients[i];
+
+		if (!c || !c->waiting)
+			continue;
+		c->waiting = false;
+		(void)client_reply(i, &reply, -1);
+	}
 }
 
 /* A flush, said: for a client, once its reply is sent or queued (pid, queued). */
-static void flush_said(const char *reason, const struct client *c, uint64_t bytes, uint64_t runs)
+static void flush_said(const char *reason, const struct client *c,
+		       const struct syncd_flush_stats *st)
 {
-	if (!c && !bytes && !strcmp(reason, "interval"))
+	if (!c && !st->bytes && !strcmp(reason, "interval"))
 		return; /* idle ticks are not news */
-	note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs", d.total.flushes,
-	     reason, bytes, runs);
-	if (c)
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 ",\"pid\":%d,\"queued\":%u}", d.total.flushes,
-			  reason, bytes, runs, (int)c->peer_pid, c->queue_len);
-	else
-		json_line("{\"event\":\"flush\",\"flush\":%" PRIu64 ",\"reason\":\"%s\",\"bytes\":%"
-			  PRIu64 ",\"runs\":%" PRIu64 "}", d.total.flushes, reason, bytes, runs);
+	note("flush %" PRIu64 " (%s): %" PRIu64 " bytes in %" PRIu64 " runs, %" PRIu64
+	     " bytes in %" PRIu64 " regions to the sink, %.3f ms", d.total.flushes, reason,
+	     st->dirty_bytes, st->runs, st->bytes, st->regions, (double)st->time_ns / 1e6);
+	if (json_event("flush")) {
+		printf(",\"flush\":%" PRIu64, d.total.flushes);
+		json_field("reason", reason);
+		printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
+		       ",\"regions\":%" PRIu64 ",\"gaps_closed\":%" PRIu64 ",\"time_us\":%" PRIu64,
+		       st->bytes, st->runs, st->dirty_bytes, st->regions, st->gaps_closed,
+		       st->time_ns / 1000);
+		if (c)
+			printf(",\"pid\":%d,\"queued\":%u", (int)c->peer_pid, c->queue_len);
+		json_event_end();
+	}
 }
 
 /* Producers that left marked their ranges: copy them now, not at the next flush. */
 static void copy_leftovers(void)
 {
-	uint64_t bytes, runs;
+	struct syncd_flush_stats st;
 
 	for (size_t i = 0; i < d.nwords; i++) {
 		if (!d.marked[i])
 			continue;
-		if (copy_marked(&bytes, &runs))
+		if (copy_marked(now_ns(), &st))
 			return;
-		d.total.bytes += bytes;
-		d.total.runs += runs;
+		count_copy(&st);
 		note("copied %" PRIu64 " bytes in %" PRIu64 " runs for producers that went away",
-		     bytes, runs);
-		json_line("{\"event\":\"copy\",\"reason\":\"gone\",\"bytes\":%" PRIu64
-			  ",\"runs\":%" PRIu64 "}", bytes, runs);
+		     st.bytes, st.runs);
+		if (json_event("copy")) {
+			json_field("reason", "gone");
+			printf(",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
+			       ",\"regions\":%" PRIu64 ",\"time_us\":%" PRIu64, st.bytes, st.runs,
+			       st.dirty_bytes, st.regions, st.time_ns / 1000);
+			json_event_end();
+		}
 		return;
 	}
 }
@@ -643,8 +737,11 @@ static int do_register(struct client *c, const struct syncd_msg *m, int fd)
 	d.total.joined++;
 	note("producer %d: tracking %#" PRIx64 "+%" PRIu64 " at offset %" PRIu64,
 	     (int)c->peer_pid, addr, len, offset);
-	json_line("{\"event\":\"register\",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
-		  ",\"offset\":%" PRIu64 "}", (int)c->peer_pid, addr, len, offset);
+	if (json_event("register")) {
+		printf(",\"pid\":%d,\"address\":%" PRIu64 ",\"length\":%" PRIu64
+		       ",\"offset\":%" PRIu64, (int)c->peer_pid, addr, len, offset);
+		json_event_end();
+	}
 	return 0;
 }
 
@@ -672,12 +769,30 @@ static int do_unregister(struct client *c, const struct syncd_msg *m)
 	return 0;
 }
 
+/* READBACK: what the sink holds, into the client's file. */
+static int do_readback(int fd)
+{
+	struct stat st;
+
+	if (!d.readback)
+		return -EPERM;
+	if (fd < 0)
+		return -EBADF;
+	if (!d.sink.ops->read_back)
+		return -EOPNOTSUPP;
+	if (fstat(fd, &st))
+		return -errno;
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < d.size && ftruncate(fd, (off_t)d.size))
+		return -errno;
+	return d.sink.ops->read_back(&d.sink, fd);
+}
+
 /* Serve one message.  false: the client is gone (closed here). */
 static bool serve(size_t slot)
 {
 	struct client *c = d.clients[slot];
 	struct syncd_msg m, reply = { .magic = SYNCD_MAGIC, .version = SYNCD_VERSION };
-	uint64_t bytes = 0, runs = 0;
+	struct syncd_flush_stats st = { 0 };
 	int fd = -1, attach = -1, n;
 	const char *reason = NULL;
 	bool flushed = false;
@@ -708,6 +823,29 @@ static bool serve(size_t slot)
 			warn("producer %d: register refused: %s", (int)c->peer_pid,
 			     strerror(-reply.status));
 		break;
+	case SYNCD_FLUSHED:
+		if (m.a & ~(uint64_t)SYNCD_FLUSHED_NOW) {
+			reply.status = -EINVAL;
+			break;
+		}
+		if (!(m.a & SYNCD_FLUSHED_NOW) && d.interval_ms) {
+			/* answered by the next flush, whoever makes it */
+			c->waiting = true;
+			if (fd >= 0)
+				close(fd);
+			return true;
+		}
+		reply = flushed_reply(flush_now(slot, &st), &st);
+		flushed = !reply.status;
+		reason = "flushed";
+		break;
+	case SYNCD_READBACK:
+		reply.status = do_readback(fd);
+		if (!reply.status)
+			reply.a = d.size;
+		else
+			warn("client %d: read back: %s", (int)c->peer_pid, strerror(-reply.status));
+		break;
 	case SYNCD_FLUSH:
 	case SYNCD_BYE:
 	case SYNCD_UNREGISTER:
@@ -725,10 +863,10 @@ static bool serve(size_t slot)
 			c->has_buffer = false;
 		}
 		reason = m.type == SYNCD_BYE ? "bye" : m.type == SYNCD_FLUSH ? "request" : "unregister";
-		reply.status = flush_now(slot, &bytes, &runs);
+		reply.status = flush_now(slot, &st);
 		flushed = !reply.status;
-		reply.a = bytes;
-		reply.b = runs;
+		reply.a = st.bytes;
+		reply.b = st.runs;
 		reply.c = d.total.flushes;
 		reply.d = d.total.bytes;
 		break;
@@ -741,7 +879,7 @@ static bool serve(size_t slot)
 	if (!client_reply(slot, &reply, attach))
 		return false;
 	if (flushed)
-		flush_said(reason, c, bytes, runs);
+		flush_said(reason, c, &st);
 	if (m.type == SYNCD_BYE) {
 		/* closed once the reply is out; a client that never takes it goes idle */
 		c->closing = true;
@@ -768,8 +906,12 @@ static void refuse(int sock, const struct ucred *cred, const char *why)
 	if (!(d.total.refused & (d.total.refused - 1)))
 		warn("refusing a connection of pid %d (uid %u): %s (%" PRIu64 " refused so far)",
 		     (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
-	json_line("{\"event\":\"refuse\",\"pid\":%d,\"uid\":%u,\"reason\":\"%s\",\"refused\":%"
-		  PRIu64 "}", (int)cred->pid, (unsigned)cred->uid, why, d.total.refused);
+	if (json_event("refuse")) {
+		printf(",\"pid\":%d,\"uid\":%u", (int)cred->pid, (unsigned)cred->uid);
+		json_field("reason", why);
+		printf(",\"refused\":%" PRIu64, d.total.refused);
+		json_event_end();
+	}
 }
 
 /* Accept what is waiting, up to a batch, within the limits. */
@@ -830,7 +972,7 @@ static uint64_t drop_idle(uint64_t now)
 	for (size_t i = 0; d.idle_ms && i < d.max_clients; i++) {
 		struct client *c = d.clients[i];
 
-		if (!c || c->nranges)
+		if (!c || c->nranges || c->waiting)
 			continue; /* a registered producer may write without a word */
 		if (now - c->heard_ms >= d.idle_ms)
 			client_drop(i, "idle");
@@ -892,24 +1034,41 @@ static int open_buffer(const char *shm, uint64_t size)
 	d.nwords = (size / d.page_size + 63) / 64;
 	d.marked = calloc(d.nwords, sizeof(*d.marked));
 	d.scratch = calloc(d.nwords, sizeof(*d.scratch));
-	return d.marked && d.scratch ? 0 : -ENOMEM;
+	d.regions = calloc(syncd_max_runs(size / d.page_size), sizeof(*d.regions));
+	d.source = (struct syncd_source){ .fd = d.buffer_fd, .map = d.map, .size = size,
+					  .page_size = d.page_size };
+	return d.marked && d.scratch && d.regions ? 0 : -ENOMEM;
 }
 
 static const char usage[] =
 	"usage: dirty-syncd --socket PATH (--size SIZE | --shm NAME [--size SIZE])\n"
-	"                   --sink PATH|fd:N [--mode auto|mapping|cooperative]\n"
+	"                   [--sink-type file|vulkan] --sink SPEC [--align BYTES]\n"
+	"                   [--max-regions N]\n"
+	"                   [--mode auto|mapping|cooperative]\n"
 	"                   [--interval MS] [--json] [--ready-fd N] [--idle-timeout S]\n"
-	"                   [--max-clients N] [--max-per-uid N]\n"
+	"                   [--max-clients N] [--max-per-uid N] [--readback]\n"
 	"Keeps the sink equal to a shared buffer by copying only its dirty pages.\n"
 	"See dirty-syncd(1).\n";
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct options {
+	const char *socket_path, *shm, *sink, *sink_type, *mode;
+	uint64_t size, interval, idle_s, max_clients, max_per_uid, align, max_regions;
+	int ready_fd;
+};
+
+/* 0, or -EINVAL for a bad command line; *help set for --help. */
+static int parse_options(int argc, char **argv, struct options *o, bool *help)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "size", required_argument, NULL, 'S' },
 		{ "shm", required_argument, NULL, 'm' },
 		{ "sink", required_argument, NULL, 'k' },
+		{ "sink-type", required_argument, NULL, 'T' },
+		{ "align", required_argument, NULL, 'A' },
+		{ "max-regions", required_argument, NULL, 'R' },
+		{ "readback", no_argument, NULL, 'B' },
 		{ "mode", required_argument, NULL, 'M' },
 		{ "interval", required_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'j' },
@@ -920,183 +1079,298 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *socket_path = NULL, *shm = NULL, *sink = NULL, *mode = "auto";
-	uint64_t size = 0, interval = 100, initial_bytes = 0, initial_runs = 0, deadline;
-	uint64_t idle_s = 60, max_clients = 1024, max_per_uid = 64;
-	struct pollfd *pfd;
-	size_t *slot;
-	int opt, err, listen_fd, ready_fd = -1;
-	char why[256] = "";
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigset_t block, empty;
+	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:S:m:k:M:i:jr:I:C:U:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:S:m:k:T:A:R:BM:i:jr:I:C:U:h", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 's': socket_path = optarg; break;
+		case 's': o->socket_path = optarg; break;
 		case 'S':
-			if (parse_size(optarg, &size) || !size)
-				goto bad_usage;
+			if (parse_size(optarg, &o->size) || !o->size)
+				return -EINVAL;
 			break;
-		case 'm': shm = optarg; break;
-		case 'k': sink = optarg; break;
-		case 'M': mode = optarg; break;
+		case 'm': o->shm = optarg; break;
+		case 'k': o->sink = optarg; break;
+		case 'T': o->sink_type = optarg; break;
+		case 'B': d.readback = true; break;
+		case 'A':
+			/* a power of two; past the buffer's size it means the whole buffer */
+			if (parse_size(optarg, &o->align) || !o->align || (o->align & (o->align - 1)))
+				return -EINVAL;
+			break;
+		case 'R':
+			/* Vulkan counts regions in 32 bits */
+			if (parse_size(optarg, &o->max_regions) || o->max_regions > UINT32_MAX)
+				return -EINVAL;
+			break;
+		case 'M': o->mode = optarg; break;
 		case 'i':
-			if (parse_size(optarg, &interval))
-				goto bad_usage;
+			if (parse_size(optarg, &o->interval))
+				return -EINVAL;
 			break;
 		case 'j': d.json = true; break;
-		case 'r': ready_fd = atoi(optarg); break;
+		case 'r': o->ready_fd = atoi(optarg); break;
 		case 'I':
-			if (parse_size(optarg, &idle_s) || idle_s > UINT32_MAX)
-				goto bad_usage;
+			if (parse_size(optarg, &o->idle_s) || o->idle_s > UINT32_MAX)
+				return -EINVAL;
 			break;
 		case 'C':
-			if (parse_size(optarg, &max_clients) || !max_clients || max_clients > 1 << 20)
-				goto bad_usage;
+			if (parse_size(optarg, &o->max_clients) || !o->max_clients ||
+			    o->max_clients > 1 << 20)
+				return -EINVAL;
 			break;
 		case 'U':
-			if (parse_size(optarg, &max_per_uid) || !max_per_uid || max_per_uid > 1 << 20)
-				goto bad_usage;
+			if (parse_size(optarg, &o->max_per_uid) || !o->max_per_uid ||
+			    o->max_per_uid > 1 << 20)
+				return -EINVAL;
 			break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: goto bad_usage;
+		case 'h': *help = true; return 0;
+		default: return -EINVAL;
 		}
 	}
-	if (optind != argc || !socket_path || !sink || (!size && !shm))
-		goto bad_usage;
+	if (optind != argc || !o->socket_path || (!o->size && !o->shm) ||
+	    !syncd_sink_find(o->sink_type))
+		return -EINVAL;
+	/* the file sink needs a file; another takes options, or none */
+	if (!o->sink && !strcmp(o->sink_type, "file"))
+		return -EINVAL;
+	if (!o->sink)
+		o->sink = "";
+	return 0;
+}
 
-	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
-	d.idle_ms = idle_s * 1000;
-	d.max_per_uid = (unsigned)max_per_uid;
-	{
-		/* a descriptor per client, and some for the daemon itself */
-		struct rlimit rl;
+/*
+ * A descriptor per client, and some for the daemon itself: raise the soft
+ * limit to the hard one, and take fewer clients if that is still too low.
+ */
+static uint64_t clients_within_descriptor_limit(uint64_t max_clients)
+{
+	struct rlimit rl;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			(void)setrlimit(RLIMIT_NOFILE, &rl);
-		}
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-		    max_clients + 64 > rl.rlim_cur) {
-			warn("RLIMIT_NOFILE is %llu: at most %llu clients", (unsigned long long)rl.rlim_cur,
-			     rl.rlim_cur > 128 ? (unsigned long long)rl.rlim_cur - 64 : 64ull);
-			max_clients = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
-		}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	d.max_clients = (size_t)max_clients;
-	d.clients = calloc(d.max_clients, sizeof(*d.clients));
-	pfd = calloc(d.max_clients + 1, sizeof(*pfd));
-	slot = calloc(d.max_clients + 1, sizeof(*slot));
-	if (!d.clients || !pfd || !slot) {
-		fprintf(stderr, "dirty-syncd: out of memory\n");
-		return 1;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    max_clients + 64 > rl.rlim_cur) {
+		warn("RLIMIT_NOFILE is %llu: at most %llu clients", (unsigned long long)rl.rlim_cur,
+		     rl.rlim_cur > 128 ? (unsigned long long)rl.rlim_cur - 64 : 64ull);
+		max_clients = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
 	}
-	if (!strcmp(mode, "auto"))
-		mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
-	if (!strcmp(mode, "mapping")) {
+	return max_clients;
+}
+
+/*
+ * d.mode from --mode (auto: mapping where it can run, else cooperative), and
+ * *mode its name.  0, or an exit status: 2 for an unknown mode, 3 for one
+ * that cannot run here (the probe's reason printed).
+ */
+static int choose_mode(const char **mode)
+{
+	char why[256] = "";
+	int err;
+
+	if (!strcmp(*mode, "auto"))
+		*mode = dirty_backend_probe("mapping", 0, NULL, 0) ? "cooperative" : "mapping";
+	if (!strcmp(*mode, "mapping")) {
 		d.mode = SYNCD_MODE_MAPPING;
 		err = dirty_backend_probe("mapping", 0, why, sizeof(why));
-	} else if (!strcmp(mode, "cooperative")) {
+	} else if (!strcmp(*mode, "cooperative")) {
 		d.mode = SYNCD_MODE_COOPERATIVE;
 		err = dirty_backend_probe("uffd-async", 0, why, sizeof(why));
 	} else {
-		goto bad_usage;
+		return 2;
 	}
 	if (err) {
-		fprintf(stderr, "dirty-syncd: %s mode cannot run here: %s\n", mode, why);
+		fprintf(stderr, "dirty-syncd: %s mode cannot run here: %s\n", *mode, why);
 		return 3;
 	}
+	return 0;
+}
 
-	err = open_buffer(shm, size);
+/* mapping mode: one tracker on the buffer file, for every process that maps it. */
+static int track_buffer_file(void)
+{
+	struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
+	int err;
+
+	err = dirty_tracker_new(&o, &d.file_tracker);
+	if (!err)
+		err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
+	if (err) {
+		fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
+		return err;
+	}
+	/*
+	 * A kernel that records every write keeps the record of a
+	 * producer that goes away, and of pages reclaim takes.  The
+	 * module reads page tables: reclaim unmaps a page from every
+	 * process before it swaps it out, and the dirty bits leave with
+	 * the entries, so a locked mapping of the whole buffer keeps its
+	 * pages unevictable, and a producer that goes costs a whole copy
+	 * of what it mapped.
+	 */
+	d.sees_gone = dirty_tracker_sees(d.file_tracker) & DIRTY_SEES_GONE_MAPPINGS;
+	note("mapping mode: %s", d.sees_gone ? "the kernel records every write" :
+	     "the kernel reads page tables (the module): the buffer is locked in memory, "
+	     "a producer that goes costs a copy of what it mapped");
+	if (!d.sees_gone && mlock(d.map, d.size))
+		warn("cannot lock the buffer in memory (%s): under memory pressure, "
+		     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
+		     strerror(errno));
+	return 0;
+}
+
+/*
+ * The buffer, the sink and (mapping) the buffer's tracker; then the sink is
+ * made equal to the buffer (*initial_bytes copied).  0, or an exit status,
+ * the reason printed.
+ */
+static int set_up_buffer_and_sink(const struct options *o, uint64_t *initial_bytes)
+{
+	struct syncd_flush_stats initial;
+	char why[512] = "";
+	int err;
+
+	err = open_buffer(o->shm, o->size);
 	if (err) {
 		fprintf(stderr, "dirty-syncd: buffer: %s\n", strerror(-err));
 		return 1;
 	}
-	d.sink.fd = -1;
-	d.sink.ops = &syncd_file_sink;
-	err = d.sink.ops->open(&d.sink, sink, d.size);
+	d.sink = (struct syncd_sink){ .ops = syncd_sink_find(o->sink_type), .src = &d.source,
+				      .size = d.size, .align = o->align,
+				      .max_regions = o->max_regions, .fd = -1 };
+	err = d.sink.ops->open(&d.sink, o->sink, why, sizeof(why));
 	if (err) {
-		fprintf(stderr, "dirty-syncd: sink %s: %s\n", sink, strerror(-err));
+		/* -ENODEV: this sink cannot run here, like a mode that cannot */
+		fprintf(stderr, "dirty-syncd: %s sink%s: %s\n", d.sink.ops->name,
+			err == -ENODEV ? " cannot run here" : "", why[0] ? why : strerror(-err));
+		return err == -ENODEV ? 3 : 1;
+	}
+	if (d.mode == SYNCD_MODE_MAPPING && track_buffer_file())
 		return 1;
-	}
-	if (d.mode == SYNCD_MODE_MAPPING) {
-		struct dirty_options o = { .sz = sizeof(o), .backend = "mapping" };
-
-		err = dirty_tracker_new(&o, &d.file_tracker);
-		if (!err)
-			err = dirty_track_file(d.file_tracker, d.buffer_fd, 0, d.size);
-		if (err) {
-			fprintf(stderr, "dirty-syncd: tracking the buffer: %s\n", strerror(-err));
-			return 1;
-		}
-		/*
-		 * A kernel that records every write keeps the record of a
-		 * producer that goes away, and of pages reclaim takes.  The
-		 * module reads page tables: reclaim unmaps a page from every
-		 * process before it swaps it out, and the dirty bits leave with
-		 * the entries, so a locked mapping of the whole buffer keeps its
-		 * pages unevictable, and a producer that goes costs a whole copy
-		 * of what it mapped.
-		 */
-		d.sees_gone = dirty_tracker_sees(d.file_tracker) & DIRTY_SEES_GONE_MAPPINGS;
-		note("mapping mode: %s", d.sees_gone ? "the kernel records every write" :
-		     "the kernel reads page tables (the module): the buffer is locked in memory, "
-		     "a producer that goes costs a copy of what it mapped");
-		if (!d.sees_gone && mlock(d.map, d.size))
-			warn("cannot lock the buffer in memory (%s): under memory pressure, "
-			     "writes to pages the kernel swaps out are not seen (RLIMIT_MEMLOCK)",
-			     strerror(errno));
-	}
 	/* the sink starts equal to the buffer; from here on, only dirty pages */
 	mark_pages(0, d.size);
-	err = copy_marked(&initial_bytes, &initial_runs);
-	if (err)
+	if (copy_marked(now_ns(), &initial))
 		return 1;
+	*initial_bytes = initial.bytes;
+	return 0;
+}
 
-	listen_fd = syncd_listen(socket_path);
+/* The listening socket, non-blocking; -1 with the reason printed. */
+static int start_listening(const char *socket_path)
+{
+	int listen_fd = syncd_listen(socket_path);
+
 	if (listen_fd < 0 || fcntl(listen_fd, F_SETFL, O_NONBLOCK) < 0) {
 		fprintf(stderr, "dirty-syncd: %s: %s\n", socket_path,
 			strerror(listen_fd < 0 ? -listen_fd : errno));
-		return 1;
+		return -1;
 	}
+	return listen_fd;
+}
+
+/*
+ * SIGTERM and SIGINT stop the daemon: they are blocked but inside ppoll(),
+ * so that one cannot slip in between the loop's check and its wait.
+ */
+static void catch_stop_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block;
+
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&block);
-	sigemptyset(&empty);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigprocmask(SIG_BLOCK, &block, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+}
 
-	note("%s mode, buffer %" PRIu64 " bytes, sink %s, interval %" PRIu64 " ms, socket %s, "
-	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", mode, d.size, sink,
-	     interval, socket_path, idle_s, d.max_clients, d.max_per_uid);
-	json_line("{\"event\":\"start\",\"mode\":\"%s\",\"size\":%" PRIu64 ",\"interval_ms\":%"
-		  PRIu64 ",\"initial_bytes\":%" PRIu64 "}", mode, d.size, interval, initial_bytes);
-	if (ready_fd >= 0) {
-		(void)!write(ready_fd, "ready\n", 6);
-		close(ready_fd);
+static void say_started(const struct options *o, uint64_t initial_bytes)
+{
+	note("%s mode, buffer %" PRIu64 " bytes, %s sink: %s; regions aligned to %" PRIu64
+	     " bytes, at most %" PRIu64 " per flush (0: any), interval %" PRIu64 " ms, socket %s, "
+	     "idle timeout %" PRIu64 " s, at most %zu clients and %u per uid", o->mode, d.size,
+	     d.sink.ops->name, d.sink.description, d.sink.align, d.sink.max_regions, o->interval,
+	     o->socket_path, o->idle_s, d.max_clients, d.max_per_uid);
+	if (json_event("start")) {
+		json_field("mode", o->mode);
+		json_field("sink", d.sink.ops->name);
+		json_field("sink_description", d.sink.description);
+		printf(",\"size\":%" PRIu64 ",\"interval_ms\":%" PRIu64 ",\"initial_bytes\":%"
+		       PRIu64 ",\"align\":%" PRIu64 ",\"max_regions\":%" PRIu64, d.size,
+		       o->interval, initial_bytes, d.sink.align, d.sink.max_regions);
+		json_event_end();
 	}
+	if (o->ready_fd >= 0) {
+		(void)!write(o->ready_fd, "ready\n", 6);
+		close(o->ready_fd);
+	}
+}
 
-	deadline = now_ms() + interval;
+/*
+ * The poll set: the listening socket first (not while out of descriptors),
+ * then each client, whose slot goes to slot[] at the same index.  Returns
+ * its size.
+ */
+static size_t poll_set(int listen_fd, struct pollfd *pfd, size_t *slot)
+{
+	size_t n = 1;
+
+	pfd[0] = (struct pollfd){ .fd = d.accept_paused ? -1 : listen_fd, .events = POLLIN };
+	for (size_t i = 0; i < d.max_clients; i++) {
+		const struct client *c = d.clients[i];
+
+		if (!c)
+			continue;
+		pfd[n] = (struct pollfd){ .fd = c->sock,
+					  .events = (short)((c->closing || c->waiting ? 0 : POLLIN) |
+							    (c->queue_len ? POLLOUT : 0)) };
+		slot[n++] = i;
+	}
+	return n;
+}
+
+/* What ppoll() found: replies drained, messages served, hang-ups, new clients. */
+static void serve_ready(int listen_fd, const struct pollfd *pfd, const size_t *slot, size_t n,
+			int ready)
+{
+	for (size_t i = 1; ready > 0 && i < n; i++) {
+		struct client *c = d.clients[slot[i]];
+
+		/* the slot may have been emptied by a flush meanwhile */
+		if (!pfd[i].revents || !c || c->sock != pfd[i].fd)
+			continue;
+		if ((pfd[i].revents & POLLOUT) && !client_drain(slot[i]))
+			continue;
+		if (pfd[i].revents & POLLIN)
+			serve(slot[i]);
+		else if (pfd[i].revents & (POLLHUP | POLLERR))
+			client_lost(slot[i]);
+	}
+	if (ready > 0 && (pfd[0].revents & POLLIN))
+		accept_clients(listen_fd);
+}
+
+/*
+ * The daemon's loop until SIGTERM or SIGINT: serve clients, flush every
+ * interval (0: only when asked), drop idle clients, copy what producers
+ * that went away leave.
+ */
+static void serve_until_stopped(int listen_fd, uint64_t interval, struct pollfd *pfd,
+				size_t *slot)
+{
+	uint64_t deadline = now_ms() + interval;
+	sigset_t empty;
+
+	sigemptyset(&empty);
 	while (!stop_signal) {
 		struct timespec timeout, *tp = NULL;
 		uint64_t now = now_ms(), wake = drop_idle(now);
-		size_t n = 1;
+		size_t n = poll_set(listen_fd, pfd, slot);
 		int ready;
 
-		/* the listening socket first; not while out of descriptors */
-		pfd[0] = (struct pollfd){ .fd = d.accept_paused ? -1 : listen_fd, .events = POLLIN };
-		for (size_t i = 0; i < d.max_clients; i++) {
-			const struct client *c = d.clients[i];
-
-			if (!c)
-				continue;
-			pfd[n] = (struct pollfd){ .fd = c->sock,
-						  .events = (short)((c->closing ? 0 : POLLIN) |
-								    (c->queue_len ? POLLOUT : 0)) };
-			slot[n++] = i;
-		}
 		if (interval && deadline < wake)
 			wake = deadline;
 		if (wake != UINT64_MAX) {
@@ -1111,38 +1385,25 @@ int main(int argc, char **argv)
 			warn("poll: %s", strerror(errno));
 			break;
 		}
-		for (size_t i = 1; ready > 0 && i < n; i++) {
-			struct client *c = d.clients[slot[i]];
-
-			/* the slot may have been emptied by a flush meanwhile */
-			if (!pfd[i].revents || !c || c->sock != pfd[i].fd)
-				continue;
-			if ((pfd[i].revents & POLLOUT) && !client_drain(slot[i]))
-				continue;
-			if (pfd[i].revents & POLLIN)
-				serve(slot[i]);
-			else if (pfd[i].revents & (POLLHUP | POLLERR))
-				client_lost(slot[i]);
-		}
-		if (ready > 0 && (pfd[0].revents & POLLIN))
-			accept_clients(listen_fd);
+		serve_ready(listen_fd, pfd, slot, n, ready);
 		if (interval && now_ms() >= deadline) {
-			uint64_t bytes, runs;
+			struct syncd_flush_stats st;
 
-			if (!flush_now(SIZE_MAX, &bytes, &runs))
-				flush_said("interval", NULL, bytes, runs);
+			if (!flush_now(SIZE_MAX, &st))
+				flush_said("interval", NULL, &st);
 			deadline = now_ms() + interval;
 		}
 		copy_leftovers();
 	}
+}
 
-	/* a last flush, so that the sink is exact when the daemon stops */
-	{
-		uint64_t bytes, runs;
+/* A last flush, so that the sink is exact when the daemon stops; then close all. */
+static void shut_down(int listen_fd, const char *socket_path)
+{
+	struct syncd_flush_stats st;
 
-		if (!flush_now(SIZE_MAX, &bytes, &runs))
-			flush_said("exit", NULL, bytes, runs);
-	}
+	if (!flush_now(SIZE_MAX, &st))
+		flush_said("exit", NULL, &st);
 	for (size_t i = 0; i < d.max_clients; i++)
 		if (d.clients[i])
 			client_close(i);
@@ -1151,24 +1412,85 @@ int main(int argc, char **argv)
 		unlink(socket_path);
 	d.file_tracker = dirty_tracker_free(d.file_tracker);
 	d.sink.ops->close(&d.sink);
+}
+
+static void say_summary(uint64_t initial_bytes)
+{
+	note("summary: %" PRIu64 " flushes, %" PRIu64 " bytes in %" PRIu64 " regions copied for %"
+	     PRIu64 " bytes in %" PRIu64 " dirty runs (%" PRIu64 " of them whole ranges of %"
+	     PRIu64 " producers that went away), %.2f buffers' worth; initial copy %" PRIu64
+	     " bytes; %" PRIu64 " clients dropped, %" PRIu64 " connections refused",
+	     d.total.flushes, d.total.bytes, d.total.regions, d.total.dirty_bytes, d.total.runs,
+	     d.total.leave_bytes, d.total.gone, (double)d.total.bytes / (double)d.size,
+	     initial_bytes, d.total.dropped, d.total.refused);
+	if (json_event("summary")) {
+		printf(",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"runs\":%" PRIu64
+		       ",\"dirty_bytes\":%" PRIu64 ",\"regions\":%" PRIu64
+		       ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64 ",\"registered\":%" PRIu64
+		       ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64 ",\"refused\":%" PRIu64
+		       ",\"signal\":%d", d.total.flushes, d.total.bytes, d.total.runs,
+		       d.total.dirty_bytes, d.total.regions, d.total.leave_bytes, d.total.gone,
+		       d.total.joined, initial_bytes, d.total.dropped, d.total.refused,
+		       (int)stop_signal);
+		json_event_end();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {
+		.mode = "auto", .sink_type = "file", .interval = 100, .idle_s = 60,
+		.max_clients = 1024, .max_per_uid = 64, .align = 1, .ready_fd = -1,
+	};
+	uint64_t initial_bytes = 0;
+	struct pollfd *pfd;
+	size_t *slot;
+	bool help = false;
+	int err, listen_fd;
+
+	if (parse_options(argc, argv, &o, &help))
+		goto bad_usage;
+	if (help) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
+	d.idle_ms = o.idle_s * 1000;
+	d.interval_ms = o.interval;
+	d.max_per_uid = (unsigned)o.max_per_uid;
+	d.max_clients = (size_t)clients_within_descriptor_limit(o.max_clients);
+	d.clients = calloc(d.max_clients, sizeof(*d.clients));
+	pfd = calloc(d.max_clients + 1, sizeof(*pfd));
+	slot = calloc(d.max_clients + 1, sizeof(*slot));
+	if (!d.clients || !pfd || !slot) {
+		fprintf(stderr, "dirty-syncd: out of memory\n");
+		return 1;
+	}
+	err = choose_mode(&o.mode);
+	if (!err)
+		err = set_up_buffer_and_sink(&o, &initial_bytes);
+	listen_fd = err ? -1 : start_listening(o.socket_path);
+	if (!err && listen_fd < 0)
+		err = 1;
+	if (err) {
+		/* an exit status: freed first, so that a leak checker keeps it */
+		free(d.clients);
+		free(pfd);
+		free(slot);
+		if (err == 2)
+			goto bad_usage;
+		return err;
+	}
+	catch_stop_signals();
+	say_started(&o, initial_bytes);
+
+	serve_until_stopped(listen_fd, o.interval, pfd, slot);
+
+	shut_down(listen_fd, o.socket_path);
 	free(d.clients);
 	free(pfd);
 	free(slot);
-
-	note("summary: %" PRIu64 " flushes, %" PRIu64 " bytes in %" PRIu64 " runs copied "
-	     "(%" PRIu64 " of them whole ranges of %" PRIu64 " producers that went away), "
-	     "%.2f buffers' worth; initial copy %" PRIu64 " bytes; %" PRIu64 " clients dropped, %"
-	     PRIu64 " connections refused",
-	     d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes, d.total.gone,
-	     (double)d.total.bytes / (double)d.size, initial_bytes, d.total.dropped,
-	     d.total.refused);
-	json_line("{\"event\":\"summary\",\"flushes\":%" PRIu64 ",\"bytes\":%" PRIu64
-		  ",\"runs\":%" PRIu64 ",\"gone_bytes\":%" PRIu64 ",\"gone\":%" PRIu64
-		  ",\"registered\":%" PRIu64 ",\"initial_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64
-		  ",\"refused\":%" PRIu64 ",\"signal\":%d}",
-		  d.total.flushes, d.total.bytes, d.total.runs, d.total.leave_bytes,
-		  d.total.gone, d.total.joined, initial_bytes, d.total.dropped, d.total.refused,
-		  (int)stop_signal);
+	say_summary(initial_bytes);
 	return 0;
 
 bad_usage:

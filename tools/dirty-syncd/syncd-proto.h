@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The dirty-syncd socket protocol, shared by the daemon (tools/dirty-syncd.c)
+ * The dirty-syncd socket protocol, shared by the daemon (dirty-syncd.c)
  * and its clients (tests/test-syncd.c).  See dirty-syncd.c and dirty-syncd(1)
  * for what each message means.
  *
@@ -30,8 +30,21 @@ enum syncd_type {
 	                       collect; then the daemon closes the connection */
 	SYNCD_UNREGISTER = 5, /* -> a: address, b: length of a registered range,
 	                         before the producer unmaps it; <- as FLUSH */
+	SYNCD_FLUSHED = 6,  /* -> a: 0 (wait for the next flush) or SYNCD_FLUSHED_NOW;
+	                       <- once the sink (the device) has every write the
+	                       client made before sending it: a: flush number,
+	                       b: bytes copied (the regions'), c: bytes of the dirty
+	                       runs, d: runs and regions (syncd_flushed_runs(),
+	                       syncd_flushed_regions()).  The daemon reads nothing
+	                       more from the client until it has replied. */
+	SYNCD_READBACK = 7, /* -> a writable file attached (a memfd); <- a: bytes
+	                       written to it from offset 0: what the sink holds, the
+	                       buffer's size (-EPERM unless the daemon runs with
+	                       --readback) */
 };
 #define SYNCD_REPLY 0x80u
+/* FLUSHED: flush at once, as FLUSH does, rather than with the next flush */
+#define SYNCD_FLUSHED_NOW 0x1u
 
 enum syncd_mode { SYNCD_MODE_MAPPING = 1, SYNCD_MODE_COOPERATIVE = 2 };
 
@@ -44,6 +57,23 @@ struct syncd_msg {
 	uint32_t reserved;
 	uint64_t a, b, c, d;
 };
+
+/* The runs and the regions of a flush, in the d of a FLUSHED reply (each saturates at 2^32 - 1). */
+static inline uint64_t syncd_flushed_counts(uint64_t runs, uint64_t regions)
+{
+	return (runs > UINT32_MAX ? UINT32_MAX : runs) |
+	       (regions > UINT32_MAX ? UINT32_MAX : regions) << 32;
+}
+
+static inline uint64_t syncd_flushed_runs(const struct syncd_msg *reply)
+{
+	return reply->d & UINT32_MAX;
+}
+
+static inline uint64_t syncd_flushed_regions(const struct syncd_msg *reply)
+{
+	return reply->d >> 32;
+}
 
 /*
  * Parse one received message: len bytes of buf, msg_flags as recvmsg() left

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* dirty-bench --dump: writing dirty pages out (tools/bench-dump.c). */
+/* dirty-bench --dump: writing dirty pages out (bench-dump.c). */
 #ifndef DIRTY_BENCH_DUMP_H
 #define DIRTY_BENCH_DUMP_H
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "heatmap.h"
+#include "xml.h"
 
 /*
  * A mapping's pages are counted in at most this many buckets of 2^shift
@@ -517,21 +518,6 @@ static char *clean_text(const char *s, size_t max, size_t head)
 	memmove(out + cut_from + strlen(ellipsis), out + cut_to, n - cut_to + 1);
 	memcpy(out + cut_from, ellipsis, strlen(ellipsis));
 	return out;
-}
-
-/* Write already-clean text with the five XML specials escaped. */
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '&': fputs("&amp;", f); break;
-		case '<': fputs("&lt;", f); break;
-		case '>': fputs("&gt;", f); break;
-		case '"': fputs("&quot;", f); break;
-		case '\'': fputs("&apos;", f); break;
-		default: fputc(*s, f);
-		}
-	}
 }
 
 /* 1,234,567 */

@@ -43,9 +43,10 @@
 
 #include "bench-dump.h"
 #include "bench-report.h"
+#include "json.h"
 #include "libdirty.h"
 #include "linux-compat.h"
-#include "../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
+#include "../../kernel/include/uapi/linux/dirtymap.h" /* the uapi of kernel/ */
 
 static size_t page_size;
 
@@ -1465,13 +1466,18 @@ static void mapping_cases(struct case_list *l, size_t size)
 
 /* ---- main ---- */
 
-static char *machine_json(void)
+/* The machine as a JSON object: the header line, and "machine" in --json. */
+static const char *machine_json(void)
 {
-	static char buf[1024];
+	static char *json;
 	struct utsname u;
 	char model[256] = "unknown", line[512], thp[64] = "";
-	FILE *f = fopen("/proc/cpuinfo", "r");
+	FILE *f, *out;
+	size_t len;
 
+	if (json)
+		return json;
+	f = fopen("/proc/cpuinfo", "r");
 	while (f && fgets(line, sizeof(line), f))
 		if (sscanf(line, "model name : %255[^\n]", model) == 1)
 			break;
@@ -1485,14 +1491,22 @@ static char *machine_json(void)
 		fclose(f);
 	}
 	uname(&u);
-	for (char *p = model; *p; p++)
-		if (*p == '"' || *p == '\\')
-			*p = ' ';
-	snprintf(buf, sizeof(buf),
-		 "{\"kernel\": \"%s\", \"cpus\": %ld, \"cpu\": \"%s\", \"page_size\": %zu, "
-		 "\"thp\": \"%s\"}",
-		 u.release, sysconf(_SC_NPROCESSORS_ONLN), model, page_size, thp);
-	return buf;
+	out = open_memstream(&json, &len);
+	if (!out)
+		return "null";
+	fputs("{\"kernel\": ", out);
+	json_string(out, u.release);
+	fprintf(out, ", \"cpus\": %ld, \"cpu\": ", sysconf(_SC_NPROCESSORS_ONLN));
+	json_string(out, model);
+	fprintf(out, ", \"page_size\": %zu, \"thp\": ", page_size);
+	json_string(out, thp);
+	fputc('}', out);
+	if (fclose(out)) {
+		free(json);
+		json = NULL;
+		return "null";
+	}
+	return json;
 }
 
 static void usage(FILE *f)
@@ -1648,7 +1662,16 @@ static void print_targets(FILE *f, const struct bench_result *r, size_t n)
 			a->cycle_ms / b->cycle_ms, a->cycle_ms <= 1.10 * b->cycle_ms ? "met" : "MISSED");
 }
 
-int main(int argc, char **argv)
+/* The command line: what measuring takes, and what is done with the results. */
+struct command {
+	struct options o;
+	const char *json_path, *svg_path;
+	bool dump;                /* --dump: bench-dump.c instead */
+	unsigned long dump_mib;
+};
+
+/* -1 to go on; else the exit status (--help, a bad option), the message printed. */
+static int parse_options(int argc, char **argv, struct command *cmd)
 {
 	static const struct option longopts[] = {
 		{ "quick", no_argument, NULL, 'q' },   { "json", required_argument, NULL, 'j' },
@@ -1659,52 +1682,44 @@ int main(int argc, char **argv)
 		{ "mapping", no_argument, NULL, 'M' }, { "size", required_argument, NULL, 'z' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct options o = { .budget_ms = 1000, .max_cycles = MAX_CYCLES - 1, .dir = "." };
-	const char *json_path = NULL, *svg_path = NULL;
-	struct case_list cases = { 0 };
-	struct bench_result *results;
-	size_t nresults = 0, total, done = 0;
-	double started = now_ms();
-	unsigned long dump_mib = 1024;
-	bool dump = false;
+	struct options *o = &cmd->o;
 	int opt;
 
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	while ((opt = getopt_long(argc, argv, "qj:s:m:d:b:c:hDS:Mz:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'q':
-			o.quick = true;
+			o->quick = true;
 			break;
 		case 'j':
-			json_path = optarg;
+			cmd->json_path = optarg;
 			break;
 		case 's':
-			svg_path = optarg;
+			cmd->svg_path = optarg;
 			break;
 		case 'm':
-			o.only = optarg;
+			o->only = optarg;
 			break;
 		case 'd':
-			o.dir = optarg;
+			o->dir = optarg;
 			break;
 		case 'b':
-			o.budget_ms = atof(optarg);
+			o->budget_ms = atof(optarg);
 			break;
 		case 'c':
-			o.max_cycles = atoi(optarg);
+			o->max_cycles = atoi(optarg);
 			break;
 		case 'D':
-			dump = true;
+			cmd->dump = true;
 			break;
 		case 'S':
-			dump_mib = strtoul(optarg, NULL, 10);
+			cmd->dump_mib = strtoul(optarg, NULL, 10);
 			break;
 		case 'M':
-			o.mapping = true;
+			o->mapping = true;
 			break;
 		case 'z':
-			o.size = strtoul(optarg, NULL, 10) << 20;
-			if (!o.size) {
+			o->size = strtoul(optarg, NULL, 10) << 20;
+			if (!o->size) {
 				fprintf(stderr, "dirty-bench: --size takes MiB, at least 1\n");
 				return 2;
 			}
@@ -1717,36 +1732,39 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (dump) {
-		FILE *json = json_path ? fopen(json_path, "w") : NULL;
-		int rc;
+	return -1;
+}
 
-		if (json_path && !json) {
-			fprintf(stderr, "dirty-bench: %s: %s\n", json_path, strerror(errno));
-			return 1;
-		}
-		rc = bench_dump_main((o.quick ? 64 : dump_mib) << 20, o.dir, o.quick ? 1 : 5, json);
-		if (json && fclose(json))
-			rc = 1;
-		return rc;
-	}
-	if (o.max_cycles < 1 || o.max_cycles >= MAX_CYCLES) {
-		fprintf(stderr, "dirty-bench: --max-cycles must be 1..%d\n", MAX_CYCLES - 1);
-		return 2;
-	}
-	if (o.quick) {
-		o.budget_ms = 50;
-		o.max_cycles = 2;
-	}
-	if (o.mapping)
-		mapping_cases(&cases, o.size ? o.size : o.quick ? 16 * MiB : 256 * MiB);
-	else
-		default_cases(&cases, o.quick);
-	total = cases.n * NMETHODS;
-	results = calloc(total, sizeof(*results));
+/* --dump (bench-dump.c), its --json file opened here. */
+static int run_dump(const struct command *cmd)
+{
+	FILE *json = cmd->json_path ? fopen(cmd->json_path, "w") : NULL;
+	int rc;
 
-	printf("dirty-bench on %s\n", machine_json());
-	for (size_t ci = 0; ci < cases.n; ci++) {
+	if (cmd->json_path && !json) {
+		fprintf(stderr, "dirty-bench: %s: %s\n", cmd->json_path, strerror(errno));
+		return 1;
+	}
+	rc = bench_dump_main((cmd->o.quick ? 64 : cmd->dump_mib) << 20, cmd->o.dir,
+			     cmd->o.quick ? 1 : 5, json);
+	if (json && fclose(json))
+		rc = 1;
+	return rc;
+}
+
+/*
+ * Every chosen method on every case, with a progress line, and a table per
+ * case; each answer is checked (a wrong one ends the program).  Returns the
+ * results, *ret_n of them: one per method that ran or was skipped with its
+ * reason.
+ */
+static struct bench_result *measure_cases(const struct case_list *cases,
+					  const struct options *o, size_t *ret_n)
+{
+	size_t nresults = 0, total = cases->n * NMETHODS, done = 0;
+	struct bench_result *results = calloc(total, sizeof(*results));
+
+	for (size_t ci = 0; ci < cases->n; ci++) {
 		size_t first = nresults;
 
 		for (size_t mi = 0; mi < NMETHODS; mi++) {
@@ -1755,56 +1773,101 @@ int main(int argc, char **argv)
 			char what[160];
 
 			done++;
-			if ((o.only && !strstr(m->name, o.only)) || (o.mapping && !m->shared))
+			if ((o->only && !strstr(m->name, o->only)) || (o->mapping && !m->shared))
 				continue;
 			nresults++;
-			res->c = cases.v[ci];
+			res->c = cases->v[ci];
 			res->method = m->name;
-			res->skip_reason = cases.v[ci].process && !m->other_process
+			res->skip_reason = cases->v[ci].process && !m->other_process
 						   ? "sees the page tables of this process only: the "
 						     "writer is another process"
-						   : m->unavailable(&cases.v[ci]);
+						   : m->unavailable(&cases->v[ci]);
 			if (res->skip_reason)
 				continue;
 			snprintf(what, sizeof(what), "%s %s %zuM %g%% %s", m->name,
-				 cases.v[ci].memory, cases.v[ci].size >> 20,
-				 cases.v[ci].fraction * 100, cases.v[ci].pattern);
+				 cases->v[ci].memory, cases->v[ci].size >> 20,
+				 cases->v[ci].fraction * 100, cases->v[ci].pattern);
 			bench_progress(stderr, done, total, what);
-			measure(m, &cases.v[ci], &o, res);
+			measure(m, &cases->v[ci], o, res);
 		}
 		bench_progress_end(stderr);
 		/* --mapping: against the kernel's primitive, where it ran */
 		bench_print_table(stdout, results + first, nresults - first,
-				  o.mapping && find_result(results + first, nresults - first,
-							   "raw:mapping", &cases.v[ci])
+				  o->mapping && find_result(results + first, nresults - first,
+							    "raw:mapping", &cases->v[ci])
 					  ? "raw:mapping"
 					  : "raw:uffd-async");
 		fflush(stdout);
 	}
-	print_ratios(stdout, results, nresults);
-	if (!o.quick && !o.mapping)
-		print_targets(stdout, results, nresults);
-	printf("\nall answers checked: correct.  %.1f s in all.\n", (now_ms() - started) / 1e3);
+	*ret_n = nresults;
+	return results;
+}
 
-	if (json_path) {
-		FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
+/* --json and --svg. */
+static void write_reports(const struct command *cmd, const struct case_list *cases,
+			  const struct bench_result *results, size_t nresults)
+{
+	if (cmd->json_path) {
+		FILE *f = strcmp(cmd->json_path, "-") ? fopen(cmd->json_path, "w") : stdout;
 
 		if (!f)
-			die("%s: %s", json_path, strerror(errno));
+			die("%s: %s", cmd->json_path, strerror(errno));
 		bench_write_json(f, results, nresults, machine_json());
 		if (f != stdout)
 			fclose(f);
 	}
-	if (svg_path) {
+	if (cmd->svg_path) {
 		char title[160];
 		int err;
 
 		snprintf(title, sizeof(title), "cycle time by dirty fraction: %s, %zu MiB, %s, 1 writer",
-			 cases.v[0].memory, cases.v[0].size >> 20, cases.v[0].pattern);
-		err = bench_write_svg(svg_path, title, results, nresults, &cases.v[0]);
+			 cases->v[0].memory, cases->v[0].size >> 20, cases->v[0].pattern);
+		err = bench_write_svg(cmd->svg_path, title, results, nresults, &cases->v[0]);
 		if (err)
-			die("%s: %s", svg_path, strerror(-err));
+			die("%s: %s", cmd->svg_path, strerror(-err));
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct command cmd = {
+		.o = { .budget_ms = 1000, .max_cycles = MAX_CYCLES - 1, .dir = "." },
+		.dump_mib = 1024,
+	};
+	struct options *o = &cmd.o;
+	struct case_list cases = { 0 };
+	struct bench_result *results;
+	size_t nresults;
+	double started = now_ms();
+	int rc;
+
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	rc = parse_options(argc, argv, &cmd);
+	if (rc >= 0)
+		return rc;
+	if (cmd.dump)
+		return run_dump(&cmd);
+	if (o->max_cycles < 1 || o->max_cycles >= MAX_CYCLES) {
+		fprintf(stderr, "dirty-bench: --max-cycles must be 1..%d\n", MAX_CYCLES - 1);
+		return 2;
+	}
+	if (o->quick) {
+		o->budget_ms = 50;
+		o->max_cycles = 2;
+	}
+	if (o->mapping)
+		mapping_cases(&cases, o->size ? o->size : o->quick ? 16 * MiB : 256 * MiB);
+	else
+		default_cases(&cases, o->quick);
+
+	printf("dirty-bench on %s\n", machine_json());
+	results = measure_cases(&cases, o, &nresults);
+	print_ratios(stdout, results, nresults);
+	if (!o->quick && !o->mapping)
+		print_targets(stdout, results, nresults);
+	printf("\nall answers checked: correct.  %.1f s in all.\n", (now_ms() - started) / 1e3);
+
+	write_reports(&cmd, &cases, results, nresults);
 	free(results);
 	free(cases.v);
 	return 0;

@@ -31,6 +31,7 @@
 
 #include "libdirty.h"
 #include "bench-dump.h"
+#include "json.h"
 
 /* the kernel's base page (4 KiB on x86-64; 4, 16 or 64 KiB on arm64) */
 #define PAGE ((size_t)sysconf(_SC_PAGESIZE))
@@ -223,6 +224,21 @@ static double measure(struct dump_bench *b, enum method m, const char *dir, int 
 	return times[reps / 2];
 }
 
+/* One result of --json; the directory is the user's --dir: any bytes. */
+static void write_result_json(FILE *json, bool first, const char *fs, const char *dir,
+			      double fraction, size_t pages, const char *method, double ms,
+			      double mib_per_s, double speedup)
+{
+	fprintf(json, "%s{\"fs\": ", first ? "" : ", ");
+	json_string(json, fs);
+	fputs(", \"dir\": ", json);
+	json_string(json, dir);
+	fprintf(json, ", \"fraction\": %g, \"pages\": %zu, \"method\": ", fraction, pages);
+	json_string(json, method);
+	fprintf(json, ", \"ms\": %.3f, \"mib_per_s\": %.1f, \"speedup_vs_pwrite_loop\": %.3f}",
+		ms, mib_per_s, speedup);
+}
+
 int bench_dump_main(size_t size, const char *disk_dir, int reps, FILE *json)
 {
 	static const double fractions[] = { 0.01, 0.10, 1.0 };
@@ -255,9 +271,11 @@ int bench_dump_main(size_t size, const char *disk_dir, int reps, FILE *json)
 	       "median of %d; backend %s\n\n", size >> 20, reps, dirty_tracker_backend(b.t));
 	printf("%-6s %6s %8s  %-18s %9s %10s %14s\n", "fs", "dirty", "pages", "method", "ms",
 	       "MiB/s", "x pwrite-loop");
-	if (json)
-		fprintf(json, "{\"size\": %zu, \"reps\": %d, \"backend\": \"%s\", \"results\": [",
-			size, reps, dirty_tracker_backend(b.t));
+	if (json) {
+		fprintf(json, "{\"size\": %zu, \"reps\": %d, \"backend\": ", size, reps);
+		json_string(json, dirty_tracker_backend(b.t));
+		fputs(", \"results\": [", json);
+	}
 	for (int d = 0; d < 2; d++) {
 		for (size_t f = 0; f < sizeof(fractions) / sizeof(fractions[0]); f++) {
 			double ms[NMETHODS];
@@ -274,21 +292,21 @@ int bench_dump_main(size_t size, const char *disk_dir, int reps, FILE *json)
 				       fractions[f] * 100, b.ndirty, method_names[m], ms[m],
 				       mib / (ms[m] / 1e3), ms[RAW_LOOP] / ms[m]);
 				if (json)
-					fprintf(json, "%s{\"fs\": \"%s\", \"dir\": \"%s\", \"fraction\": %g, "
-						"\"pages\": %zu, \"method\": \"%s\", \"ms\": %.3f, "
-						"\"mib_per_s\": %.1f, \"speedup_vs_pwrite_loop\": %.3f}",
-						first ? "" : ", ", dir_names[d], dirs[d], fractions[f],
-						b.ndirty, method_names[m], ms[m], mib / (ms[m] / 1e3),
-						ms[RAW_LOOP] / ms[m]);
+					write_result_json(json, first, dir_names[d], dirs[d],
+							  fractions[f], b.ndirty, method_names[m],
+							  ms[m], mib / (ms[m] / 1e3),
+							  ms[RAW_LOOP] / ms[m]);
 				first = false;
 			}
 			printf("\n");
 		}
 	}
 	printf("libdirty:io_uring wrote with: %s\n", b.io_uring_method ? b.io_uring_method : "?");
-	if (json)
-		fprintf(json, "], \"io_uring_method\": \"%s\"}\n",
-			b.io_uring_method ? b.io_uring_method : "");
+	if (json) {
+		fputs("], \"io_uring_method\": ", json);
+		json_string(json, b.io_uring_method ? b.io_uring_method : "");
+		fputs("}\n", json);
+	}
 	dirty_tracker_free(b.t);
 	munmap(b.mem, size);
 	free(b.dirty);

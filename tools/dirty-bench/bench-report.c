@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "bench-report.h"
+#include "json.h"
+#include "xml.h"
 
 /* 64M, 1G, 1T; 1.5G when not a whole number of the largest unit. */
 static void format_size(char *buf, size_t size, size_t bytes)
@@ -151,26 +153,6 @@ void bench_print_table(FILE *f, const struct bench_result *r, size_t n, const ch
 	}
 }
 
-static void json_string(FILE *f, const char *s)
-{
-	if (!s) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static void json_number(FILE *f, double value)
 {
 	if (isfinite(value))
@@ -229,24 +211,6 @@ static const char *const colours[] = {
 	"#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 };
 #define COLOUR_COUNT (sizeof(colours) / sizeof(colours[0]))
-
-static void xml_text(FILE *f, const char *s)
-{
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		switch (c) {
-		case '&': fputs("&amp;", f); break;
-		case '<': fputs("&lt;", f); break;
-		case '>': fputs("&gt;", f); break;
-		case '"': fputs("&quot;", f); break;
-		case '\'': fputs("&apos;", f); break;
-		default:
-			/* XML 1.0 forbids most control characters even when escaped */
-			fputc(c < 0x20 && c != '\t' && c != '\n' ? '?' : c, f);
-		}
-	}
-}
 
 struct log_axis {
 	int low, high;		/* decades: 10^low .. 10^high */
