@@ -460,7 +460,7 @@ build_cross() {
 	for f in "${cross_files[@]}"; do
 		cp "$cross_dir/$f" "$bin_cache.new/$f"
 	done
-	cp -P "$cross_dir"/libdirty.so* "$bin_cache.new/"
+	cp -P "$cross_dir"/libdirty.so "$cross_dir"/libdirty.so.0 "$cross_dir"/libdirty.so.0.1.0 "$bin_cache.new/"
 	touch "$bin_cache.new/complete"
 	mv "$bin_cache.new" "$bin_cache"
 	# the three newest sources' binaries stay
@@ -539,7 +539,10 @@ build_initramfs() {
 		ldd "$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }' |
 		while read -r lib; do
 			case $lib in
+			# rm: the guest root's libc6 has lib64/ld-linux-x86-64.so.2
+			# as a symbolic link to the host's own path
 			/lib64/*|/lib/*|/usr/lib/*) mkdir -p "$stage$(dirname "$lib")"
+				rm -f "$stage$lib"
 				cp -L "$lib" "$stage$lib" ;;
 			*) cp -L "$lib" "$stage/lib/x86_64-linux-gnu/" ;;  # libdirty.so.0
 			esac
