@@ -6,6 +6,7 @@
  * of memory this machine lacks skips the whole program, a case that cannot
  * run here skips that case, each with the reason (tests/tap.h).
  */
+#include <assert.h>
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -33,11 +34,20 @@
 
 static const char *backend;
 
+/* userfaultfd write-protects shared memory and hugetlb from 5.19 (WP_HUGETLBFS_SHMEM) */
+static bool uffd_wp_shmem(void)
+{
+	char list[512];
+
+	return dirty_kernel_uffd_features(list, sizeof(list)) > 0 &&
+	       strstr(list, "WP_HUGETLBFS_SHMEM");
+}
+
 /*
  * Memory a backend refuses by design, because the kernel mechanism cannot
  * track it: synchronous userfaultfd write-protection does not take regular
- * files, soft-dirty does not work on hugetlb.  Documented at dirty_track()
- * in libdirty.h.
+ * files (nor shared memory and hugetlb before 5.19), soft-dirty does not
+ * work on hugetlb.  Documented at dirty_track() in libdirty.h.
  */
 static bool kind_refused(enum test_mem_kind kind)
 {
@@ -46,6 +56,7 @@ static bool kind_refused(enum test_mem_kind kind)
 	bool file_is_shmem = !statfs(".", &sf) && sf.f_type == TMPFS_MAGIC;
 
 	return (!strcmp(backend, "uffd-sync") && kind == MEM_FILE) ||
+	       (!strcmp(backend, "uffd-sync") && kind != MEM_ANON && !uffd_wp_shmem()) ||
 	       (!strcmp(backend, "soft-dirty") && kind == MEM_HUGETLB) ||
 	       (!strcmp(backend, "mapping") && kind != MEM_SHARED_ANON && kind != MEM_MEMFD &&
 		!(kind == MEM_FILE && file_is_shmem));
@@ -1952,9 +1963,13 @@ static Suite *core_suite(void)
 	Suite *s = suite_create("conformance");
 	TCase *kinds = tcase_create("every memory kind");
 	TCase *one = tcase_create("contract");
-	/* the kinds the backend takes: [first, end); MEM_FILE is the last before hugetlb */
-	int first = kind_refused(MEM_ANON) ? MEM_SHARED_ANON : MEM_ANON;
-	int end = kind_refused(MEM_FILE) ? MEM_FILE : MEM_HUGETLB;
+	/* the kinds the backend takes: [first, end), those after end refused too */
+	int first = kind_refused(MEM_ANON) ? MEM_SHARED_ANON : MEM_ANON, end = first;
+
+	while (end < MEM_HUGETLB && !kind_refused((enum test_mem_kind)end))
+		end++;
+	for (int k = end; k < MEM_HUGETLB; k++)
+		assert(kind_refused((enum test_mem_kind)k));
 
 	tcase_add_loop_test(kinds, test_exact_runs, first, end);
 	tcase_add_loop_test(kinds, test_bitmap_equals_runs, first, end);
@@ -1966,10 +1981,9 @@ static Suite *core_suite(void)
 	tcase_add_loop_test(kinds, test_untrack_leaves_memory_alone, first, end);
 	tcase_add_loop_test(kinds, test_fork, first, end);
 	tcase_add_loop_test(kinds, test_track_populated_dirty, first, end);
-	if (kind_refused(MEM_FILE))
-		tcase_add_loop_test(kinds, test_refused_kind, MEM_FILE, MEM_FILE + 1);
-	if (kind_refused(MEM_ANON))
-		tcase_add_loop_test(kinds, test_refused_kind, MEM_ANON, MEM_ANON + 1);
+	for (int k = MEM_ANON; k < MEM_HUGETLB; k++)
+		if (kind_refused((enum test_mem_kind)k))
+			tcase_add_loop_test(kinds, test_refused_kind, k, k + 1);
 	suite_add_tcase(s, kinds);
 
 	tcase_add_test(one, test_unpopulated_memory);
