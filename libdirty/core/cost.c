@@ -240,8 +240,9 @@ static const struct dirty_fault_cost *fault_cost(struct dirty_tracker *t,
 	f[i] = (struct dirty_fault_cost){ .backend = r->backend, .kind = r->kind, .dev = dev };
 	calibrate_faults(t, r, path, &f[i]);
 	dirty_log(t, LOG_DEBUG, "cost: under %s on this memory a write fault costs %" PRIu64
-		  " ns, a dirty page's collect %" PRIu64 " ns, a clean page's %" PRIu64 " ns",
-		  r->backend->name, f[i].write_ns, f[i].dirty_ns, f[i].scan_ns);
+		  " ns, a dirty page's collect %" PRIu64 " ns, a clean page's %" PRIu64 " ns; "
+		  "reading a page costs %" PRIu64 " ns", r->backend->name, f[i].write_ns,
+		  f[i].dirty_ns, f[i].scan_ns, t->hash_ns);
 	return &f[i];
 }
 
