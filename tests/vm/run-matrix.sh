@@ -358,6 +358,9 @@ root_packages() {
 	echo python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libffi8 zlib1g \
 		libexpat1 libbz2-1.0 liblzma5 libuuid1 libncursesw6 libtinfo6 libreadline8 \
 		libsqlite3-0 libdb5.3 libgdbm6 libssl3 libcrypt1 libc6 libgcc-s1 mime-support media-types
+	# pytest (test-attach.py runs under it, tests/conftest.py) and what it imports
+	echo python3-pytest python3-pytest-timeout python3-pluggy python3-iniconfig \
+		python3-packaging python3-py python3-attr python3-more-itertools python3-pkg-resources
 	# setpriv (util-linux's: busybox's cannot change uid), for the tests as nobody
 	echo util-linux libcap-ng0
 	[ "$1" = arm64 ] && echo busybox-static check libsubunit0 libsubunit-dev liburing2 \
@@ -512,7 +515,8 @@ build_initramfs() {
 	# the attach cell: test-attach.py with dirtyctl, attach-target and
 	# libdirty.so laid out as in a build directory
 	mkdir -p "$stage/opt/libdirty/build/tools" "$stage/opt/libdirty/build/tests"
-	cp "$source_dir/tests/test-attach.py" "$stage/opt/libdirty/"
+	cp "$source_dir/tests/test-attach.py" "$source_dir/tests/conftest.py" \
+		"$source_dir/tests/harness.py" "$stage/opt/libdirty/"
 	cp "$bins/tests/attach-target" "$stage/opt/libdirty/build/tests/"
 	cp "$bins/tools/dirtyctl" "$stage/opt/libdirty/build/tools/"
 	cp -L "$bins/libdirty.so" "$stage/opt/libdirty/build/libdirty.so"
@@ -686,8 +690,9 @@ write_init() {
 		mark "begin cell=attach"
 		t0=$(now)
 		ln -sf /usr/bin/python3.11 /bin/python3
-		(cd /opt/libdirty && PATH=/usr/bin:/bin timeout -s KILL $cell_timeout /usr/bin/python3.11 \
-			/opt/libdirty/test-attach.py /opt/libdirty/build true)
+		(cd /opt/libdirty && PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 \
+			timeout -s KILL $cell_timeout /usr/bin/python3.11 -m pytest -p no:cacheprovider \
+			-q -rs --build-dir=/opt/libdirty/build --probe-injection=true test-attach.py)
 		rc=$?
 		kill -KILL -1 2>/dev/null
 		mark "cell=attach rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
