@@ -691,7 +691,7 @@ write_init() {
 		t0=$(now)
 		ln -sf /usr/bin/python3.11 /bin/python3
 		(cd /opt/libdirty && PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 \
-			timeout -s KILL $cell_timeout /usr/bin/python3.11 -m pytest -p no:cacheprovider \
+			timeout -s KILL $cell_timeout /usr/bin/python3.11 -m pytest -p no:cacheprovider --color=no \
 			-q -rs --build-dir=/opt/libdirty/build --probe-injection=true test-attach.py)
 		rc=$?
 		kill -KILL -1 2>/dev/null
