@@ -894,13 +894,17 @@ START_TEST(test_file_huge_mapping)
 			  "directory maps this file with base pages): nothing huge to track");
 	} else {
 		ck_assert_int_eq(dirty_track(t, mem, len), 0);
-		/* exact at the first write after the clean, and after a collect-and-clean */
+		/*
+		 * exact at the first write after the clean, and after a
+		 * collect-and-clean; soft-dirty: the kernel marks the whole huge
+		 * page (documented; ext4 maps this file with huge folios on 7.3, not on 6.12)
+		 */
 		for (size_t page = 5; page < 7; page++) {
 			block[page * page_size] = 2;
 			ck_assert_int_eq(dirty_collect(t, mem, len, DIRTY_COLLECT_CLEAN, runs, 8,
 						       NULL), 1);
-			ck_assert_ptr_eq(runs[0].start, block + page * page_size);
-			ck_assert_uint_eq(runs[0].len, page_size);
+			ck_assert_ptr_eq(runs[0].start, is("soft-dirty") ? block : block + page * page_size);
+			ck_assert_uint_eq(runs[0].len, is("soft-dirty") ? huge : page_size);
 		}
 		ck_assert_int_eq(dirty_untrack(t, mem, len), 0);
 	}
