@@ -692,7 +692,7 @@ write_init() {
 		ln -sf /usr/bin/python3.11 /bin/python3
 		(cd /opt/libdirty && PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 \
 			timeout -s KILL $cell_timeout /usr/bin/python3.11 -m pytest -p no:cacheprovider --color=no \
-			-q -rs --build-dir=/opt/libdirty/build --probe-injection=true test-attach.py)
+			-v -rs --build-dir=/opt/libdirty/build --probe-injection=true test-attach.py)
 		rc=$?
 		kill -KILL -1 2>/dev/null
 		mark "cell=attach rc=$rc secs=$(awk -v a=$t0 -v b=$(now) 'BEGIN { printf "%.1f", b - a }')"
@@ -1002,9 +1002,10 @@ check_matrix() {
 	# must pass; elsewhere its tests skip with the reason (exit 77)
 	cell = cells.get("attach")
 	out = output.get("attach", [])
-	for l in out:
-	    if l.startswith(("ok ", "skip ", "FAIL ")):
-	        print(f"    | {l}")
+	# pytest -v: a line per test, "test-attach.py::test_NAME PASSED [ 6%]"
+	results = [l for l in out if l.startswith("test-attach.py::")]
+	for l in results:
+	    print(f"    | {l}")
 	if cell and cell[0] == 0:
 	    verdict = "PASS"
 	elif cell and cell[0] == 77 and "uffd-async" in unusable:
@@ -1012,7 +1013,7 @@ check_matrix() {
 	else:
 	    verdict = "FAIL" + ("" if cell else ": not run")
 	    problems.append("attach: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
-	    for l in [l for l in out if not l.startswith(("ok ", "skip ", "FAIL "))][-30:]:
+	    for l in [l for l in out if l not in results][-30:]:
 	        print(f"    | {l}")
 	print(f"{'attach':<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
 	# the dirtymap module's own tests and the sync daemon: TAP-like output
