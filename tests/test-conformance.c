@@ -496,10 +496,27 @@ START_TEST(test_track_populated_dirty)
 		/*
 		 * The write is a read first: its fault maps the dropped pages
 		 * 4-7 around it (fault-around), which the module reports
-		 * (documented).
+		 * (documented).  Fault-around maps the fault's aligned 64 KiB
+		 * (fault_around_bytes) and stays in its page table: where the
+		 * region crosses one of those boundaries inside pages 4-7 (by
+		 * where the kernel placed it), the pages before it stay unmapped.
 		 */
+		uintptr_t base = (uintptr_t)m.addr / m.page, at = base + 6;
+		uintptr_t around = m.page < 65536 ? 65536 / m.page : 1;
+		uintptr_t table = m.page / sizeof(void *), table_start = at / table * table;
+		uintptr_t from = at / around * around, to = from + around;
+		size_t first = 4, end = 8;
+
+		if (table_start > from)
+			from = table_start;
+		if (table_start + table < to)
+			to = table_start + table;
+		if (from > base + first)
+			first = (size_t)(from - base);
+		if (to < base + end)
+			end = (size_t)(to - base);
 		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16),
-			    (const size_t[][2]){ { 4, 8 } }, 1);
+			    (const size_t[][2]){ { first, end } }, 1);
 	} else {
 		assert_runs(&m, runs, collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16),
 			    (const size_t[][2]){ { 6, 7 } }, 1);
