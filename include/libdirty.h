@@ -260,6 +260,17 @@ unsigned dirty_tracker_sees(struct dirty_tracker *t);
  */
 int dirty_backend_probe(const char *backend, pid_t pid, char *why, size_t why_len);
 
+/*
+ * What the running kernel's userfaultfd offers, as UFFDIO_API reports it
+ * (probed once per process, cached): the feature names, comma-separated, in
+ * buf (NUL-terminated, cut to len), e.g. "PAGEFAULT_FLAG_WP, ..., WP_ASYNC,
+ * MOVE, RWP, RWP_ASYNC".  RWP and RWP_ASYNC (7.2) are read-write protection
+ * (UFFDIO_REGISTER_MODE_RWP), which no backend uses yet.  Returns the number
+ * of features, -ENOSYS where no userfaultfd can be opened (none, or not
+ * permitted), -EINVAL for buf NULL with len > 0.
+ */
+int dirty_kernel_uffd_features(char *buf, size_t len);
+
 /* The backend names, best first, NULL-terminated. */
 const char *const *dirty_backend_names(void);
 

@@ -258,6 +258,12 @@ int dirty_uffd_new(int flags, bool kernel_faults, bool *ret_user_only, char *why
 		   size_t why_len);
 /* The features UFFDIO_API offers here (asked once, on a scratch descriptor). */
 uint64_t dirty_uffd_features(void);
+/*
+ * The features of dirty_uffd_features() by name ("PAGEFAULT_FLAG_WP, ...,
+ * WP_ASYNC, RWP, RWP_ASYNC"), comma-separated into buf; returns how many, or
+ * -ENOSYS when no userfaultfd can be opened.
+ */
+int dirty_uffd_feature_list(char *buf, size_t len);
 /* UFFDIO_API with features; -EOPNOTSUPP names the first missing feature. */
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len);
 

@@ -43,6 +43,26 @@
 #ifndef UFFD_FEATURE_MOVE
 #define UFFD_FEATURE_MOVE (1 << 16) /* 6.8 */
 #endif
+/*
+ * Read-write protection (7.2): a registered range made inaccessible with
+ * UFFDIO_RWPROTECT faults on the next read or write; in RWP_ASYNC mode the
+ * kernel resolves the fault itself, and PAGEMAP_SCAN's PAGE_IS_ACCESSED tells
+ * which pages were touched.  Names and values as in Debian's 7.3.4
+ * include/uapi/linux/userfaultfd.h; no backend uses them yet.
+ */
+#ifndef UFFD_FEATURE_RWP
+#define UFFD_FEATURE_RWP (1 << 17)
+#define UFFD_FEATURE_RWP_ASYNC (1 << 18)
+#define UFFDIO_REGISTER_MODE_RWP ((__u64)1 << 3)
+#define _UFFDIO_RWPROTECT (0x09)
+struct uffdio_rwprotect {
+	struct uffdio_range range;
+#define UFFDIO_RWPROTECT_MODE_RWP ((__u64)1 << 0)
+#define UFFDIO_RWPROTECT_MODE_DONTWAKE ((__u64)1 << 1)
+	__u64 mode;
+};
+#define UFFDIO_RWPROTECT _IOWR(UFFDIO, _UFFDIO_RWPROTECT, struct uffdio_rwprotect)
+#endif
 
 /* ---- PAGEMAP_SCAN (include/uapi/linux/fs.h, 6.7) ---- */
 #ifndef PAGEMAP_SCAN

@@ -12,6 +12,8 @@ packages+=(libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tool
 packages+=(clang libclang-rt-14-dev)
 # tests/vm: boot Debian's kernels in qemu from an initramfs with an ext4 disk
 packages+=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod)
+# tests/vm, arm64 guests: the emulator and a cross compiler for the test binaries
+packages+=(qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu)
 # kernel/: the dirtymap module against Debian's 6.12 headers, and the patched
 # 6.12 kernel (kernel/build-patched-kernel.sh)
 packages+=(make gcc-12 flex bison bc libelf-dev unifdef)

@@ -39,16 +39,16 @@ run_build plain "" "" ""
 no_bdwgc_sanitized="integration (bdwgc's make check: its uninstrumented test programs cannot load a sanitized libdirty; run-check.sh would skip)"
 # the asan build also runs the fuzz suite (tests/fuzz: a minute per harness)
 run_build asan "-Db_sanitize=address,undefined -Db_lundef=false" \
-	"--setup fuzz --no-suite install --no-suite vm --no-suite integration" \
+	"--setup fuzz --no-suite install --no-suite vm --no-suite vm-arm64 --no-suite integration" \
 	"UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1" \
 	"$no_bdwgc_sanitized"
 run_build tsan "-Db_sanitize=thread -Db_lundef=false" \
-	"--no-suite install --no-suite bench --no-suite vm --no-suite integration" \
+	"--no-suite install --no-suite bench --no-suite vm --no-suite vm-arm64 --no-suite integration" \
 	"TSAN_OPTIONS=halt_on_error=1 DIRTY_TEST_STRESS_WRITES=200000 DIRTY_TEST_STRESS_ROUNDS=200" \
 	"$no_bdwgc_sanitized"
 # without liburing and libnuma: images through pwritev only, NUMA an explicit no-op
 run_build minimal "-Dliburing=disabled -Dnuma=disabled" \
-	"--no-suite install --no-suite bench --no-suite vm --no-suite stress --no-suite integration" "" \
+	"--no-suite install --no-suite bench --no-suite vm --no-suite vm-arm64 --no-suite stress --no-suite integration" "" \
 	"integration (bdwgc's make check: bdwgc uses only tracking, which this build shares with the plain one, where it runs)"
 
 # The Debian packages (debian/), built from this tree: lintian, then installed

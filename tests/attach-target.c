@@ -168,12 +168,21 @@ static int parse_action(const char *name, uint32_t *ret)
 	return -1;
 }
 
-/* A filter: on x86-64, system call nr gets action; everything else is allowed. */
+/* This machine's audit architecture, as seccomp_data.arch gives it. */
+#if defined(__x86_64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "attach-target: add this architecture's AUDIT_ARCH_*"
+#endif
+
+/* A filter: on this architecture, system call nr gets action; everything else is allowed. */
 static void install_filter(int nr, uint32_t action, bool flags_only)
 {
 	struct sock_filter prog[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_AUDIT_ARCH, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 1, 0),

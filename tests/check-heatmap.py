@@ -13,11 +13,14 @@ added to it; the drawing keeps its budget of columns.  For OUT.svg, also
 cells whose counts are known exactly, and names with XML specials and
 invalid UTF-8.  Python 3 standard library only.
 """
+import os
 import collections
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+
+PAGE = os.sysconf("SC_PAGE_SIZE")  # test-heatmap counts in the kernel's pages
 
 SVG = "{http://www.w3.org/2000/svg}"
 TOOLTIP = re.compile(r"^(?P<name>.*) 0x(?P<from>[0-9a-f]+)-0x(?P<to>[0-9a-f]+), "
@@ -136,7 +139,7 @@ def check_small(root, cells):
                   if s == grows and float(t["t0"]) == k]
         if sum(p for _, p in column) != 1 + (16 << k):
             fail(f"the growing mapping holds {sum(p for _, p in column)} pages at t={k}")
-        if any(start >= grows + (16 << k) * 4096 for start, _ in column):
+        if any(start >= grows + (16 << k) * PAGE for start, _ in column):
             fail(f"the growing mapping has cells past its written pages at t={k}")
 
     # the title: cleaned (U+FFFD for the byte, '?' for the newline), whole in

@@ -29,7 +29,7 @@ bool mem_map(struct test_mem *m, enum test_mem_kind kind, size_t npages, char *w
 	memset(m, 0, sizeof(*m));
 	m->kind = kind;
 	m->fd = -1;
-	m->page = kind == MEM_HUGETLB ? 2 * 1024 * 1024 : page_size;
+	m->page = kind == MEM_HUGETLB ? hugetlb_page_size() : page_size;
 	m->len = npages * m->page;
 	switch (kind) {
 	case MEM_ANON:
@@ -99,6 +99,42 @@ char *map_isolated(size_t len)
 void unmap_isolated(char *mem, size_t len)
 {
 	munmap(mem - page_size, len + 2 * page_size);
+}
+
+size_t hugetlb_page_size(void)
+{
+	static size_t size;
+	unsigned long kib;
+	char line[128];
+	FILE *f;
+
+	if (size)
+		return size;
+	size = 2 * 1024 * 1024;
+	f = fopen("/proc/meminfo", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Hugepagesize: %lu kB", &kib) == 1 && kib)
+			size = (size_t)kib * 1024;
+	if (f)
+		fclose(f);
+	return size;
+}
+
+size_t thp_page_size(void)
+{
+	static size_t size;
+	unsigned long bytes;
+	FILE *f;
+
+	if (size)
+		return size;
+	size = 2 * 1024 * 1024;
+	f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
+	if (f && fscanf(f, "%lu", &bytes) == 1 && bytes)
+		size = (size_t)bytes;
+	if (f)
+		fclose(f);
+	return size;
 }
 
 const char *test_backend(void)

@@ -30,6 +30,15 @@ struct test_mem {
 
 extern size_t page_size;
 /*
+ * The kernel's huge page sizes, which follow the base page: 2 MiB with 4 KiB
+ * pages, 32 MiB with arm64's 16 KiB.  hugetlb_page_size(): the default hugetlb
+ * size (/proc/meminfo Hugepagesize); thp_page_size(): a PMD-mapped
+ * transparent huge page (/sys/kernel/mm/transparent_hugepage/hpage_pmd_size).
+ * Both 2 MiB where the kernel does not say.
+ */
+size_t hugetlb_page_size(void);
+size_t thp_page_size(void);
+/*
  * mem_map() gives private anonymous memory MADV_NOHUGEPAGE: set for backends
  * that report transparent huge pages whole (soft-dirty), so that the tests of
  * base-page answers test those; the thp suite tests huge pages themselves.

@@ -93,6 +93,37 @@ static const char *auto_backend(void)
 
 /* ---- dirty_tracker_new: options ---- */
 
+/*
+ * dirty_kernel_uffd_features(): the kernel's own list, consistent with the
+ * probes (uffd-sync needs PAGEFAULT_FLAG_WP, uffd-async WP_ASYNC), cut
+ * cleanly to a small buffer, and the count without a buffer.
+ */
+START_TEST(test_kernel_uffd_features)
+{
+	char list[512], small[8];
+	int n = dirty_kernel_uffd_features(list, sizeof(list));
+
+	ck_assert_int_eq(dirty_kernel_uffd_features(NULL, 4), -EINVAL);
+	if (n == -ENOSYS) {
+		ck_assert_int_ne(dirty_backend_probe("uffd-sync", 0, NULL, 0), 0);
+		ck_assert_str_eq(list, "");
+		return;
+	}
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(dirty_kernel_uffd_features(NULL, 0), n);
+	ck_assert_int_eq(dirty_kernel_uffd_features(small, sizeof(small)), n);
+	ck_assert_uint_lt(strlen(small), sizeof(small));
+	if (dirty_backend_probe("uffd-sync", 0, NULL, 0) == 0)
+		ck_assert_ptr_nonnull(strstr(list, "PAGEFAULT_FLAG_WP"));
+	if (dirty_backend_probe("uffd-async", 0, NULL, 0) == 0)
+		ck_assert_ptr_nonnull(strstr(list, "WP_ASYNC"));
+	/* read-write protection: both or neither, RWP_ASYNC only with RWP */
+	if (strstr(list, "RWP_ASYNC"))
+		ck_assert_ptr_nonnull(strstr(list, "RWP, "));
+	printf("userfaultfd features: %s\n", list);
+}
+END_TEST
+
 START_TEST(test_new_null_ret)
 {
 	struct dirty_options opts = options_for("mprotect");
@@ -1593,6 +1624,7 @@ static Suite *stats_suite(void)
 	tcase_add_test(tc, test_stats_bad);
 	tcase_add_test(tc, test_stats_counts);
 	tcase_add_test(tc, test_stats_failed_collect);
+	tcase_add_test(tc, test_kernel_uffd_features);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -424,7 +424,7 @@ END_TEST
 /* A transparent huge page partly dropped: exactly the dropped base pages. */
 START_TEST(test_thp_partly_dropped)
 {
-	size_t huge = 2u << 20, len = 2 * huge;
+	size_t huge = thp_page_size(), len = 2 * huge;
 	char *raw, *mem, why[128];
 	struct dirty_range runs[8];
 	struct dirty_tracker *t;

@@ -35,6 +35,15 @@
 
 #include "libdirty-int.h"
 
+/* This machine's audit architecture, as seccomp_data.arch gives it. */
+#if defined(__x86_64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "add this architecture's AUDIT_ARCH_*"
+#endif
+
 #define MAX_FILTERS 3
 #define MAX_INSNS 64
 
@@ -87,7 +96,7 @@ static const struct test_case cases[] = {
 	{ "arch", { 0 },
 	  { PROG(ONLY_GETPPID,
 		 BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		 BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 1),
+		 BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_AUDIT_ARCH, 0, 1),
 		 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 11),
 		 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 12)) } },
 	{ "arguments, low and high words", { 0x123456789abcdef0ull, 0x0fedcba987654321ull },
@@ -242,7 +251,7 @@ static int outcome(const struct test_case *c, size_t nfilters)
 /* What the kernel will do, as dirty_seccomp_run() predicts it (as remote.c combines). */
 static int predict(const struct test_case *c, size_t nfilters, uintptr_t ip, bool *invalid)
 {
-	struct seccomp_data sd = { .nr = SYS_getppid, .arch = AUDIT_ARCH_X86_64,
+	struct seccomp_data sd = { .nr = SYS_getppid, .arch = NATIVE_AUDIT_ARCH,
 				   .instruction_pointer = ip };
 	uint32_t verdict = SECCOMP_RET_ALLOW, ret, data;
 

@@ -192,8 +192,117 @@ static void arch_set_call(arch_regs *regs, uintptr_t insn, long nr, const uint64
 	regs->r8 = args[4];
 	regs->r9 = args[5];
 }
+#elif defined(__aarch64__)
+/*
+ * arm64: `svc #0`, the number in x8, arguments in x0-x5, the result in x0.
+ * The registers come as a regset (PTRACE_GETREGSET, NT_PRSTATUS); the
+ * number of the call under way is not among them but is its own regset
+ * (NT_ARM_SYSTEM_CALL): it is what a syscall-entry stop changes, and -1
+ * (NO_SYSCALL) says that no call is to be restarted.
+ *
+ * Restarting differs from x86-64.  arm64's do_signal() decides on a restart
+ * before it looks for a signal (arch/arm64/kernel/signal.c): it moves pc back
+ * to the `svc`, puts the first argument back in x0 and forgets the call
+ * (syscallno = -1), so that a tracer sees the registers the call restarts
+ * from; only after get_signal() returns, and only when pc is still at that
+ * `svc`, does it put restart_syscall's number in x8 for an
+ * -ERESTART_RESTARTBLOCK.  A tracer that moves pc to run its own call skips
+ * that step, and a nanosleep() would start its whole time again; another
+ * trap stop does not help (get_signal() takes it in the same loop).  So
+ * settle_restart() lets the thread go on, its signals blocked, from a stop
+ * with pc at an `svc` to that call's syscall-entry stop, where the call is
+ * the one it would really make (restart_syscall or the original); it makes
+ * that one getpid(2), and saves the registers as they were just before the
+ * `svc`, with syscallno -1, so that the kernel restarts nothing in our place
+ * when they are put back.
+ */
+#include <elf.h>
+#ifndef NT_ARM_SYSTEM_CALL
+#define NT_ARM_SYSTEM_CALL 0x404
+#endif
+#define REMOTE_SUPPORTED 1
+#define ARCH_AUDIT AUDIT_ARCH_AARCH64
+#define ARCH_INSN_LEN 4
+#define ARCH_INSN_ALIGN 4
+#define ARCH_SETTLE 1
+static const unsigned char arch_insn[ARCH_INSN_LEN] = { 0x01, 0x00, 0x00, 0xd4 }; /* svc #0 */
+#define PSR_MODE32 0x10u /* pstate: an AArch32 (compat) thread */
+typedef struct {
+	struct user_regs_struct gp; /* x0-x30, sp, pc, pstate */
+	size_t gp_len;              /* what NT_PRSTATUS gave: shorter for an AArch32 thread */
+	int syscallno;              /* NT_ARM_SYSTEM_CALL */
+} arch_regs;
+
+static int arch_get_regs(pid_t tid, arch_regs *regs)
+{
+	struct iovec gp = { &regs->gp, sizeof(regs->gp) }, nr = { &regs->syscallno, sizeof(int) };
+
+	if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_PRSTATUS, &gp) < 0 ||
+	    ptrace(PTRACE_GETREGSET, tid, (void *)NT_ARM_SYSTEM_CALL, &nr) < 0)
+		return -errno;
+	regs->gp_len = gp.iov_len;
+	return 0;
+}
+
+static int arch_set_regs(pid_t tid, const arch_regs *regs)
+{
+	struct iovec gp = { (void *)&regs->gp, sizeof(regs->gp) };
+	struct iovec nr = { (void *)&regs->syscallno, sizeof(int) };
+
+	if (ptrace(PTRACE_SETREGSET, tid, (void *)NT_PRSTATUS, &gp) < 0 ||
+	    ptrace(PTRACE_SETREGSET, tid, (void *)NT_ARM_SYSTEM_CALL, &nr) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool arch_native(const arch_regs *regs)
+{
+	return regs->gp_len == sizeof(regs->gp) && !(regs->gp.pstate & PSR_MODE32);
+}
+
+/*
+ * After arch_settle() no call is under way (do_signal() forgot it), so the
+ * fallback of find_insn() (the `svc` the thread stopped in) is not used:
+ * the vDSO's __kernel_rt_sigreturn always has one.
+ */
+static bool arch_in_syscall(const arch_regs *regs)
+{
+	return regs->syscallno >= 0;
+}
+
+static uintptr_t arch_ip(const arch_regs *regs)
+{
+	return (uintptr_t)regs->gp.pc;
+}
+
+/* The kernel did it before the stop, and arch_settle() let it finish. */
+static void arch_restart_syscall(arch_regs *regs)
+{
+	(void)regs;
+}
+
+static void arch_set_nr(arch_regs *regs, long nr)
+{
+	regs->syscallno = (int)nr;
+}
+
+static void arch_set_call(arch_regs *regs, uintptr_t insn, long nr, const uint64_t args[6])
+{
+	regs->gp.pc = insn;
+	regs->gp.regs[8] = (unsigned long long)nr;
+	for (int i = 0; i < 6; i++)
+		regs->gp.regs[i] = args[i];
+	/* not in a system call: the kernel must not restart one in our place */
+	regs->syscallno = -1;
+}
 #else
 #define REMOTE_SUPPORTED 0
+#endif
+#ifndef ARCH_INSN_ALIGN
+#define ARCH_INSN_ALIGN 1
+#endif
+#ifndef ARCH_SETTLE
+#define ARCH_SETTLE 0
 #endif
 
 #if REMOTE_SUPPORTED
@@ -782,6 +891,83 @@ static void give_back(struct remote *r)
 	ptrace(PTRACE_DETACH, r->tid, NULL, (void *)(uintptr_t)r->stop_sig);
 }
 
+#if ARCH_SETTLE
+/*
+ * arm64 (see the top of the arch_* block): at a stop with pc at an `svc`,
+ * run the thread, signals blocked, to that call's syscall-entry stop, make
+ * the call getpid(2) and take it to its exit stop; the registers saved are
+ * those just before the `svc`, the call's number in x8 as the kernel left
+ * it (restart_syscall's for a sleep).  Nothing else of the thread runs.
+ */
+static int settle_restart(struct remote *r)
+{
+	static const uint64_t no_args[6];
+	struct __ptrace_syscall_info info;
+	unsigned char insn[ARCH_INSN_LEN];
+	uintptr_t pc = arch_ip(&r->saved), insn_was = r->insn;
+	bool entered = false;
+	int status, err, sig;
+	arch_regs regs;
+
+	if (read_target(r->pid, pc, insn, sizeof(insn)) || memcmp(insn, arch_insn, sizeof(insn)))
+		return 0; /* no call to restart: nothing for the kernel to finish */
+	/* the call that runs in its place, at that `svc` */
+	r->insn = pc;
+	err = seccomp_check(r, SYS_getpid, no_args);
+	r->insn = insn_was;
+	if (err)
+		return err;
+	if (ptrace(PTRACE_SYSCALL, r->tid, NULL, NULL) < 0)
+		return fail(r, STEP_CALL, -errno);
+	for (;;) {
+		err = wait_tracee(r, &status);
+		if (err)
+			return fail(r, STEP_CALL, err);
+		sig = WSTOPSIG(status);
+		if (sig == (SIGTRAP | 0x80)) {
+			long n = ptrace(PTRACE_GET_SYSCALL_INFO, r->tid, (void *)sizeof(info), &info);
+
+			if (n <= 0)
+				return fail(r, STEP_CALL, n < 0 ? -errno : -EIO);
+			if (info.op == PTRACE_SYSCALL_INFO_ENTRY && !entered) {
+				if (info.instruction_pointer != pc + ARCH_INSN_LEN) {
+					r->at_entry = true; /* not the `svc` at pc: cannot happen */
+					return fail(r, STEP_CALL, -EIO);
+				}
+				err = arch_get_regs(r->tid, &regs);
+				if (err)
+					return fail(r, STEP_REGS, err);
+				r->saved = regs;
+				r->saved.gp.pc = pc;
+				r->saved.syscallno = -1;
+				arch_set_nr(&regs, SYS_getpid);
+				err = arch_set_regs(r->tid, &regs);
+				if (err) {
+					r->at_entry = true;
+					return fail(r, STEP_CALL, err);
+				}
+				r->regs_changed = true;
+				entered = true;
+			} else if (info.op == PTRACE_SYSCALL_INFO_EXIT && entered) {
+				return 0;
+			}
+			sig = 0;
+		} else if (status >> 16) {
+			sig = 0; /* a group-stop or an interrupt: nothing ran */
+		}
+		/* else a signal that cannot be blocked (SIGSTOP): it goes as it came */
+		if (ptrace(PTRACE_SYSCALL, r->tid, NULL, (void *)(uintptr_t)sig) < 0)
+			return fail(r, STEP_CALL, -errno);
+	}
+}
+#else
+static int settle_restart(struct remote *r)
+{
+	(void)r;
+	return 0;
+}
+#endif
+
 static void remote_inject(struct remote *r)
 {
 	uint64_t all = ~UINT64_C(0), now;
@@ -853,6 +1039,8 @@ static void remote_inject(struct remote *r)
 	/* signals that come while the thread is ours wait, siginfo and all */
 	if (ptrace(PTRACE_SETSIGMASK, r->tid, (void *)sizeof(all), &all) == 0)
 		r->mask_blocked = true;
+	if (ARCH_SETTLE && r->mask_blocked && settle_restart(r))
+		goto out;
 	pause_at(r, "stopped");
 	make_userfaultfd(r);
 	pause_at(r, "closed");
@@ -1211,7 +1399,7 @@ static uintptr_t find_vdso_syscall(pid_t pid)
 			continue;
 		code = malloc(hi - lo);
 		if (code && read_target(pid, lo, code, hi - lo) == 0) {
-			for (size_t i = 0; i + ARCH_INSN_LEN <= hi - lo && !found; i++)
+			for (size_t i = 0; i + ARCH_INSN_LEN <= hi - lo && !found; i += ARCH_INSN_ALIGN)
 				if (!memcmp(code + i, arch_insn, ARCH_INSN_LEN))
 					found = lo + i;
 		}
@@ -1509,7 +1697,7 @@ int dirty_remote_userfaultfd(pid_t pid, int flags, int *ret_fd, char *why, size_
 	(void)ret_fd;
 	return dirty_reason(why, why_len, -EOPNOTSUPP,
 			    "making another process create a userfaultfd is implemented for "
-			    "x86-64 only");
+			    "x86-64 and arm64 only");
 }
 
 int dirty_remote_check(pid_t pid, bool inject, char *why, size_t why_len)

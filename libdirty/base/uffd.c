@@ -93,20 +93,75 @@ uint64_t dirty_uffd_features(void)
 	return features;
 }
 
+/* Every feature UFFDIO_API reports, with the release that brought it. */
+static const struct {
+	uint64_t feature;
+	const char *name;
+} uffd_feature_names[] = {
+#if defined(__aarch64__)
+	/* arm64 selects HAVE_ARCH_USERFAULTFD_WP from 6.10 */
+	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "PAGEFAULT_FLAG_WP (5.7; arm64 6.10)" },
+#else
+	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "PAGEFAULT_FLAG_WP (5.7)" },
+#endif
+	{ UFFD_FEATURE_EVENT_FORK, "EVENT_FORK" },
+	{ UFFD_FEATURE_EVENT_REMAP, "EVENT_REMAP" },
+	{ UFFD_FEATURE_EVENT_REMOVE, "EVENT_REMOVE" },
+	{ UFFD_FEATURE_MISSING_HUGETLBFS, "MISSING_HUGETLBFS" },
+	{ UFFD_FEATURE_MISSING_SHMEM, "MISSING_SHMEM" },
+	{ UFFD_FEATURE_EVENT_UNMAP, "EVENT_UNMAP" },
+	{ UFFD_FEATURE_SIGBUS, "SIGBUS" },
+	{ UFFD_FEATURE_THREAD_ID, "THREAD_ID" },
+	{ UFFD_FEATURE_MINOR_HUGETLBFS, "MINOR_HUGETLBFS (5.13)" },
+	{ UFFD_FEATURE_MINOR_SHMEM, "MINOR_SHMEM (5.14)" },
+	{ UFFD_FEATURE_EXACT_ADDRESS, "EXACT_ADDRESS (5.18)" },
+	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM (5.19)" },
+	{ UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED (6.4)" },
+	{ UFFD_FEATURE_POISON, "POISON (6.6)" },
+	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC (6.7)" },
+	{ UFFD_FEATURE_MOVE, "MOVE (6.8)" },
+	{ UFFD_FEATURE_RWP, "RWP (7.2)" },
+	{ UFFD_FEATURE_RWP_ASYNC, "RWP_ASYNC (7.2)" },
+};
+
 static const char *uffd_feature_name(uint64_t feature)
 {
-	switch (feature) {
-	case UFFD_FEATURE_PAGEFAULT_FLAG_WP:
-		return "PAGEFAULT_FLAG_WP (5.7)";
-	case UFFD_FEATURE_WP_HUGETLBFS_SHMEM:
-		return "WP_HUGETLBFS_SHMEM (5.19)";
-	case UFFD_FEATURE_WP_UNPOPULATED:
-		return "WP_UNPOPULATED (6.4)";
-	case UFFD_FEATURE_WP_ASYNC:
-		return "WP_ASYNC (6.7)";
-	default:
-		return "unknown";
+	for (size_t i = 0; i < sizeof(uffd_feature_names) / sizeof(uffd_feature_names[0]); i++)
+		if (uffd_feature_names[i].feature == feature)
+			return uffd_feature_names[i].name;
+	return "unknown";
+}
+
+int dirty_uffd_feature_list(char *buf, size_t len)
+{
+	uint64_t features = dirty_uffd_features();
+	size_t used = 0;
+	int count = 0;
+
+	if (len)
+		buf[0] = '\0';
+	if (!features)
+		return -ENOSYS;
+	for (int bit = 0; bit < 64; bit++) {
+		uint64_t f = UINT64_C(1) << bit;
+		const char *name;
+		size_t n;
+
+		if (!(features & f))
+			continue;
+		count++;
+		name = uffd_feature_name(f);
+		n = strcspn(name, " "); /* the name without its release */
+		if (!strcmp(name, "unknown")) {
+			if (len && used + 24 < len)
+				used += (size_t)snprintf(buf + used, len - used, "%sbit %d",
+							 used ? ", " : "", bit);
+		} else if (len && used + n + 3 < len) {
+			used += (size_t)snprintf(buf + used, len - used, "%s%.*s", used ? ", " : "",
+						 (int)n, name);
+		}
 	}
+	return count;
 }
 
 int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
@@ -132,6 +187,15 @@ int dirty_uffd_api(int uffd, uint64_t features, char *why, size_t why_len)
 	}
 	close(probe_fd);
 	missing = features & ~(uint64_t)api.features;
+	/*
+	 * Every write-protect feature needs write-protection itself, which the
+	 * kernel withholds where the architecture lacks it (arm64 before 6.10):
+	 * name that first, as the reason the others are missing.
+	 */
+	if ((features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED |
+			 UFFD_FEATURE_WP_ASYNC)) &&
+	    !(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
+		missing |= UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	if (!missing)
 		return dirty_reason(why, why_len, -EOPNOTSUPP, "UFFDIO_API refused the features");
 	/* name every missing feature: "WP_UNPOPULATED (6.4), WP_ASYNC (6.7)" */

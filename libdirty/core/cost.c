@@ -70,12 +70,36 @@ uint64_t dirty_now_ns(void)
 
 /* ---- measuring: reading, and one fault ---- */
 
+/*
+ * Private anonymous scratch memory between two PROT_NONE guard pages, so that
+ * it cannot merge with a neighbour: the kernel marks a mapping that grows by
+ * a merge soft-dirty as a whole, and a region just tracked beside the scratch
+ * would read all dirty under soft-dirty.  MAP_FAILED if none can be made.
+ */
+static void *scratch_anon(size_t len)
+{
+	size_t page = dirty_page_size();
+	char *mem = mmap(NULL, len + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (mem == MAP_FAILED)
+		return MAP_FAILED;
+	if (mprotect(mem + page, len, PROT_READ | PROT_WRITE) < 0) {
+		munmap(mem, len + 2 * page);
+		return MAP_FAILED;
+	}
+	return mem + page;
+}
+
+static void scratch_anon_free(void *mem, size_t len)
+{
+	munmap((char *)mem - dirty_page_size(), len + 2 * dirty_page_size());
+}
+
 /* Nanoseconds to hash a page, from a scratch buffer larger than the caches. */
 static uint64_t calibrate_hash(struct dirty_tracker *t)
 {
 	size_t page = dirty_page_size(), len = 8u << 20, n = len / page;
-	unsigned char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
-				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	unsigned char *buf = scratch_anon(len);
 	uint64_t t0, best = UINT64_MAX, sum = 0;
 
 	if (buf == MAP_FAILED)
@@ -88,7 +112,7 @@ static uint64_t calibrate_hash(struct dirty_tracker *t)
 		if (dirty_now_ns() - t0 < best)
 			best = dirty_now_ns() - t0;
 	}
-	munmap(buf, len);
+	scratch_anon_free(buf, len);
 	(void)sum;
 	return best / n ? best / n : 1;
 }
@@ -150,8 +174,12 @@ static int scratch_map(const struct dirty_region *r, char *path, void **ret, siz
 	void *mem;
 
 	if (r->kind == DIRTY_MEM_ANON) {
-		fd = -1;
-		flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		mem = scratch_anon(len);
+		if (mem == MAP_FAILED)
+			return -errno;
+		*ret = mem;
+		*ret_len = len;
+		return 0;
 	} else if (r->kind == DIRTY_MEM_SHMEM) {
 		fd = memfd_create("libdirty-calibration", MFD_CLOEXEC);
 	} else {
@@ -160,8 +188,8 @@ static int scratch_map(const struct dirty_region *r, char *path, void **ret, siz
 		/* an unnamed file beside the mapped one: the same filesystem */
 		fd = open(dirname(path), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	}
-	if (r->kind != DIRTY_MEM_ANON && (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
-					   (r->kind == DIRTY_MEM_FILE_SHARED && fill(fd, len) < 0))) {
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+	    (r->kind == DIRTY_MEM_FILE_SHARED && fill(fd, len) < 0)) {
 		int err = -errno;
 
 		if (fd >= 0)
@@ -246,7 +274,10 @@ static void calibrate_faults(struct dirty_tracker *t, const struct dirty_region 
 		}
 		r->backend->untrack(t, &fake);
 	}
-	munmap(mem, len);
+	if (r->kind == DIRTY_MEM_ANON)
+		scratch_anon_free(mem, len);
+	else
+		munmap(mem, len);
 }
 
 /* What trapping costs for r, measured once per backend, kind and device. */
@@ -269,8 +300,9 @@ static const struct dirty_fault_cost *fault_cost(struct dirty_tracker *t,
 	f[i] = (struct dirty_fault_cost){ .backend = r->backend, .kind = r->kind, .dev = dev };
 	calibrate_faults(t, r, path, &f[i]);
 	dirty_log(t, LOG_DEBUG, "cost: under %s on this memory a write fault costs %" PRIu64
-		  " ns, a dirty page's collect %" PRIu64 " ns, a clean page's %" PRIu64 " ns",
-		  r->backend->name, f[i].write_ns, f[i].dirty_ns, f[i].scan_ns);
+		  " ns, a dirty page's collect %" PRIu64 " ns, a clean page's %" PRIu64 " ns; "
+		  "reading a page costs %" PRIu64 " ns", r->backend->name, f[i].write_ns,
+		  f[i].dirty_ns, f[i].scan_ns, t->hash_ns);
 	return &f[i];
 }
 

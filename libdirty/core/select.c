@@ -174,6 +174,13 @@ static void names_fill(void)
 		names[i] = dirty_backends[i]->name;
 }
 
+DIRTY_EXPORT int dirty_kernel_uffd_features(char *buf, size_t len)
+{
+	if (!buf && len)
+		return -EINVAL;
+	return dirty_uffd_feature_list(buf, len);
+}
+
 DIRTY_EXPORT const char *const *dirty_backend_names(void)
 {
 	pthread_once(&names_once, names_fill);

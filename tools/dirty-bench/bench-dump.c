@@ -33,7 +33,8 @@
 #include "bench-dump.h"
 #include "json.h"
 
-#define PAGE 4096u
+/* the kernel's base page (4 KiB on x86-64; 4, 16 or 64 KiB on arm64) */
+#define PAGE ((size_t)sysconf(_SC_PAGESIZE))
 #define MAX_REPS 15
 
 static double now_ms(void)
@@ -112,7 +113,7 @@ static int fresh_file(const char *dir)
 static int raw_loop(struct dump_bench *b, int fd)
 {
 	for (size_t i = 0; i < b->ndirty; i++)
-		if (pwrite(fd, b->mem + b->dirty[i] * PAGE, PAGE, (off_t)(i * PAGE)) != PAGE)
+		if (pwrite(fd, b->mem + b->dirty[i] * PAGE, PAGE, (off_t)(i * PAGE)) != (ssize_t)PAGE)
 			return -1;
 	return 0;
 }

@@ -26,6 +26,22 @@ enum probe_kind { KIND_ANON, KIND_SHMEM, KIND_FILE, KIND_HUGETLB, NKINDS };
 static const char *const kind_names[NKINDS] = { "anonymous", "shared-memory", "file",
 						"hugetlb" };
 
+/* The default hugetlb page: 2 MiB with 4 KiB base pages, 32 MiB with arm64's 16 KiB. */
+static size_t hugetlb_size(void)
+{
+	size_t size = 2 * 1024 * 1024;
+	unsigned long kib;
+	char line[128];
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Hugepagesize: %lu kB", &kib) == 1 && kib)
+			size = (size_t)kib * 1024;
+	if (f)
+		fclose(f);
+	return size;
+}
+
 /* A small mapping of the kind, or NULL with the reason in why. */
 static void *map_kind(enum probe_kind kind, size_t *len, int *fd, char *why, size_t why_len)
 {
@@ -40,7 +56,7 @@ static void *map_kind(enum probe_kind kind, size_t *len, int *fd, char *why, siz
 	else if (kind == KIND_SHMEM)
 		*fd = memfd_create("dirtyctl-probe", MFD_CLOEXEC);
 	else if (kind == KIND_HUGETLB)
-		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, *len = 2 * 1024 * 1024;
+		flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, *len = hugetlb_size();
 	for (size_t i = 0; kind == KIND_FILE && *fd < 0 && i < 2; i++) {
 		char path[64];
 
@@ -107,7 +123,8 @@ static int verb_probe(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *const *names = dirty_backend_names();
-	char why[512], auto_why[1024];
+	char why[512], auto_why[1024], features[512];
+	int nfeatures;
 	const char *chosen = NULL, *kinds[NKINDS];
 	char kinds_why[NKINDS][128];
 	struct dirty_tracker *t;
@@ -136,10 +153,20 @@ static int verb_probe(int argc, char **argv)
 	}
 	dirty_backend_probe("auto", 0, auto_why, sizeof(auto_why));
 	probe_kinds(kinds, kinds_why);
+	nfeatures = dirty_kernel_uffd_features(features, sizeof(features));
 
 	if (json) {
 		printf("{\"kernel\": ");
 		json_string(stdout, uts.release);
+		printf(", \"machine\": ");
+		json_string(stdout, uts.machine);
+		printf(", \"page_size\": %ld, \"userfaultfd_features\": [", sysconf(_SC_PAGESIZE));
+		for (char *p = nfeatures > 0 ? features : NULL, *end; p && *p; p = end ? end + 2 : NULL) {
+			end = strstr(p, ", ");
+			printf("%s\"%.*s\"", p == features ? "" : ", ",
+			       (int)(end ? (size_t)(end - p) : strlen(p)), p);
+		}
+		printf("]");
 		printf(", \"backends\": [");
 		for (i = 0; names[i]; i++) {
 			int err = dirty_backend_probe(names[i], 0, why, sizeof(why));
@@ -173,7 +200,9 @@ static int verb_probe(int argc, char **argv)
 		printf("}}\n");
 		return chosen ? 0 : 1;
 	}
-	printf("kernel: %s %s\n\n", uts.sysname, uts.release);
+	printf("kernel: %s %s (%s, %ld-byte pages)\n", uts.sysname, uts.release, uts.machine,
+	       sysconf(_SC_PAGESIZE));
+	printf("userfaultfd: %s\n\n", nfeatures > 0 ? features : "none (not available here)");
 	for (i = 0; names[i]; i++) {
 		int err = dirty_backend_probe(names[i], 0, why, sizeof(why));
 

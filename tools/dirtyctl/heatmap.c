@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "heatmap.h"
 #include "xml.h"
@@ -138,6 +139,15 @@ static void append_cells(struct mapping *m, unsigned epoch, const uint64_t *coun
 			left -= pages;
 		}
 	}
+}
+
+uint64_t heatmap_page_size(void)
+{
+	static uint64_t size;
+
+	if (!size)
+		size = (uint64_t)sysconf(_SC_PAGESIZE);
+	return size;
 }
 
 struct heatmap *heatmap_new(const char *title)

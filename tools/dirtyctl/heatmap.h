@@ -27,8 +27,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Pages are counted in units of this many bytes from a mapping's start. */
-#define HEATMAP_PAGE_SIZE 4096u
+/*
+ * Pages are counted in units of the system's base page size from a
+ * mapping's start (4096 bytes on x86-64; 4, 16 or 64 KiB on arm64), as the
+ * kernel gives it (sysconf(_SC_PAGESIZE)).
+ */
+#define HEATMAP_PAGE_SIZE heatmap_page_size()
+uint64_t heatmap_page_size(void);
 
 struct heatmap;
 

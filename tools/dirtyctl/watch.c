@@ -36,7 +36,8 @@
 #include "json.h"
 #include "watch.h"
 
-#define PAGE 4096u
+/* the kernel's base page: 4 KiB on x86-64, 4, 16 or 64 KiB on arm64 */
+#define PAGE ((uint64_t)heatmap_page_size())
 #define COLLECT_RUNS 256
 
 enum mapping_kind { KIND_HEAP, KIND_STACK, KIND_ANON, KIND_FILE_PRIVATE, KIND_SHARED };
