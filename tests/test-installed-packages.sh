@@ -78,47 +78,7 @@ libs=$(pkg-config --libs libdirty)
 [ "$(pkg-config --variable=libdir libdirty)" = "$libdir" ] && ok "libdir is $libdir" ||
 	fail "pkg-config's libdir is $(pkg-config --variable=libdir libdirty), not $libdir"
 
-cat >"$tmp/prog.c" <<'EOF'
-#include <stdio.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-#include <libdirty.h>
-
-int main(int argc, char **argv)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	struct dirty_tracker *t;
-	struct dirty_range runs[4];
-	char *mem = mmap(NULL, 16 * page, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ssize_t n;
-
-	if (argc != 2 || strcmp(dirty_version(), argv[1]) ||
-	    strcmp(LIBDIRTY_VERSION_STRING, argv[1])) {
-		fprintf(stderr, "dirty_version() %s, header %s, expected %s\n", dirty_version(),
-			LIBDIRTY_VERSION_STRING, argc == 2 ? argv[1] : "?");
-		return 1;
-	}
-	if (mem == MAP_FAILED || dirty_tracker_new(NULL, &t) ||
-	    dirty_track(t, mem, 16 * page)) {
-		fprintf(stderr, "setup failed\n");
-		return 1;
-	}
-	mem[3 * page] = mem[4 * page] = mem[9 * page] = 1;
-	n = dirty_collect(t, mem, 16 * page, DIRTY_COLLECT_CLEAN, runs, 4, NULL);
-	if (n != 2 || runs[0].start != mem + 3 * page || runs[0].len != 2 * page ||
-	    runs[1].start != mem + 9 * page || runs[1].len != page) {
-		fprintf(stderr, "%s: expected runs [3,5) [9,10), got %zd runs\n",
-			dirty_tracker_backend(t), n);
-		return 1;
-	}
-	printf("libdirty %s, %s: dirty pages [3,5) [9,10)\n", dirty_version(),
-	       dirty_tracker_backend(t));
-	dirty_tracker_free(t);
-	return 0;
-}
-EOF
+cp "$src/tests/installed-client.c" "$tmp/prog.c"
 # shellcheck disable=SC2086 # the flags are words
 if cc $cflags "$tmp/prog.c" $libs -o "$tmp/prog" 2>"$tmp/cc.log"; then
 	ok "cc \$(pkg-config --cflags --libs libdirty) builds a program"

@@ -14,6 +14,8 @@ if [ $# -lt 1 ] || [ ! -d "$1" ]; then
 	exit 1
 fi
 builddir=$1
+# the client program's source (tests/installed-client.c): SOURCEDIR, or this script's
+srcdir=${2:-$(dirname "$0")/..}
 
 for tool in meson pkg-config cc; do
 	if ! command -v "$tool" >/dev/null; then
@@ -72,39 +74,7 @@ esac
 [ -f "$incdir/libdirty.h" ] || fail "libdirty.h is not in $incdir"
 [ "$libpath" = "$libdir" ] || fail "the library path is not $libdir: $libs"
 
-cat >"$tmp/prog.c" <<'EOF'
-#include <stdio.h>
-#include <sys/mman.h>
-#include <unistd.h>
-#include <libdirty.h>
-
-int main(void)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	struct dirty_tracker *t;
-	struct dirty_range runs[4];
-	char *mem = mmap(NULL, 16 * page, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ssize_t n;
-
-	if (mem == MAP_FAILED || dirty_tracker_new(NULL, &t) ||
-	    dirty_track(t, mem, 16 * page)) {
-		fprintf(stderr, "setup failed\n");
-		return 1;
-	}
-	mem[3 * page] = mem[4 * page] = mem[9 * page] = 1;
-	n = dirty_collect(t, mem, 16 * page, DIRTY_COLLECT_CLEAN, runs, 4, NULL);
-	if (n != 2 || runs[0].start != mem + 3 * page || runs[0].len != 2 * page ||
-	    runs[1].start != mem + 9 * page || runs[1].len != page) {
-		fprintf(stderr, "%s: expected runs [3,5) [9,10), got %zd runs\n",
-			dirty_tracker_backend(t), n);
-		return 1;
-	}
-	printf("%s: dirty pages [3,5) [9,10)\n", dirty_tracker_backend(t));
-	dirty_tracker_free(t);
-	return 0;
-}
-EOF
+cp "$srcdir/tests/installed-client.c" "$tmp/prog.c"
 
 echo "cc $cflags prog.c $libs"
 # shellcheck disable=SC2086 # the flags are words

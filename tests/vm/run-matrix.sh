@@ -1112,6 +1112,16 @@ check_matrix() {
 }
 
 # ---- 3. boot ---------------------------------------------------------------
+# The sync daemon's cell, when this build has it (tools/dirty-syncd): run
+# and required (sets syncd and required of run_kernel).
+want_syncd() {
+	if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ] &&
+	   [ -x "$build_dir/tests/test-syncd-hostile" ]; then
+		syncd=1
+		required="$required syncd"
+	fi
+}
+
 run_kernel() {
 	local k=$1 stage initrd disk log start qemu_pid qemu_rc=0 matrix_rc=0
 	local -a qemu_accel=(-accel "$accel")
@@ -1157,11 +1167,7 @@ run_kernel() {
 		else
 			echo "vm $k: DKMS did not build the module: the module cells fail" >&2
 		fi
-		if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ] &&
-		   [ -x "$build_dir/tests/test-syncd-hostile" ]; then
-			syncd=1
-			required="$required syncd"
-		fi
+		want_syncd
 	elif [ "$k" = 6.12 ]; then
 		required="module race"
 		rm -rf "$out_dir/dirtymap-$k"
@@ -1171,12 +1177,7 @@ run_kernel() {
 		else
 			echo "vm $k: no dirtymap module: the module cell and the mapping backend fail" >&2
 		fi
-		# the sync daemon's test, when this build has it (tools/dirty-syncd)
-		if [ -x "$build_dir/tools/dirty-syncd" ] && [ -x "$build_dir/tests/test-syncd" ] &&
-		   [ -x "$build_dir/tests/test-syncd-hostile" ]; then
-			syncd=1
-			required="$required syncd"
-		fi
+		want_syncd
 	fi
 	rm -rf "$out_dir/initramfs-$k".*   # left by a run that failed
 	stage=$(mktemp -d "$out_dir/initramfs-$k.XXXXXX")
