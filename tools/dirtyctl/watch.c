@@ -165,11 +165,30 @@ static pid_t run_child;
 
 static bool ended_early(pid_t pid)
 {
+	char path[64], buf[512], *p, state = 'X';
 	siginfo_t si = { 0 };
+	FILE *f;
 
-	/* WNOWAIT: the status stays to be reaped */
-	return run_child == pid && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-	       si.si_pid == pid;
+	if (run_child != pid)
+		return false;
+	/*
+	 * Dead or exiting (zombie, or its /proc entry going): waitable in a
+	 * moment, though perhaps not yet (the attach may have seen it exit
+	 * before its parent is told).  WNOWAIT: the status stays to be reaped.
+	 */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
+			sscanf(p + 1, " %c", &state);
+		fclose(f);
+	}
+	for (int i = 0; i < (state == 'Z' || state == 'X' ? 2000 : 1); i++) {
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+			return true;
+		usleep(1000);
+	}
+	return false;
 }
 
 static int check_target(pid_t pid)
@@ -183,6 +202,8 @@ static int check_target(pid_t pid)
 	char state = '?';
 
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+		if (ended_early(pid))
+			return ENDED_EARLY;
 		fprintf(stderr, "dirtyctl: no process %d: check the process id (ps, pgrep)\n",
 			(int)pid);
 		return EXIT_NO_PROCESS;
@@ -192,6 +213,8 @@ static int check_target(pid_t pid)
 	if (!f || !fgets(buf, sizeof(buf), f)) {
 		if (f)
 			fclose(f);
+		if (ended_early(pid))
+			return ENDED_EARLY;
 		fprintf(stderr, "dirtyctl: process %d cannot be seen in /proc (%s): it has exited, or "
 			"/proc is mounted with hidepid; run dirtyctl as a user who can see it\n",
 			(int)pid, strerror(errno));
@@ -214,6 +237,8 @@ static int check_target(pid_t pid)
 		return EXIT_REFUSED;
 	}
 	if (state == 'Z' || state == 'X') {
+		if (ended_early(pid))
+			return ENDED_EARLY;
 		fprintf(stderr, "dirtyctl: process %d is a zombie: it has exited, its memory is gone\n",
 			(int)pid);
 		return EXIT_NO_PROCESS;
