@@ -129,14 +129,15 @@ bdwgc_unpack() {
 
 # bdwgc_build KIND SRC BUILD LIBDIRTY_BUILD: configure as Debian does and build
 # the library and the test programs of make check.  The patched kinds link
-# the libdirty of LIBDIRTY_BUILD (rpath), with its header from the source tree.
+# the libdirty of LIBDIRTY_BUILD (rpath), with its header from the source tree
+# and the version header meson made in LIBDIRTY_BUILD/include.
 bdwgc_build() {
 	local kind=$1 src=$2 build=$3 libdirty=$4
 	local -a extra=()
 	rm -rf "$build"
 	mkdir -p "$build"
 	if [ "$kind" != ref ]; then
-		extra=(--with-libdirty CPPFLAGS="-I$bdwgc_source_dir/include"
+		extra=(--with-libdirty CPPFLAGS="-I$bdwgc_source_dir/include -I$libdirty/include"
 			LDFLAGS="-pthread -L$libdirty -Wl,-rpath,$libdirty")
 	else
 		extra=(LDFLAGS=-pthread)
