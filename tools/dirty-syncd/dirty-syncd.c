@@ -1481,6 +1481,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dirty-syncd: out of memory\n");
 		return 1;
 	}
+	/*
+	 * Before any thread exists (a Vulkan driver starts its own): they all
+	 * inherit the blocked stop signals, which then reach this thread's
+	 * ppoll() only.
+	 */
+	catch_stop_signals();
 	err = choose_mode(&o.mode);
 	if (!err)
 		err = set_up_buffer_and_sink(&o, &initial_bytes);
@@ -1496,7 +1502,6 @@ int main(int argc, char **argv)
 			goto bad_usage;
 		return err;
 	}
-	catch_stop_signals();
 	say_started(&o, initial_bytes);
 
 	serve_until_stopped(listen_fd, o.interval, pfd, slot);
