@@ -1071,22 +1071,23 @@ check_matrix() {
 	    print(f"{name:<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
 	# dirtyctl attach (tests/test-attach.py): where uffd-async is usable it
 	# must pass; elsewhere its tests skip with the reason (exit 77)
-	cell = cells.get("attach")
-	out = output.get("attach", [])
-	# pytest -v: a line per test, "test-attach.py::test_NAME PASSED [ 6%]"
-	results = [l for l in out if l.startswith("test-attach.py::")]
-	for l in results:
-	    print(f"    | {l}")
-	if cell and cell[0] == 0:
-	    verdict = "PASS"
-	elif cell and cell[0] == 77 and "uffd-async" in unusable:
-	    verdict = "SKIP (expected: uffd-async is not usable here)"
-	else:
-	    verdict = "FAIL" + ("" if cell else ": not run")
-	    problems.append("attach: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
-	    for l in [l for l in out if l not in results][-30:]:
+	if cells_run == ["all"] or "attach" in cells_run:
+	    cell = cells.get("attach")
+	    out = output.get("attach", [])
+	    # pytest -v: a line per test, "test-attach.py::test_NAME PASSED [ 6%]"
+	    results = [l for l in out if l.startswith("test-attach.py::")]
+	    for l in results:
 	        print(f"    | {l}")
-	print(f"{'attach':<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
+	    if cell and cell[0] == 0:
+	        verdict = "PASS"
+	    elif cell and cell[0] == 77 and "uffd-async" in unusable:
+	        verdict = "SKIP (expected: uffd-async is not usable here)"
+	    else:
+	        verdict = "FAIL" + ("" if cell else ": not run")
+	        problems.append("attach: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
+	        for l in [l for l in out if l not in results][-30:]:
+	            print(f"    | {l}")
+	    print(f"{'attach':<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
 	# the dirtymap module's own tests and the sync daemon: TAP-like output
 	for name in required:
 	    cell = cells.get(name)
