@@ -168,14 +168,7 @@ static int parse_action(const char *name, uint32_t *ret)
 	return -1;
 }
 
-/* This machine's audit architecture, as seccomp_data.arch gives it. */
-#if defined(__x86_64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "attach-target: add this architecture's AUDIT_ARCH_*"
-#endif
+#include "native-arch.h"
 
 /* A filter: on this architecture, system call nr gets action; everything else is allowed. */
 static void install_filter(int nr, uint32_t action, bool flags_only)

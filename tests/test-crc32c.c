@@ -27,19 +27,7 @@
 #include "libdirty-int.h"
 #include "tap.h"
 
-/* Bitwise CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): the definition itself. */
-static uint32_t ref_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	crc = ~crc;
-	while (len--) {
-		crc ^= *p++;
-		for (int k = 0; k < 8; k++)
-			crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
-	}
-	return ~crc;
-}
+#include "ref-crc32c.h"
 
 /* The CPU's own answer (CPUID), not the compiler's runtime that image.c asks. */
 static bool cpu_has_sse42(void)

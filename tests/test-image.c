@@ -44,14 +44,7 @@
 #include <libdirty.h>
 #include "tap.h"
 
-/* This machine's audit architecture, as seccomp_data.arch gives it. */
-#if defined(__x86_64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "add this architecture's AUDIT_ARCH_*"
-#endif
+#include "native-arch.h"
 
 #define ALIGN DIRTY_IMAGE_ALIGN
 
@@ -59,19 +52,7 @@ static size_t page_size;
 
 /* ---- an independent reading of the format ---- */
 
-/* Bitwise CRC-32C, the definition itself. */
-static uint32_t ref_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	crc = ~crc;
-	while (len--) {
-		crc ^= *p++;
-		for (int k = 0; k < 8; k++)
-			crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
-	}
-	return ~crc;
-}
+#include "ref-crc32c.h"
 
 static uint64_t align_up(uint64_t n)
 {

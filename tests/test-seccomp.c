@@ -35,14 +35,7 @@
 
 #include "libdirty-int.h"
 
-/* This machine's audit architecture, as seccomp_data.arch gives it. */
-#if defined(__x86_64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "add this architecture's AUDIT_ARCH_*"
-#endif
+#include "native-arch.h"
 
 #define MAX_FILTERS 3
 #define MAX_INSNS 64
