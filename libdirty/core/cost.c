@@ -289,7 +289,12 @@ static const struct dirty_fault_cost *fault_cost(struct dirty_tracker *t,
 	dev_t dev = 0;
 	size_t i;
 
-	dirty_mapped_file(r->start, &dev, path, sizeof(path));
+	/*
+	 * Only a mapped file's device matters (its scratch is a file beside
+	 * it): /proc/self/maps is read for those alone, not at every track.
+	 */
+	if (r->kind == DIRTY_MEM_FILE_SHARED)
+		dirty_mapped_file(r->start, &dev, path, sizeof(path));
 	for (i = 0; i < t->nfault_costs; i++)
 		if (f[i].backend == r->backend && f[i].kind == r->kind && f[i].dev == dev)
 			return &f[i];
