@@ -96,6 +96,9 @@ GOOD = ("OK", "EXPECTEDFAIL")
 # serial console brings escape characters, which XML 1.0 does not allow
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 passed = failed = skipped = 0
+# the failed tests are named again here, next to the totals, where a log that
+# keeps only its tail still shows them
+failed_names = []
 # testlog-SETUP.json for a run with --setup (the asan build's)
 for log in sorted(glob.glob("build-ci-*/meson-logs/testlog*.json")):
     # meson calls a TAP test OK when some of its subtests were skipped; its
@@ -117,6 +120,8 @@ for log in sorted(glob.glob("build-ci-*/meson-logs/testlog*.json")):
         r = json.loads(line)
         result = r["result"]
         tests["OK" if result in GOOD else "SKIP" if result == "SKIP" else "FAIL"] += 1
+        if result not in GOOD + ("SKIP",):
+            failed_names.append(f"{log.split('/')[0]}: {r['name']} ({result})")
         sub = next((v for k, v in subtests.items() if k.endswith("." + r["name"])), None)
         if not sub:
             # an exit-status test, or a TAP test with no subtest (skipped as a whole)
@@ -132,6 +137,8 @@ for log in sorted(glob.glob("build-ci-*/meson-logs/testlog*.json")):
     print(f"{log.split('/')[0]}{f' --setup {setup}' if setup else ''}: {p} passed, {f} failed, {s} skipped "
           f"({tests['OK']} meson tests ok, {tests['FAIL']} failed, {tests['SKIP']} skipped)")
     passed += p; failed += f; skipped += s
+for name in failed_names:
+    print(f"failed: {name}")
 if passed + failed == 0:
     failed = 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
