@@ -700,32 +700,40 @@ static void count_staging(int priority, const char *msg, void *userdata)
 
 START_TEST(test_written_during_write)
 {
-	enum { N = 4096 };
-	int staged = 0;
+	/* tries before giving up: one needs the hammer to run while the
+	 * image is written, which a loaded machine may not schedule */
+	enum { N = 4096, TRIES = 50 };
+	int staged = 0, tries;
 	struct dirty_options to = { .sz = sizeof(to), .log = count_staging, .log_userdata = &staged };
 	struct dirty_tracker *t = NULL;
 	struct dirty_image_stats st;
 	struct dirty_range runs[8];
-	struct hammer hm = { 0 };
 	char *mem = map_pages(N);
-	pthread_t thread;
 	int fd = temp_file();
 
 	ck_assert_int_eq(dirty_tracker_new(&to, &t), 0);
 	ck_assert_int_eq(dirty_track(t, mem, N * page_size), 0);
-	for (size_t i = 0; i < N; i++)
-		write_page(mem, i, 1);
-	hm.page = mem + 1000 * page_size;
-	ck_assert_int_eq(pthread_create(&thread, NULL, hammer_main, &hm), 0);
-	while (atomic_load(&hm.writes) < 1000)
-		;
-	ck_assert_int_eq(image_of(t, mem, N, DIRTY_IMAGE_CLEAN, fd, &st), 0);
-	atomic_store(&hm.stop, true);
-	pthread_join(thread, NULL);
-	ck_assert_uint_eq(st.pages, N);
-	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
-	ck_assert_int_eq(dirty_image_verify(fd, NULL), 0);
-	ck_assert_int_eq(staged, 1);
+	for (tries = 0; staged == 0 && tries < TRIES; tries++) {
+		struct hammer hm = { .page = mem + 1000 * page_size };
+		pthread_t thread;
+
+		for (size_t i = 0; i < N; i++)
+			write_page(mem, i, (unsigned)tries + 1);
+		ck_assert_int_eq(ftruncate(fd, 0), 0);
+		ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+		ck_assert_int_eq(pthread_create(&thread, NULL, hammer_main, &hm), 0);
+		while (atomic_load(&hm.writes) < 1000)
+			;
+		ck_assert_int_eq(image_of(t, mem, N, DIRTY_IMAGE_CLEAN, fd, &st), 0);
+		atomic_store(&hm.stop, true);
+		pthread_join(thread, NULL);
+		/* staged or not, every image verifies */
+		ck_assert_uint_eq(st.pages, N);
+		ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+		ck_assert_int_eq(dirty_image_verify(fd, NULL), 0);
+	}
+	ck_assert_msg(staged == 1, "the writer staged %d times in %d images (never raced?)",
+		      staged, tries);
 	/* the hammered page is dirty again, for the next image */
 	ck_assert_uint_eq(collect_n(t, mem, N * page_size, 0, runs, 8), 1);
 	assert_run(&runs[0], mem, 1000, 1);
