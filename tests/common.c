@@ -224,7 +224,7 @@ bool thp_enabled(char *why, size_t len)
 	return on;
 }
 
-bool thp_backed(const void *addr)
+bool thp_backed(const void *addr, size_t len)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
 	unsigned long lo, hi, kb;
@@ -237,7 +237,7 @@ bool thp_backed(const void *addr)
 		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
 			in = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
 		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
-			backed = kb > 0;
+			backed = kb * 1024 >= len;
 	}
 	fclose(f);
 	return backed;

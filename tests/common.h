@@ -76,8 +76,11 @@ size_t collect_all(struct dirty_tracker *t, void *addr, size_t len, unsigned fla
 
 /* Whether transparent huge pages are on; if not, false and why. */
 bool thp_enabled(char *why, size_t len);
-/* Whether the kernel maps the private anonymous memory at addr with a huge page. */
-bool thp_backed(const void *addr);
+/*
+ * Whether the kernel maps len bytes of the private anonymous mapping at addr
+ * with huge pages (its AnonHugePages: the test wrote only those bytes).
+ */
+bool thp_backed(const void *addr, size_t len);
 
 /* The number at the start of a file such as /proc/sys/vm/max_map_count. */
 unsigned long read_ulong_file(const char *path);

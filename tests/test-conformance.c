@@ -512,12 +512,20 @@ START_TEST(test_track_populated_dirty)
 		assert_runs(&m, runs, collect(t, &m, 0, runs, 16), want_private, 2);
 	ck_assert_uint_ge(collect(t, &m, DIRTY_COLLECT_CLEAN, runs, 16), 2);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 16), 0);
+	/*
+	 * Under the module the write is a read first, made explicit: the
+	 * read-modify-write of write_pages() faults as a read under qemu's
+	 * TCG but as a write on the hardware (no fault-around then).
+	 */
+	if (mapping_reads_page_tables(t)) {
+		c = m.addr[6 * m.page];
+		(void)c;
+	}
 	write_pages(&m, (const size_t[]){ 6 }, 1);
 	if (mapping_reads_page_tables(t)) {
 		/*
-		 * The write is a read first (under qemu's TCG): its fault maps
-		 * the dropped pages 4-7 around it (fault-around), which the
-		 * module reports (documented).  do_fault_around() maps
+		 * The read's fault maps the dropped pages 4-7 around it
+		 * (fault-around), which the module reports (documented).  do_fault_around() maps
 		 * fault_around_bytes (64 KiB) from the fault's aligned 64 KiB
 		 * or from the start of the VMA or of the page table, whichever
 		 * is last, and not past the end of the VMA or the table: where
@@ -866,7 +874,13 @@ START_TEST(test_thp_base_page_granularity)
 	mem = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
 	ck_assert_int_eq(madvise(mem, len, MADV_HUGEPAGE), 0);
 	memset(mem, 1, len);
-	ck_assert_msg(thp_backed(mem), "the kernel gave no huge page (THP is on: checked)");
+	/* THP is on (checked), but a huge page is the kernel's to give */
+	if (!thp_backed(mem, len)) {
+		dirty_tracker_free(t);
+		munmap(raw, len + huge);
+		test_skip("the kernel gave no huge pages for these %zu MiB (memory fragmented?)",
+			  len >> 20);
+	}
 	m = (struct test_mem){ .kind = MEM_ANON, .addr = mem, .len = len, .page = page_size };
 	ck_assert_int_eq(dirty_track(t, mem, len), 0);
 	ck_assert_uint_eq(collect(t, &m, 0, runs, 8), 0);

@@ -437,7 +437,13 @@ START_TEST(test_thp_partly_dropped)
 	mem = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
 	ck_assert_int_eq(madvise(mem, len, MADV_HUGEPAGE), 0);
 	memset(mem, 3, len);
-	ck_assert_msg(thp_backed(mem), "the kernel gave no huge page (THP is on: checked)");
+	/* THP is on (checked), but a huge page is the kernel's to give */
+	if (!thp_backed(mem, len)) {
+		dirty_tracker_free(t);
+		munmap(raw, len + huge);
+		test_skip("the kernel gave no huge pages for these %zu MiB (memory fragmented?)",
+			  len >> 20);
+	}
 	ck_assert_int_eq(dirty_track(t, mem, len), 0);
 	drop(mem, 100, 3);
 	drop(mem, 600, 1);
