@@ -25,6 +25,7 @@
  * and exit 1.
  */
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +113,21 @@ static unsigned long not_present(const char *mem, unsigned long count)
 	return gone;
 }
 
+/*
+ * On one CPU (best effort): MADV_FREE and MADV_PAGEOUT drain only this
+ * CPU's batches of new and lazy-free pages, so "free" could leave pages
+ * filled on another CPU in memory.
+ */
+static void pin_to_one_cpu(void)
+{
+	int cpu = sched_getcpu();
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu < 0 ? 0 : cpu, &one);
+	(void)sched_setaffinity(0, sizeof(one), &one);
+}
+
 int main(int argc, char **argv)
 {
 	char line[4096];
@@ -125,6 +141,7 @@ int main(int argc, char **argv)
 		close(in);
 		close(out);
 	}
+	pin_to_one_cpu();
 	answer("ready %d", (int)getpid());
 	while (fgets(line, sizeof(line), stdin)) {
 		char cmd[16], name[8], *args[64];
