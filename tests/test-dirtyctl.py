@@ -372,9 +372,9 @@ def attach_exactness(threads):
     poll_until(lambda: w.changed_since(first), 10, "the workload writing")
     stop(w.pid)
     stopped_at = time.monotonic()
-    # three collects after the stop: the first two may hold writes from before
-    # it, the third and later none
-    d.wait_intervals(3)
+    # until an interval whose previous collect began after the stop (below)
+    poll_until(lambda: quiet_intervals(d, stopped_at, float("inf")), 10,
+               "an interval whose previous collect began after the stop")
     second = w.snapshot()
     resumed_at = time.monotonic()
     cont(w.pid)
@@ -406,17 +406,30 @@ def attach_exactness(threads):
     odd = {p for p in reported if p % 2}
     check(not odd, "reported but never written (odd): %s" % describe(odd))
 
-    # An interval whose previous collect came after the stop saw no write.
-    arrivals = [when for when, o in timed if o.get("type") == "interval"]
-    before_stop = sum(1 for when in arrivals if when < stopped_at)
-    before_resume = sum(1 for when in arrivals if when < resumed_at)
-    quiet = intervals[before_stop + 2:before_resume]
+    # An interval whose previous collect began after the stop, and whose
+    # own collect ended before the target went on, saw no write.
+    check(is_number(attached.get("clock")), "attached: no clock: %r" % attached)
+    quiet = quiet_intervals(d, stopped_at, resumed_at)
     check(quiet, "no interval line while the target was stopped")
     for obj in quiet:
         pages = reported_pages(obj, w.start, w.length)
         check(not pages, "interval t=%s, the target stopped: reported %s"
               % (obj["t"], describe(pages)))
     w.terminate()
+
+
+def quiet_intervals(d, stopped_at, resumed_at):
+    """The interval lines of d's --json report so far whose previous collect
+    began after stopped_at (dirtyctl reads an interval's "t", on the
+    CLOCK_MONOTONIC that time.monotonic() reads too, just before its collect)
+    and whose own collect ended before resumed_at (its line had reached us).
+    Not by arrivals alone: on a loaded machine a line can reach us late."""
+    timed = [(when, o) for when, o in d.timed_objects()
+             if o.get("type") in ("attached", "interval")]
+    clock = timed[0][1].get("clock", float("inf")) if timed else float("inf")
+    intervals = [(when, o) for when, o in timed if o["type"] == "interval"]
+    return [o for i, (when, o) in enumerate(intervals)
+            if i and clock + intervals[i - 1][1]["t"] >= stopped_at and when < resumed_at]
 
 
 def test_attach_exactness():

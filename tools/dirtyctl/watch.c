@@ -963,8 +963,8 @@ static void report_attached(const struct watch *w)
 	if (o->json) {
 		fprintf(o->out, "{\"type\": \"attached\", \"pid\": %d, \"backend\": ", (int)w->pid);
 		json_string(o->out, dirty_tracker_backend(w->t));
-		fprintf(o->out, ", \"regions\": %zu, \"untracked_bytes\": %" PRIu64 "}\n",
-			w->nregions, w->skipped_bytes);
+		fprintf(o->out, ", \"regions\": %zu, \"untracked_bytes\": %" PRIu64 ", "
+			"\"clock\": %.6f}\n", w->nregions, w->skipped_bytes, w->start);
 	} else {
 		fprintf(o->out, "dirtyctl: watching %s (pid %d) with %s: %zu writable regions; "
 			"every %.2g s\n", o->label, (int)w->pid, dirty_tracker_backend(w->t),
