@@ -193,14 +193,19 @@ static bool ended_early(pid_t pid)
 
 static int check_target(pid_t pid)
 {
-	if (ended_early(pid))
-		return ENDED_EARLY;
 	char path[64], buf[4096], *p;
 	unsigned long flags = 0;
 	int field;
 	FILE *f;
 	char state = '?';
 
+	/*
+	 * First, and again where a check below sees the target gone: a
+	 * command of run that is exiting can still show a live thread to
+	 * threads_live() below, and would be refused instead.
+	 */
+	if (ended_early(pid))
+		return ENDED_EARLY;
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
 		if (ended_early(pid))
 			return ENDED_EARLY;
