@@ -490,7 +490,7 @@ START_TEST(test_track_populated_dirty)
 	struct test_mem m;
 	char why[256];
 	volatile char c;
-	bool shared = kind != MEM_ANON;
+	bool shared = kind != MEM_ANON, module;
 
 	ck_assert_msg(mem_map(&m, kind, 16, why, sizeof(why)), "%s", why);
 	/*
@@ -517,20 +517,21 @@ START_TEST(test_track_populated_dirty)
 	 * read-modify-write of write_pages() faults as a read under qemu's
 	 * TCG but as a write on the hardware (no fault-around then).
 	 */
-	if (mapping_reads_page_tables(t)) {
+	module = mapping_reads_page_tables(t);
+	if (module) {
 		c = m.addr[6 * m.page];
 		(void)c;
 	}
 	write_pages(&m, (const size_t[]){ 6 }, 1);
-	if (mapping_reads_page_tables(t)) {
+	if (module) {
 		/*
 		 * The read's fault maps the dropped pages 4-7 around it
-		 * (fault-around), which the module reports (documented).  do_fault_around() maps
-		 * fault_around_bytes (64 KiB) from the fault's aligned 64 KiB
-		 * or from the start of the VMA or of the page table, whichever
-		 * is last, and not past the end of the VMA or the table: where
-		 * the kernel placed the region, some of pages 4-7 may stay
-		 * unmapped.
+		 * (fault-around), which the module reports (documented).
+		 * do_fault_around() maps fault_around_bytes (64 KiB) from the
+		 * fault's aligned 64 KiB or from the start of the VMA or of
+		 * the page table, whichever is last, and not past the end of
+		 * the VMA or the table: where the kernel placed the region,
+		 * some of pages 4-7 may stay unmapped.
 		 */
 		uintptr_t vma_start, vma_end, base = (uintptr_t)m.addr / m.page, at = base + 6;
 		uintptr_t around = m.page < 65536 ? 65536 / m.page : 1;
