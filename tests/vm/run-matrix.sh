@@ -1053,11 +1053,9 @@ check_matrix() {
 	    problems.append("numa: per-node counts on two nodes " + ("did not finish" if not numa else f"failed (exit {numa[0]})"))
 	    for l in output.get("numa", [])[-30:]:
 	        print(f"    | {l}")
-	# uffd-async under DIRTY_TRACKER_SPARSE, and dropped pages: where the
-	# kernel has uffd-async they must pass, else skip
-	for name in ("uffd-async-sparse-core", "exact-drops"):
-	    if "uffd-async" not in backends:
-	        continue
+	# A cell that must pass where uffd-async is usable, and else skip (77):
+	# prints its verdict, and the last lines of log (its output) if it failed
+	def uffd_async_cell(name, log):
 	    cell = cells.get(name)
 	    if cell and cell[0] == 0:
 	        verdict = "PASS"
@@ -1066,28 +1064,22 @@ check_matrix() {
 	    else:
 	        verdict = "FAIL" + ("" if cell else ": not run")
 	        problems.append(f"{name}: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
-	        for l in output.get(name, [])[-30:]:
+	        for l in log[-30:]:
 	            print(f"    | {l}")
 	    print(f"{name:<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
+	# uffd-async under DIRTY_TRACKER_SPARSE, and dropped pages
+	for name in ("uffd-async-sparse-core", "exact-drops"):
+	    if "uffd-async" in backends:
+	        uffd_async_cell(name, output.get(name, []))
 	# dirtyctl attach (tests/test-attach.py): where uffd-async is usable it
 	# must pass; elsewhere its tests skip with the reason (exit 77)
 	if cells_run == ["all"] or "attach" in cells_run:
-	    cell = cells.get("attach")
 	    out = output.get("attach", [])
 	    # pytest -v: a line per test, "test-attach.py::test_NAME PASSED [ 6%]"
 	    results = [l for l in out if l.startswith("test-attach.py::")]
 	    for l in results:
 	        print(f"    | {l}")
-	    if cell and cell[0] == 0:
-	        verdict = "PASS"
-	    elif cell and cell[0] == 77 and "uffd-async" in unusable:
-	        verdict = "SKIP (expected: uffd-async is not usable here)"
-	    else:
-	        verdict = "FAIL" + ("" if cell else ": not run")
-	        problems.append("attach: " + ("did not run" if not cell else f"failed (exit {cell[0]})"))
-	        for l in [l for l in out if l not in results][-30:]:
-	            print(f"    | {l}")
-	    print(f"{'attach':<22} {verdict}" + (f"   [{cell[1]} s]" if cell else ""))
+	    uffd_async_cell("attach", [l for l in out if l not in results])
 	# the dirtymap module's own tests and the sync daemon: TAP-like output
 	for name in required:
 	    cell = cells.get(name)
